@@ -1,0 +1,19 @@
+"""Exception types: every user-facing failure is a DepthCliError with a one-line message."""
+
+from __future__ import annotations
+
+
+class DepthCliError(Exception):
+    """Base class; the CLI prints the message on one line and exits non-zero."""
+
+
+class UnknownModelError(DepthCliError):
+    """The model name is neither a registry name nor a known hub repo id."""
+
+
+class WeightsError(DepthCliError):
+    """A checkpoint cannot be found, read, trusted or fitted to the chosen model."""
+
+
+class InputError(DepthCliError):
+    """One input (image, video, list file) cannot be processed; the rest of the run goes on."""

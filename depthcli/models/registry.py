@@ -1,0 +1,166 @@
+"""The single source of truth for model architectures, checkpoints and preprocessing.
+
+Nothing here imports torch or touches files, so `depthcli models` lists specs instantly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import UnknownModelError
+
+OutputKind = Literal["relative", "metric"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A DINOv2 ViT/14 encoder as timm names it."""
+
+    name: Literal["vits", "vitb", "vitl", "vitg"]
+    timm_name: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One published Depth Anything checkpoint: architecture, weights source, pre/postprocessing."""
+
+    name: str
+    family: Literal["v1", "v2"]
+    encoder: EncoderSpec
+    layers: tuple[int, int, int, int]  # 0-based blocks whose (normed) tokens feed the head
+    features: int
+    out_channels: tuple[int, int, int, int]
+    output: OutputKind
+    hub_repo: str  # official-layout repo
+    hub_file: str  # official file name in that repo (and in the weights folder)
+    hf_repo: str  # transformers-layout repo (model.safetensors)
+    licence: str
+    params_m: float
+    max_depth: float | None = None  # metric models only: metres at sigmoid == 1
+    dataset: str = ""
+    # V2's infer_image upsamples with align_corners=True, V1's run.py with False.
+    upsample_align_corners: bool = True
+    input_size: int = 518
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @property
+    def size(self) -> str:
+        return {"vits": "small", "vitb": "base", "vitl": "large", "vitg": "giant"}[self.encoder.name]
+
+    @property
+    def unit(self) -> str:
+        return "metres" if self.output == "metric" else "relative inverse depth (unitless)"
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "vits": EncoderSpec("vits", "vit_small_patch14_dinov2", 384, 12, 6),
+    "vitb": EncoderSpec("vitb", "vit_base_patch14_dinov2", 768, 12, 12),
+    "vitl": EncoderSpec("vitl", "vit_large_patch14_dinov2", 1024, 24, 16),
+    "vitg": EncoderSpec("vitg", "vit_giant_patch14_dinov2", 1536, 40, 24),
+}
+
+_HEAD = {  # features, out_channels, V2 taps, params (M) of the V2 model
+    "vits": (64, (48, 96, 192, 384), (2, 5, 8, 11), 24.8),
+    "vitb": (128, (96, 192, 384, 768), (2, 5, 8, 11), 97.5),
+    "vitl": (256, (256, 512, 1024, 1024), (4, 11, 17, 23), 335.3),
+}
+_SIZES = {"small": "vits", "base": "vitb", "large": "vitl"}
+_NC = "CC-BY-NC-4.0"
+
+
+def _spec(name: str, family: str, enc: str, output: OutputKind, **kw: object) -> ModelSpec:
+    features, out_channels, v2_layers, params = _HEAD[enc]
+    depth = ENCODERS[enc].depth
+    layers = v2_layers if family == "v2" else tuple(range(depth - 4, depth))
+    return ModelSpec(
+        name=name,
+        family=family,  # type: ignore[arg-type]
+        encoder=ENCODERS[enc],
+        layers=layers,  # type: ignore[arg-type]
+        features=features,
+        out_channels=out_channels,
+        output=output,
+        params_m=params,
+        upsample_align_corners=family == "v2",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _build() -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    for size, enc in _SIZES.items():
+        cap = size.capitalize()
+        specs[f"da2-{size}"] = _spec(
+            f"da2-{size}", "v2", enc, "relative",
+            hub_repo=f"depth-anything/Depth-Anything-V2-{cap}",
+            hub_file=f"depth_anything_v2_{enc}.pth",
+            hf_repo=f"depth-anything/Depth-Anything-V2-{cap}-hf",
+            licence="Apache-2.0" if size == "small" else _NC,
+            dataset="DA-V2 mixed (relative)",
+        )
+    for size, enc in _SIZES.items():
+        specs[f"da1-{size}"] = _spec(
+            f"da1-{size}", "v1", enc, "relative",
+            hub_repo=f"LiheYoung/depth_anything_{enc}14",
+            hub_file="pytorch_model.bin",
+            hf_repo=f"LiheYoung/depth-anything-{size}-hf",
+            licence="Apache-2.0",
+            dataset="DA-V1 (relative)",
+        )
+    for scene, data, short, max_depth in (
+        ("indoor", "Hypersim", "hypersim", 20.0),
+        ("outdoor", "VKITTI", "vkitti", 80.0),
+    ):
+        for size, enc in _SIZES.items():
+            cap = size.capitalize()
+            specs[f"da2-metric-{scene}-{size}"] = _spec(
+                f"da2-metric-{scene}-{size}", "v2", enc, "metric",
+                hub_repo=f"depth-anything/Depth-Anything-V2-Metric-{data}-{cap}",
+                hub_file=f"depth_anything_v2_metric_{short}_{enc}.pth",
+                hf_repo=f"depth-anything/Depth-Anything-V2-Metric-{scene.capitalize()}-{cap}-hf",
+                licence="Apache-2.0" if size == "small" else "unclear (hub says apache-2.0)",
+                max_depth=max_depth,
+                dataset=f"{data} ({scene}, max {max_depth:g} m)",
+            )
+    return specs
+
+
+MODEL_SPECS: dict[str, ModelSpec] = _build()
+DEFAULT_MODEL = "da2-small"
+
+# V1 checkpoints also live in the Space LiheYoung/Depth-Anything under this name; accept it locally.
+LOCAL_ALIASES: dict[str, tuple[str, ...]] = {
+    n: (f"depth_anything_{s.encoder.name}14.pth",) for n, s in MODEL_SPECS.items() if s.family == "v1"
+}
+
+
+def list_models() -> list[str]:
+    """Registry names, in display order."""
+    return list(MODEL_SPECS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Resolve a registry name or an official / -hf hub repo id to its spec."""
+    if name in MODEL_SPECS:
+        return MODEL_SPECS[name]
+    low = name.strip().lower()
+    for spec in MODEL_SPECS.values():
+        if low in (spec.hub_repo.lower(), spec.hf_repo.lower()):
+            return spec
+    close = [n for n in MODEL_SPECS if low and (low in n or n in low)]
+    hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}{hint}; run 'depthcli models' for the list "
+        "(official and -hf hub repo ids are accepted too)"
+    )
+
+
+def is_hf_repo_name(name: str) -> bool:
+    """True if `name` is the transformers-layout repo of a registry model."""
+    low = name.strip().lower()
+    return any(low == s.hf_repo.lower() for s in MODEL_SPECS.values())

@@ -1,0 +1,82 @@
+"""Preprocessing and output resizing exactly as the official `infer_image` (DESIGN.md §4.1).
+
+Owns the geometry contract: keep aspect, short side to `input_size`, both sides multiples of 14,
+and the original (h, w) to upsample back to. Constants come from the ModelSpec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MULTIPLE = 14
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The official transform for one model: lower-bound resize, ImageNet normalisation."""
+
+    input_size: int = 518
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def target_size(self, h: int, w: int) -> tuple[int, int]:
+        """Network input (H, W) for an h x w image: the official 'lower_bound' rule."""
+        return lower_bound_size(h, w, self.input_size)
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        """Map a BGR uint8 (H, W, 3) image to a normalised float32 (3, H', W') array.
+
+        float64 until the end, cv2 INTER_CUBIC, np.round: each of these matters for parity.
+        """
+        img = to_bgr3(bgr)
+        h, w = img.shape[:2]
+        th, tw = self.target_size(h, w)
+        if img.dtype == np.uint8:
+            rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB) / 255.0
+        else:  # 16-bit sources keep their precision instead of being cut to 8 bits
+            rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB).astype(np.float64) / 65535.0
+        rgb = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_CUBIC)
+        rgb = (rgb - np.asarray(self.mean)) / np.asarray(self.std)
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32)
+
+
+def _multiple(x: float, min_val: int) -> int:
+    y = int(np.round(x / MULTIPLE) * MULTIPLE)
+    if y < min_val:
+        y = int(np.ceil(x / MULTIPLE) * MULTIPLE)
+    return y
+
+
+def lower_bound_size(h: int, w: int, input_size: int) -> tuple[int, int]:
+    """Scale so the short side reaches `input_size`, round each side to a multiple of 14."""
+    if input_size < MULTIPLE or input_size % MULTIPLE:
+        raise ValueError(f"input size must be a positive multiple of {MULTIPLE}, got {input_size}")
+    scale = max(input_size / h, input_size / w)
+    return _multiple(scale * h, input_size), _multiple(scale * w, input_size)
+
+
+def to_bgr3(img: np.ndarray) -> np.ndarray:
+    """Coerce grayscale / BGRA / single-channel images to 3-channel BGR (alpha dropped)."""
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return img
+    raise ValueError(f"unsupported image shape {img.shape}")
+
+
+def upsample(depth: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
+    """Bilinear-resize (B, H', W') depth to (B, h, w): V2 uses align_corners=True, V1 False."""
+    if tuple(depth.shape[-2:]) == tuple(size) and align_corners:
+        return depth
+    return F.interpolate(
+        depth[:, None], size=size, mode="bilinear", align_corners=align_corners
+    )[:, 0]

@@ -1,0 +1,260 @@
+"""Find, trust-check, load and convert checkpoints to the internal layout.
+
+Resolution order: an explicit file → $DEPTHCLI_WEIGHTS_DIR (default: the checkout's `weights/`)
+holding the official file name → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
+Only `torch.load(weights_only=True)` and safetensors are used: a pickle that carries code is
+refused, never executed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .errors import WeightsError
+from .models.registry import ENCODERS, LOCAL_ALIASES, MODEL_SPECS, ModelSpec
+
+_logger = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+HF_FILE = "model.safetensors"
+
+
+def weights_dir() -> Path:
+    """The local checkpoint folder: $DEPTHCLI_WEIGHTS_DIR, else `weights/` beside the package."""
+    env = os.environ.get("DEPTHCLI_WEIGHTS_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def local_candidates(spec: ModelSpec) -> list[Path]:
+    """Files in the weights folder that would be taken for `spec`, in order of preference."""
+    root = weights_dir()
+    names = [spec.hub_file, *LOCAL_ALIASES.get(spec.name, ())]
+    if spec.hub_file == "pytorch_model.bin":  # too generic a name for a shared folder
+        names = list(LOCAL_ALIASES.get(spec.name, ())) + [f"{spec.hub_repo.split('/')[-1]}.bin"]
+    return [root / n for n in names]
+
+
+def cached_path(spec: ModelSpec, prefer_hf: bool = False) -> Path | None:
+    """A checkpoint for `spec` already on disk (weights folder or hub cache), without network."""
+    for path in local_candidates(spec):
+        if path.is_file():
+            return path
+    from huggingface_hub import try_to_load_from_cache
+
+    order = [(spec.hf_repo, HF_FILE), (spec.hub_repo, spec.hub_file)]
+    if not prefer_hf:
+        order.reverse()
+    for repo, fname in order:
+        hit = try_to_load_from_cache(repo, fname)
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
+
+
+def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
+            prefer_hf: bool = False) -> Path:
+    """Return a local checkpoint path for `spec`, downloading from the hub if needed."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{path}: weights file not found")
+        return path
+    found = cached_path(spec, prefer_hf=prefer_hf)
+    if found is not None:
+        _logger.info("using cached weights %s", found)
+        return found
+    repo, fname = (spec.hf_repo, HF_FILE) if prefer_hf else (spec.hub_repo, spec.hub_file)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        _logger.info("downloading %s/%s", repo, fname)
+        return Path(hf_hub_download(repo_id=repo, filename=fname))
+    except LocalEntryNotFoundError as exc:
+        raise WeightsError(
+            f"weights for {spec.name} are not available offline: {repo}/{fname} is not in the "
+            f"Hugging Face cache; download it on a connected machine ('depthcli download "
+            f"{spec.name}'), or put {spec.hub_file if not prefer_hf else fname} in "
+            f"{weights_dir()} (or set DEPTHCLI_WEIGHTS_DIR), or pass --weights FILE"
+        ) from exc
+    except Exception as exc:  # network, auth, missing file on the hub
+        raise WeightsError(
+            f"cannot download {repo}/{fname}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+            f"put the file in {weights_dir()} or pass --weights FILE"
+        ) from exc
+
+
+def read_state_dict(path: Path) -> StateDict:
+    """Read tensors from .safetensors or a torch pickle restricted to plain tensors."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"{path}: refused: the pickle references code or objects outside the tensor "
+            "allow-list (weights_only=True); only plain state_dicts are loaded"
+        ) from exc
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a state_dict of tensors")
+    sd = dict(obj)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+# ---------------------------------------------------------------- layout conversion
+
+def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """transformers DepthAnythingForDepthEstimation (legacy 4.x or 5.x names) → official names."""
+    out: StateDict = {}
+    qkv: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+    for key, v in sd.items():
+        m = re.match(r"backbone\.encoder\.layer\.(\d+)\.(.+)$", key)
+        if m:
+            i, rest = int(m.group(1)), m.group(2)
+            p = f"pretrained.blocks.{i}."
+            qm = re.match(r"attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$", rest)
+            if qm:
+                which = qm.group(1)[0]  # q / k / v
+                qkv.setdefault(i, {}).setdefault(qm.group(2), {})[which] = v
+                continue
+            gm = re.match(r"mlp\.(gate_proj|up_proj)\.(weight|bias)$", rest)
+            if gm:  # transformers 5 SwiGLU: gate = first half of w12, up = second half
+                qkv.setdefault(-1 - i, {}).setdefault(gm.group(2), {})[gm.group(1)] = v
+                continue
+            for a, b in (
+                ("attention.output.dense.", "attn.proj."),
+                ("attention.o_proj.", "attn.proj."),
+                ("layer_scale1.lambda1", "ls1.gamma"),
+                ("layer_scale2.lambda1", "ls2.gamma"),
+                ("mlp.weights_in.", "mlp.w12."),
+                ("mlp.weights_out.", "mlp.w3."),
+                ("mlp.down_proj.", "mlp.w3."),
+            ):
+                if rest.startswith(a):
+                    rest = b + rest[len(a):]
+                    break
+            out[p + rest] = v
+            continue
+        for a, b in (
+            ("backbone.embeddings.cls_token", "pretrained.cls_token"),
+            ("backbone.embeddings.mask_token", "pretrained.mask_token"),
+            ("backbone.embeddings.position_embeddings", "pretrained.pos_embed"),
+            ("backbone.embeddings.patch_embeddings.projection.", "pretrained.patch_embed.proj."),
+            ("backbone.layernorm.", "pretrained.norm."),
+            ("head.conv1.", "depth_head.scratch.output_conv1."),
+            ("head.conv2.", "depth_head.scratch.output_conv2.0."),
+            ("head.conv3.", "depth_head.scratch.output_conv2.2."),
+        ):
+            if key.startswith(a):
+                out[b + key[len(a):]] = v
+                break
+        else:
+            m = re.match(r"neck\.reassemble_stage\.layers\.(\d)\.(projection|resize)\.(.+)$", key)
+            if m:
+                kind = "projects" if m.group(2) == "projection" else "resize_layers"
+                out[f"depth_head.{kind}.{m.group(1)}.{m.group(3)}"] = v
+                continue
+            m = re.match(r"neck\.convs\.(\d)\.(.+)$", key)
+            if m:
+                out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
+                continue
+            m = re.match(r"neck\.fusion_stage\.layers\.(\d)\.(.+)$", key)
+            if m:
+                rest = m.group(2)
+                rest = rest.replace("projection.", "out_conv.")
+                rest = re.sub(r"residual_layer(\d)\.convolution(\d)", r"resConfUnit\1.conv\2", rest)
+                out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
+                continue
+            out[key] = v  # unknown: left for the strict check to report
+    for i, parts in qkv.items():
+        for kind, d in parts.items():
+            if i >= 0:
+                out[f"pretrained.blocks.{i}.attn.qkv.{kind}"] = torch.cat([d["q"], d["k"], d["v"]])
+            else:
+                out[f"pretrained.blocks.{-1 - i}.mlp.w12.{kind}"] = torch.cat(
+                    [d["gate_proj"], d["up_proj"]]
+                )
+    return out
+
+
+def to_internal(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """Official or transformers layout → the DepthAnything module's own keys."""
+    if any(k.startswith(("backbone.", "neck.")) for k in sd):
+        sd = _from_transformers(sd)
+    out: StateDict = {}
+    for key, v in sd.items():
+        if key.startswith("pretrained."):
+            rest = key[len("pretrained."):]
+            if rest == "mask_token":  # training-only
+                continue
+            rest = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", rest)  # vitg SwiGLU → timm SwiGLUPacked
+            rest = re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", rest)
+            out["encoder.vit." + rest] = v
+        elif key.startswith("depth_head."):
+            out["head." + key[len("depth_head."):]] = v
+        else:
+            out[key] = v
+    return out
+
+
+def describe(sd: Mapping[str, torch.Tensor]) -> str:
+    """Name the registry models a (converted) checkpoint looks like, from its shapes."""
+    if any(".motion_modules." in k for k in sd):
+        return "a Video-Depth-Anything checkpoint (temporal head), which depthcli does not run"
+    pe = sd.get("encoder.vit.pos_embed")
+    if pe is None:
+        return "not a Depth Anything checkpoint (no DINOv2 encoder keys)"
+    dim = int(pe.shape[-1])
+    enc = next((e for e in ENCODERS.values() if e.embed_dim == dim), None)
+    if enc is None:
+        return f"an unknown encoder with width {dim}"
+    depth = len({k.split(".")[3] for k in sd if k.startswith("encoder.vit.blocks.")})
+    names = [n for n, s in MODEL_SPECS.items() if s.encoder.name == enc.name]
+    return (
+        f"a ViT-{enc.name[3:].upper()} model ({dim} wide, {depth} blocks): one of "
+        f"{', '.join(names) or 'no registry model'}"
+    )
+
+
+def load_into(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict-load a converted state_dict; refuse with what the checkpoint looks like instead."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad_shape = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad_shape:
+        name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+        detail = []
+        if bad_shape:
+            k = bad_shape[0]
+            detail.append(f"{len(bad_shape)} shape mismatches (e.g. {k}: "
+                          f"{tuple(sd[k].shape)} vs {tuple(own[k].shape)})")
+        if missing:
+            detail.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise WeightsError(
+            f"{source}: does not fit model {name}: {'; '.join(detail)}; it looks like {describe(sd)}"
+        )
+    model.load_state_dict(dict(sd), strict=True)

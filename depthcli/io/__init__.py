@@ -1,0 +1,1 @@
+"""File-facing code: discovery, decoding, output paths, atomic writes (no torch here)."""

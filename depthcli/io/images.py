@@ -1,0 +1,237 @@
+"""Input discovery (files, folders, .txt lists, globs), decoding, and output path mapping.
+
+Discovery is a generator: a 100k-file tree starts producing work at once and memory stays flat
+(one directory listing at a time, plus the set of claimed output paths).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
+DEFAULT_MAX_PIXELS = 2**28  # 268 MP, e.g. 16384 x 16384
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One file to process; `rel` is its path relative to the input root (mirrored under -o)."""
+
+    src: Path
+    rel: Path
+    kind: str  # "image" | "video"
+
+
+@dataclass
+class Discovery:
+    """Counters that discovery fills in as it streams (skipped non-images, bad arguments)."""
+
+    skipped_other: int = 0
+    errors: list[tuple[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.errors = []
+
+
+def kind_of(path: Path) -> str | None:
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTS:
+        return "image"
+    if ext in VIDEO_EXTS:
+        return "video"
+    return None
+
+
+def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
+    """Depth-first, sorted, one listing at a time; symlinked dirs are not followed (no loops)."""
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            assert state.errors is not None
+            state.errors.append((str(d), f"cannot list folder: {exc.strerror or exc}"))
+            continue
+        subdirs = []
+        for e in entries:
+            p = Path(e.path)
+            if e.name.startswith(".") and e.name.endswith(".tmp"):
+                continue  # our own leftovers from a killed run
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    subdirs.append(p)
+                    continue
+            except OSError:
+                pass
+            k = kind_of(p)
+            if k is None:
+                state.skipped_other += 1
+                continue
+            yield InputItem(p, p.relative_to(root), k)
+        stack.extend(reversed(subdirs))
+
+
+def _has_magic(s: str) -> bool:
+    return glob.has_magic(s)
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if _has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def discover(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]:
+    """Expand CLI arguments into input items, streaming.
+
+    - a directory: recursive, extension allow-list (case-insensitive), others counted and skipped;
+    - a `.txt` file: one path per line relative to the list file; blank lines and `#` ignored;
+    - a pattern with * ? [: glob (recursive `**` allowed), mirrored from its fixed prefix;
+    - any other path: taken as given (a missing one is reported as an error).
+    """
+    for arg in args:
+        s = str(arg)
+        p = Path(s)
+        if p.is_dir():
+            yield from _walk(p, state)
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            yield from _from_list(p, state)
+        elif not p.exists() and not p.is_symlink() and _has_magic(s):
+            root = _glob_root(s)
+            hits = 0
+            for hit in sorted(glob.iglob(s, recursive=True)):
+                hp = Path(hit)
+                if hp.is_dir():
+                    continue
+                k = kind_of(hp)
+                if k is None:
+                    state.skipped_other += 1
+                    continue
+                hits += 1
+                yield InputItem(hp, _rel(hp, root), k)
+            if hits == 0:
+                assert state.errors is not None
+                state.errors.append((s, "pattern matched no image or video files"))
+        else:
+            yield InputItem(p, Path(p.name), kind_of(p) or "image")
+
+
+def _rel(p: Path, root: Path) -> Path:
+    try:
+        return p.relative_to(root)
+    except ValueError:
+        return Path(p.name)
+
+
+def _from_list(list_file: Path, state: Discovery) -> Iterator[InputItem]:
+    base = list_file.parent
+    try:
+        f = open(list_file, encoding="utf-8")
+    except OSError as exc:
+        assert state.errors is not None
+        state.errors.append((str(list_file), f"cannot read list: {exc.strerror or exc}"))
+        return
+    with f:
+        for line in f:
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
+                continue
+            p = Path(entry).expanduser()
+            if not p.is_absolute():
+                p = base / p
+            if p.is_dir():
+                yield from _walk(p, state)
+                continue
+            yield InputItem(p, _rel(p, base), kind_of(p) or "image")
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _describe_os_error(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a file, turning OS failures into one-line InputErrors."""
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: dangling symbolic link")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({_describe_os_error(exc)})") from None
+    if not data:
+        raise InputError(f"{path}: empty file")
+    return data
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header alone (PIL opens lazily), or None if PIL can't tell."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Image.DecompressionBombError:
+        return None
+    except Exception:
+        return None
+
+
+def decode_image(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode to BGR uint8 (H, W, 3) as cv2.imread does (EXIF orientation applied, alpha dropped).
+
+    The pixel count is checked from the header first, so a 100000x100000 PNG is refused
+    before anything is allocated.
+    """
+    import PIL.Image
+
+    old = PIL.Image.MAX_IMAGE_PIXELS
+    PIL.Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clearer message
+    try:
+        size = _header_size(data)
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = old
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InputError(
+            f"{path}: image is {size[0]}x{size[1]} pixels, over the limit of {max_pixels} "
+            "(raise it with --max-pixels)"
+        )
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        reason = "truncated or corrupt image" if size is not None else "not a decodable image"
+        raise InputError(f"{path}: {reason}")
+    if img.ndim != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+        raise InputError(f"{path}: decoded to an unusable shape {img.shape}")
+    return img
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode one image file to BGR uint8, or raise InputError naming it."""
+    return decode_image(read_bytes(path), path, max_pixels)

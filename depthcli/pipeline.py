@@ -1,0 +1,208 @@
+"""The `predict` run: inputs → decode → engine → outputs, with resume, failures and a summary.
+
+Wires io, engine and outputs together; holds no model maths and no click.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import outputs
+from .engine import DepthEstimator
+from .errors import DepthCliError
+from .io import images
+from .io.images import Discovery, InputItem
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictOptions:
+    """Everything `depthcli predict` was asked to do, independent of click."""
+
+    inputs: tuple[str, ...]
+    out_dir: Path
+    output: outputs.OutputOptions = field(default_factory=outputs.OutputOptions)
+    batch_size: int = 1
+    workers: int = 2
+    skip_existing: bool = False
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    video: dict[str, object] = field(default_factory=dict)  # options for video inputs
+
+
+@dataclass
+class Summary:
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ignored: int = 0  # non-image files inside folders
+    frames: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        extra = f", {self.frames} video frames" if self.frames else ""
+        intr = " (interrupted)" if self.interrupted else ""
+        return (f"written {self.written}, skipped {self.skipped}, failed {self.failed}, "
+                f"not images {self.ignored}{extra}; {self.seconds:.1f} s, "
+                f"{self.rate:.2f} img/s{intr}")
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["img_per_s"] = round(self.rate, 4)
+        d["seconds"] = round(self.seconds, 3)
+        d["failures"] = [{"path": p, "reason": r} for p, r in self.failures]
+        return d
+
+
+class OutputMapper:
+    """Map input items to output stem paths under -o; two inputs never get the same stem.
+
+    The first claimant of `OUT/rel/stem` gets it; a later one (x.png beside x.jpg, or the same
+    relative path from two roots) gets `stem.ext`, then `stem.ext~N`. Discovery order is
+    deterministic, so reruns map the same way (which `--skip-existing` relies on).
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self._claimed: set[str] = set()
+
+    def base(self, item: InputItem) -> Path:
+        rel = item.rel
+        candidates = [rel.with_suffix(""), rel]
+        n = 2
+        while True:
+            for cand in candidates:
+                base = self.out_dir / cand
+                key = str(base).casefold()
+                if key not in self._claimed and not _same_file(base, item.src):
+                    self._claimed.add(key)
+                    return base
+            candidates = [rel.parent / f"{rel.name}~{n}"]
+            n += 1
+
+
+def _same_file(base: Path, src: Path) -> bool:
+    try:
+        return base.with_suffix(src.suffix).resolve() == src.resolve() or base.resolve() == src.resolve()
+    except OSError:
+        return False
+
+
+def _exists_all(paths: dict[str, Path]) -> bool:
+    return all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+
+
+def run_predict(
+    opts: PredictOptions,
+    estimator: DepthEstimator,
+    *,
+    report: Callable[[str], None],
+    progress: Callable[[int], None] | None = None,
+) -> Summary:
+    """Process every input; `report` gets one line per failure; returns the summary."""
+    t0 = time.perf_counter()
+    summary = Summary()
+    state = Discovery()
+    mapper = OutputMapper(opts.out_dir)
+    fmt = opts.output.formats
+    keep = outputs.needs_image(fmt)
+    videos: list[tuple[InputItem, Path]] = []
+    lock = threading.Lock()
+
+    def fail(path: str, reason: str) -> None:
+        with lock:
+            summary.failed += 1
+            summary.failures.append((path, reason))
+        report(f"error: {reason}" if reason.startswith(path) else f"error: {path}: {reason}")
+
+    def jobs() -> Iterator[tuple[object, Callable[[], object]]]:
+        for item in images.discover(opts.inputs, state):
+            base = mapper.base(item)
+            if item.kind == "video":
+                videos.append((item, base))
+                continue
+            paths = outputs.output_paths(base, fmt)
+            if opts.skip_existing and _exists_all(paths):
+                summary.skipped += 1
+                if progress:
+                    progress(1)
+                continue
+            src = item.src
+            yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels))
+
+    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="depthcli-write")
+    slots = threading.BoundedSemaphore(max(4, opts.batch_size * 2))
+    futures: list[Future[None]] = []
+
+    def write(src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
+        try:
+            outputs.write_image_outputs(depth, image, paths, opts.output)  # type: ignore[arg-type]
+            with lock:
+                summary.written += 1
+        except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
+            fail(str(src), f"cannot write output: {exc}")
+        finally:
+            slots.release()
+            if progress:
+                progress(1)
+
+    try:
+        for res in estimator.run(jobs(), batch_size=opts.batch_size, workers=opts.workers,
+                                 keep_images=keep):
+            src, paths = res.key  # type: ignore[misc]
+            if res.error is not None:
+                _logger.debug("failure on %s", src, exc_info=res.exc)
+                fail(str(src), _strip_path(res.error, str(src)))
+                if progress:
+                    progress(1)
+                continue
+            slots.acquire()
+            futures.append(writer.submit(write, src, paths, res.depth, res.image))
+            futures = [f for f in futures if not f.done()]
+        for item, base in videos:
+            _run_video(item, base, opts, estimator, summary, fail)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        writer.shutdown(wait=True)
+        for path, reason in state.errors or []:
+            fail(path, reason)
+        summary.ignored = state.skipped_other
+        summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _strip_path(reason: str, path: str) -> str:
+    prefix = f"{path}: "
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+def _run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
+               summary: Summary, fail: Callable[[str, str], None]) -> None:
+    from . import video
+
+    try:
+        rep = video.predict_video(item.src, base, est, opts)
+    except DepthCliError as exc:
+        fail(str(item.src), _strip_path(str(exc), str(item.src)))
+        return
+    if rep.skipped:
+        summary.skipped += 1
+        return
+    summary.frames += rep.frames
+    if rep.written:
+        summary.written += 1
+    for reason in rep.errors:
+        fail(str(item.src), reason)

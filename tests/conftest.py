@@ -1,0 +1,95 @@
+"""Shared fixtures: recipe checkpoints built on the fly, sample paths, small generated images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from recipe import recipe_state_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def official_keys(model_name: str) -> list[tuple[str, list[int]]]:
+    """The official checkpoint's (key, shape) list, derived from our own module + mapping."""
+    from depthcli.models import DepthAnything, get_spec
+
+    spec = get_spec(model_name)
+    model = DepthAnything(spec)
+    out: list[tuple[str, list[int]]] = []
+    for k, v in model.state_dict().items():
+        if k.startswith("encoder.vit."):
+            rest = k[len("encoder.vit."):]
+            out.append(("pretrained." + rest, list(v.shape)))
+            if rest == "pos_embed":
+                out.append(("pretrained.mask_token", [1, v.shape[-1]]))
+        else:
+            out.append(("depth_head." + k[len("head."):], list(v.shape)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def golden_dir(shared_dir: Path) -> Path:
+    d = shared_dir / "golden"
+    if not (d / "keys.json").is_file():
+        pytest.skip("../shared/golden is absent")
+    return d
+
+
+@pytest.fixture(scope="session")
+def samples_dir(shared_dir: Path) -> Path:
+    d = shared_dir / "samples"
+    if not d.is_dir():
+        pytest.skip("../shared/samples is absent")
+    return d
+
+
+@pytest.fixture(scope="session")
+def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ckpt")
+
+
+def make_checkpoint(path: Path, model_name: str = "da2-small", salt: str = "t") -> Path:
+    """Write recipe weights (salted: other random weights) as an official-layout .pth."""
+    torch.save(recipe_state_dict(official_keys(model_name), seed_salt=salt), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_ckpt(ckpt_dir: Path) -> Path:
+    """ViT-S official-layout checkpoint with random recipe weights (da2-small / da1-small / metric)."""
+    return make_checkpoint(ckpt_dir / "vits.pth")
+
+
+@pytest.fixture(scope="session")
+def golden_keys(golden_dir: Path) -> dict:
+    return json.loads((golden_dir / "keys.json").read_text())
+
+
+def write_image(path: Path, h: int, w: int, seed: int = 0, channels: int = 3,
+                dtype: type = np.uint8) -> Path:
+    """A smooth, non-constant test image (random noise would make depth degenerate)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(xx / (7 + c) + yy / (11 + 3 * c) + rng.uniform(0, 3))
+                     for c in range(channels)], axis=-1)
+    top = 65535 if dtype == np.uint16 else 255
+    img = ((base * 0.5 + 0.5) * top).astype(dtype)
+    if channels == 1:
+        img = img[:, :, 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+    return path

@@ -26,7 +26,8 @@ RAW_KINDS = ("npy", "pfm", "exr")
 FORMATS: tuple[str, ...] = (*PNG_KINDS, *RAW_KINDS)
 
 # Extra per-image writers registered by other modules (e.g. point clouds): name → (ext, fn).
-ExtraWriter = Callable[[np.ndarray, np.ndarray, Path, "OutputOptions"], None]
+# fn(depth, image_bgr, dst, opts, src) where src is the input file (for EXIF) or None.
+ExtraWriter = Callable[[np.ndarray, np.ndarray, Path, "OutputOptions", "Path | None"], None]
 EXTRA_FORMATS: dict[str, tuple[str, ExtraWriter]] = {}
 
 
@@ -136,7 +137,11 @@ def encode_visual(fmt: str, depth: np.ndarray, image: np.ndarray | None,
 
 
 def write_image_outputs(
-    depth: np.ndarray, image: np.ndarray | None, paths: dict[str, Path], opts: OutputOptions
+    depth: np.ndarray,
+    image: np.ndarray | None,
+    paths: dict[str, Path],
+    opts: OutputOptions,
+    src: Path | None = None,
 ) -> None:
     """Write every requested format for one image (each file atomically)."""
     for fmt, path in paths.items():
@@ -151,7 +156,7 @@ def write_image_outputs(
         elif fmt in EXTRA_FORMATS:
             if image is None:
                 raise ValueError(f"{fmt} format needs the input image")
-            EXTRA_FORMATS[fmt][1](depth, image, path, opts)
+            EXTRA_FORMATS[fmt][1](depth, image, path, opts, src)
         else:  # parse_formats rejects these earlier
             raise ValueError(f"unknown format {fmt}")
 

@@ -1,0 +1,315 @@
+"""`--format ply`: metric depth → coloured point cloud (binary little-endian PLY), one per image.
+
+Importing this module registers the writer as `outputs.EXTRA_FORMATS["ply"]`.
+
+Coordinates (written to every file's header too, so a reader need not guess):
+
+- Camera frame, OpenCV convention: x right, y down, z forward (optical axis); units metres.
+- Pixel (u, v) = (column, row) as 0-based *integer* indices of the decoded image (EXIF
+  rotation already applied), i.e. the input and the depth map at the same size.
+- Pinhole back-projection with square pixels (fx = fy)::
+
+      Z = depth[v, u]            (float32, bit-identical to the npy / pfm value of the same run)
+      X = (u - cx) * Z / fx      (computed in float64, stored as float32)
+      Y = (v - cy) * Z / fy
+
+  Default principal point cx = W / 2, cy = H / 2 (the convention of Depth Anything V2's own
+  `metric_depth/depth_to_pointcloud.py`); `--cx` / `--cy` override it.
+- `--ply-stride N` keeps pixels whose u and v are both multiples of N (u = 0, N, 2N, ...);
+  u, v and the intrinsics stay those of the full-resolution image.
+- Points are written in row-major pixel order (v, then u); pixels whose depth is not finite or
+  not > 0 are skipped, so a point's pixel is u = round(X * fx / Z + cx), v = round(Y * fy / Z + cy).
+- Colour: the input pixel at (v, u) as uchar red, green, blue.
+
+Focal length, first that applies (the source is logged and stored as `focal_source=`):
+
+1. `--focal-px F`: fx = fy = F                                          (focal-px)
+2. `--fov-deg A`, horizontal: fx = (W / 2) / tan(A / 2)                 (fov-deg)
+3. EXIF FocalLengthIn35mmFilm f35 (tag 0xA405, in the Exif IFD, or in IFD0 where a camera put it
+   there), referred to the 36 mm long side of a 36 x 24 mm frame:
+   fx = f35 / 36 * max(W, H)                                             (exif)
+4. otherwise a 60° horizontal field of view (Hypersim's camera, the indoor metric models'
+   training data): fx = (W / 2) / tan(30°) ≈ 0.866 W                      (default)
+
+Depth values:
+
+- metric models (`da2-metric-*`): the model output is already metres (0 .. --max-depth);
+  `--assume-scale` is ignored.
+- relative models (inverse depth, no scale): only with `--assume-scale S`, and then
+  Z = float32(S / output) (computed in float64); output <= 0 gives no point. This is an
+  assumption, not a measurement: the result is at best right up to an unknown shift in the
+  inverse-depth domain.
+
+Header comments, one `key=value` group per line, e.g.::
+
+    comment intrinsics fx=554.256 fy=554.256 cx=320 cy=240 width=640 height=480 stride=1
+    comment focal_source=fov-deg fov_deg=60
+    comment depth=metric                      (or: depth=assume-scale scale=S z=S/output)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from . import __version__, outputs
+from .io.atomic import write_with
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_HFOV_DEG = 60.0
+FILM_LONG_SIDE_MM = 36.0
+_EXIF_IFD = 0x8769
+_TAG_F35 = 0xA405  # FocalLengthIn35mmFilm
+
+VERTEX_DTYPE = np.dtype([
+    ("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+    ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+])
+_CHUNK_POINTS = 1 << 20  # points encoded per write: bounds the float64 temporaries
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics in pixels of the full-resolution image, and where fx came from."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    source: str  # "focal-px" | "fov-deg" | "exif" | "default"
+    detail: str = ""  # e.g. "fov_deg=60" or "focal_35mm=28"
+
+
+def _fmt(x: float) -> str:
+    """Shortest text that reads back as the same float64 (ints without '.0')."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def _as_float(value: object) -> float | None:
+    """An EXIF value (int, IFDRational, (num, den) tuple, 1-tuple) as a float, or None."""
+    try:
+        if isinstance(value, tuple | list):
+            if len(value) == 2 and all(isinstance(v, int) for v in value):
+                return value[0] / value[1] if value[1] else None
+            if len(value) == 1:
+                value = value[0]
+            else:
+                return None
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def exif_focal_35mm(src: str | os.PathLike[str] | None) -> float | None:
+    """FocalLengthIn35mmFilm (mm) from a file's EXIF, or None (absent, zero, unreadable, corrupt).
+
+    Never raises: a missing tag, a broken EXIF block or a file Pillow cannot open all mean None.
+    """
+    if src is None:
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(src) as im:
+            exif = im.getexif()
+            candidates = []
+            try:
+                candidates.append(exif.get_ifd(_EXIF_IFD).get(_TAG_F35))
+            except Exception:  # noqa: BLE001 - corrupt sub-IFD: try IFD0 below
+                pass
+            candidates.append(exif.get(_TAG_F35))
+    except Exception as exc:  # noqa: BLE001 - EXIF is optional; never fail the image for it
+        _logger.debug("%s: no usable EXIF (%s)", src, exc)
+        return None
+    for value in candidates:
+        f = _as_float(value)
+        if f is not None and f > 0:
+            return f
+    return None
+
+
+def resolve_intrinsics(width: int, height: int, extras: Mapping[str, object] | None = None,
+                       src: str | os.PathLike[str] | None = None) -> Intrinsics:
+    """Intrinsics for a W x H image: --focal-px > --fov-deg > EXIF 35 mm focal > 60° hFOV.
+
+    `extras` holds the CLI options (`focal_px`, `fov_deg`, `cx`, `cy`; None = not given);
+    `src` is the source file, read only for its EXIF and only when neither option is given.
+    """
+    ex = extras or {}
+    focal_px = ex.get("focal_px")
+    fov_deg = ex.get("fov_deg")
+    if focal_px is not None:
+        fx = float(focal_px)  # type: ignore[arg-type]
+        source, detail = "focal-px", f"focal_px={_fmt(fx)}"
+    elif fov_deg is not None:
+        fov = float(fov_deg)  # type: ignore[arg-type]
+        fx = (width / 2.0) / math.tan(math.radians(fov) / 2.0)
+        source, detail = "fov-deg", f"fov_deg={_fmt(fov)}"
+    else:
+        f35 = exif_focal_35mm(src)
+        if f35 is not None:
+            fx = f35 / FILM_LONG_SIDE_MM * max(width, height)
+            source, detail = "exif", f"focal_35mm={_fmt(f35)}"
+        else:
+            fx = (width / 2.0) / math.tan(math.radians(DEFAULT_HFOV_DEG) / 2.0)
+            source, detail = "default", f"fov_deg={_fmt(DEFAULT_HFOV_DEG)}"
+    if not (math.isfinite(fx) and fx > 0):
+        raise ValueError(f"focal length {fx!r} px ({source}) is not a positive number")
+    cx = ex.get("cx")
+    cy = ex.get("cy")
+    return Intrinsics(
+        fx=fx, fy=fx,
+        cx=float(cx) if cx is not None else width / 2.0,  # type: ignore[arg-type]
+        cy=float(cy) if cy is not None else height / 2.0,  # type: ignore[arg-type]
+        width=int(width), height=int(height), source=source, detail=detail,
+    )
+
+
+def metric_depth(depth: np.ndarray, metric: bool, assume_scale: float | None) -> np.ndarray:
+    """Model output → metres (float32); NaN where there is no depth (relative output <= 0)."""
+    d = np.asarray(depth)
+    if metric:
+        return d.astype(np.float32, copy=False)
+    if assume_scale is None:
+        raise ValueError(
+            "ply needs metric depth; relative (inverse) depth has no scale "
+            "(use a da2-metric-* model, or --assume-scale S to treat S / output as metres)"
+        )
+    d64 = d.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z = np.where(d64 > 0, float(assume_scale) / d64, np.nan)
+    return z.astype(np.float32)
+
+
+def ply_header(n: int, intr: Intrinsics, stride: int, depth_note: str) -> bytes:
+    lines = [
+        "ply",
+        "format binary_little_endian 1.0",
+        f"comment depthcli {__version__} point cloud",
+        "comment convention opencv camera frame x-right y-down z-forward; metres",
+        "comment pixels u,v = column,row indices (0-based integers) of the full image; "
+        "row-major order; invalid depth skipped",
+        "comment backprojection Z=depth[v,u] X=(u-cx)*Z/fx Y=(v-cy)*Z/fy",
+        f"comment intrinsics fx={_fmt(intr.fx)} fy={_fmt(intr.fy)} cx={_fmt(intr.cx)} "
+        f"cy={_fmt(intr.cy)} width={intr.width} height={intr.height} stride={stride}",
+        f"comment focal_source={intr.source} {intr.detail}".rstrip(),
+        f"comment {depth_note}",
+        f"element vertex {n}",
+        "property float x",
+        "property float y",
+        "property float z",
+        "property uchar red",
+        "property uchar green",
+        "property uchar blue",
+        "end_header",
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    """BGR(A) or gray uint8 → (H, W, 3) RGB uint8 view/copy."""
+    img = np.asarray(image)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.dtype != np.uint8:
+        raise ValueError(f"ply colours need a uint8 image, got {img.dtype}")
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    return img[:, :, 2::-1]  # BGR[A] → RGB
+
+
+def write_points(f: BinaryIO, z: np.ndarray, rgb: np.ndarray, intr: Intrinsics, stride: int,
+                 n: int, depth_note: str) -> None:
+    """Write the header and the `n` valid points of the subsampled depth `z` to `f`."""
+    f.write(ply_header(n, intr, stride, depth_note))
+    rows, cols = z.shape
+    rows_per = max(1, _CHUNK_POINTS // max(cols, 1))
+    for r0 in range(0, rows, rows_per):
+        zc = z[r0:r0 + rows_per]
+        vi, ui = np.nonzero(np.isfinite(zc) & (zc > 0))  # row-major order
+        if vi.size == 0:
+            continue
+        zz = zc[vi, ui]
+        u = ui.astype(np.float64) * stride
+        v = (vi.astype(np.float64) + r0) * stride
+        pts = np.empty(vi.size, VERTEX_DTYPE)
+        pts["x"] = (u - intr.cx) * zz / intr.fx
+        pts["y"] = (v - intr.cy) * zz / intr.fy
+        pts["z"] = zz
+        col = rgb[(vi + r0) * stride, ui * stride]
+        pts["red"], pts["green"], pts["blue"] = col[:, 0], col[:, 1], col[:, 2]
+        f.write(pts.tobytes())
+
+
+def write_ply_output(depth: np.ndarray, image: np.ndarray, path: Path,
+                     opts: outputs.OutputOptions, src: Path | None = None) -> None:
+    """The `ply` format writer (see the module docstring); writes `path` atomically.
+
+    `opts.extras` gives ply_stride, focal_px, fov_deg, cx, cy, assume_scale; `src` is the input
+    file, read for its EXIF 35 mm focal length when neither --focal-px nor --fov-deg is given.
+    """
+    ex = opts.extras or {}
+    if depth.ndim != 2:
+        raise ValueError(f"ply needs a 2-D depth map, got shape {depth.shape}")
+    h, w = depth.shape
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"image {image.shape[1]}x{image.shape[0]} and depth {w}x{h} differ")
+    stride = int(ex.get("ply_stride") or 1)  # type: ignore[call-overload]
+    if stride < 1:
+        raise ValueError(f"ply stride must be >= 1, got {stride}")
+    scale = ex.get("assume_scale")
+    z = metric_depth(depth[::stride, ::stride], opts.metric, scale)  # type: ignore[arg-type]
+    if opts.metric:
+        note = "depth=metric z=model output in metres"
+    else:
+        note = f"depth=assume-scale scale={_fmt(scale)} z=scale/output (relative model)"  # type: ignore[arg-type]
+    intr = resolve_intrinsics(w, h, ex, src)
+    n = int(np.count_nonzero(np.isfinite(z) & (z > 0)))
+    rgb = _rgb(image)
+    write_with(path, lambda tmp: _write_file(tmp, z, rgb, intr, stride, n, note))
+    name = src if src is not None else path
+    _logger.info(
+        "%s: ply intrinsics fx=fy=%.3f px (%s%s), cx=%.3f, cy=%.3f, %dx%d, stride %d: %d points",
+        name, intr.fx, intr.source, f", {intr.detail}" if intr.detail else "", intr.cx, intr.cy,
+        w, h, stride, n,
+    )
+    if n == 0:
+        _logger.warning("%s: no valid depth, the point cloud is empty", name)
+
+
+def _write_file(tmp: Path, z: np.ndarray, rgb: np.ndarray, intr: Intrinsics, stride: int,
+                n: int, note: str) -> None:
+    with open(tmp, "wb") as f:
+        write_points(f, z, rgb, intr, stride, n, note)
+
+
+def read_ply(path: str | os.PathLike[str]) -> tuple[dict[str, str], np.ndarray]:
+    """Read back a file written here: (header `key=value` comment fields, vertex array)."""
+    data = Path(path).read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    fields: dict[str, str] = {}
+    n = 0
+    for line in data[:end].decode("ascii").splitlines():
+        if line.startswith("comment "):
+            for tok in line[len("comment "):].split():
+                if "=" in tok:
+                    k, v = tok.split("=", 1)
+                    fields.setdefault(k, v)
+        elif line.startswith("element vertex "):
+            n = int(line.split()[2])
+    return fields, np.frombuffer(data, VERTEX_DTYPE, count=n, offset=end)
+
+
+outputs.EXTRA_FORMATS["ply"] = (".ply", write_ply_output)

@@ -1,0 +1,433 @@
+"""Video files through PyAV: probe, tolerant frame decoding, H.264 mp4 encoding, audio pass-through.
+
+No torch here. The depth pipeline that uses these lives in `depthcli.video`.
+
+Decisions (also in `depthcli.video`'s docstring):
+- Frames are decoded to BGR uint8 (`bgr24`), the order cv2 and the model preprocessing expect;
+  10/12-bit and HDR sources are converted by swscale with no tone mapping.
+- Rotation metadata (a display matrix, as phones write) is applied to the decoded frames, in
+  steps of 90 degrees, as ffmpeg's autorotate does: frames are processed and written upright, at
+  the *display* size, and the output carries no rotation. Flips and non-right angles are ignored.
+- Output is H.264 (libx264, yuv420p, crf 18, `+faststart`) in mp4: it plays in browsers. 4:2:0
+  needs even width and height (libx264 refuses odd ones and H.264 cannot crop by one pixel), so
+  an odd width/height is padded by ONE pixel on the right/bottom, replicating the last column/row;
+  drop that column/row to get the source size back. Raw exports (npy, png16, exr, pfm) keep the
+  exact source size.
+- The output stream gets the input stream's time base and average frame rate, and each frame
+  keeps its input pts, so the output lines up frame for frame (variable frame rate included).
+  A frame without pts gets the previous pts + one nominal frame; a pts that does not increase is
+  bumped by one tick (H.264 needs strictly increasing pts); both are logged at DEBUG.
+- Audio: the first audio stream is copied packet for packet when it is a codec browsers play in
+  mp4 (aac, mp3, opus, flac), otherwise re-encoded to AAC; it is interleaved with the video as the
+  video is written (a second demuxer on the same file), so nothing is buffered for the whole file.
+  Audio problems are logged as warnings and never fail the video.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+_logger = logging.getLogger(__name__)
+
+COPY_AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "flac"})  # played by browsers from mp4
+DEFAULT_RATE = Fraction(25)
+MAX_ERROR_DETAIL = 3  # decode errors reported individually; the rest are counted
+
+
+def _reason(exc: BaseException) -> str:
+    """A short one-line reason; FFmpeg errors lose their errno and call-site noise."""
+    if isinstance(exc, av.error.FFmpegError) and getattr(exc, "strerror", None):
+        return str(exc.strerror)
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return msg
+
+
+def _decode(container: av.container.InputContainer, vs: av.video.stream.VideoStream,
+            on_error: Callable[[str], None], on_stop: Callable[[str], None]
+            ) -> Iterator[av.VideoFrame]:
+    """Every decodable frame of `vs`; damaged packets are skipped, a demuxer error ends it."""
+    try:
+        for packet in container.demux(vs):
+            try:
+                frames = packet.decode()
+            except av.error.EOFError:
+                continue
+            except av.error.FFmpegError as exc:
+                on_error(_reason(exc))
+                continue
+            yield from frames
+    except av.error.FFmpegError as exc:
+        on_stop(_reason(exc))
+        try:  # frames still buffered in the decoder
+            yield from vs.codec_context.decode(None)
+        except av.error.FFmpegError:
+            pass
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the pipeline needs to know about a source before decoding it."""
+
+    path: Path
+    width: int  # display size, after rotation
+    height: int
+    rate: Fraction  # average frame rate (a guess of 25 when the container has none)
+    time_base: Fraction
+    frames: int  # frame count the container declares; 0 = unknown
+    rotation: int  # degrees counter-clockwise applied to decoded frames (0, 90, 180, 270)
+    sample_aspect_ratio: Fraction | None
+    audio_codec: str | None  # first audio stream's codec, None without audio
+    end_time: float | None = None  # where the video stream should end (s), when known
+
+    @property
+    def nominal_step(self) -> int:
+        """One frame at the nominal rate, in time-base ticks (at least 1)."""
+        return max(1, round(1 / (self.rate * self.time_base)))
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), "r")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+
+
+def _rotation_of(frame: av.VideoFrame) -> int:
+    """Counter-clockwise degrees to turn a decoded frame upright (0/90/180/270)."""
+    try:
+        rot = getattr(frame, "rotation", 0) or 0
+    except Exception:  # noqa: BLE001 - malformed side data: treat as unrotated
+        return 0
+    r = int(round(rot)) % 360
+    if r % 90:
+        _logger.warning("rotation of %d degrees is not a multiple of 90; ignored", r)
+        return 0
+    return r
+
+
+def probe(path: Path) -> VideoInfo:
+    """Open `path`, check it has a decodable video stream and at least one frame.
+
+    Raises InputError (one line, starting with the path) for anything that is not a video.
+    """
+    with _open_input(path) as c:
+        if not c.streams.video:
+            raise InputError(f"{path}: no video stream")
+        vs = c.streams.video[0]
+        cc = vs.codec_context
+        if not cc.width or not cc.height:
+            raise InputError(f"{path}: video stream has no frame size")
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        rate = Fraction(rate) if rate and rate > 0 else DEFAULT_RATE
+        tb = Fraction(vs.time_base) if vs.time_base else 1 / rate
+        vs.thread_type = "AUTO"
+        first = next(_decode(c, vs, lambda r: None, lambda r: None), None)
+        if first is None:
+            raise InputError(f"{path}: no decodable video frames")
+        rot = _rotation_of(first)
+        w, h = first.width, first.height
+        if rot in (90, 270):
+            w, h = h, w
+        sar = vs.sample_aspect_ratio
+        sar = Fraction(sar) if sar and sar > 0 and sar != 1 else None
+        if sar is not None and rot in (90, 270):
+            sar = 1 / sar
+        audio = c.streams.audio[0].codec_context.name if c.streams.audio else None
+        end: float | None = None
+        if vs.duration:
+            end = float(((vs.start_time or 0) + vs.duration) * tb)
+        elif c.duration and len(c.streams) == 1:  # the container's length is the video's
+            end = ((c.start_time or 0) + c.duration) / av.time_base
+        return VideoInfo(path, w, h, rate, tb, int(vs.frames or 0), rot, sar, audio, end)
+
+
+@dataclass
+class Frame:
+    """One decoded source frame. `index` counts decoded frames from 0."""
+
+    index: int
+    pts: int  # in the source video stream's time base
+    duration: int  # ticks, 0 = unknown
+    bgr: np.ndarray  # (H, W, 3) uint8, upright, display size
+
+
+@dataclass
+class DecodeLog:
+    """Decode problems collected while frames stream out; `lines()` gives the report."""
+
+    path: Path
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    corrupt: list[int] = field(default_factory=list)
+    corrupt_count: int = 0
+    resized: int = 0
+    decoded: int = 0
+    declared: int = 0
+    expected_end: float | None = None  # seconds
+    last_end: float = 0.0  # end of the last decoded frame, seconds
+    frame_s: float = 0.0  # one nominal frame, seconds
+    stopped: str | None = None
+
+    def error(self, index: int, reason: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERROR_DETAIL:
+            self.errors.append(f"frame {index}: cannot decode ({reason})")
+
+    def lines(self) -> list[str]:
+        out = list(self.errors)
+        if self.error_count > len(self.errors):
+            out.append(f"{self.error_count - len(self.errors)} more decode error(s)")
+        if self.corrupt_count:
+            shown = ", ".join(str(i) for i in self.corrupt)
+            more = ", ..." if self.corrupt_count > len(self.corrupt) else ""
+            out.append(f"{self.corrupt_count} frame(s) decoded with errors (frame {shown}{more})")
+        if self.stopped is not None:
+            out.append(f"decoding stopped after {self.decoded} frame(s), at frame {self.decoded}: "
+                       f"{self.stopped}")
+        elif self.declared and self.decoded < self.declared:
+            out.append(f"only {self.decoded} of {self.declared} frames could be decoded; frames "
+                       f"{self.decoded}-{self.declared - 1} are missing (truncated or damaged file)")
+        elif (not self.declared and self.expected_end is not None
+              and self.last_end < self.expected_end - max(2 * self.frame_s, 0.1)):
+            out.append(f"decoding ended at frame {self.decoded}, {self.last_end:.2f} s into a "
+                       f"{self.expected_end:.2f} s stream (truncated or damaged file)")
+        return out
+
+
+def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame]:
+    """Decode every decodable frame of `info.path` in order, upright, as BGR uint8.
+
+    Damaged packets are skipped (the decoder conceals what it can) and noted in `log`; a demuxer
+    error ends the stream early but keeps the frames already in the decoder.
+    """
+    log = log if log is not None else DecodeLog(info.path)
+    log.declared = info.frames
+    log.expected_end = info.end_time
+    log.frame_s = float(1 / info.rate)
+    size = (info.height, info.width)
+    step = info.nominal_step
+    last_pts: int | None = None
+    index = 0
+
+    def convert(fr: av.VideoFrame) -> Frame:
+        nonlocal last_pts, index
+        pts = fr.pts
+        if pts is None:
+            pts = 0 if last_pts is None else last_pts + step
+            _logger.debug("%s: frame %d has no pts; using %d", info.path, index, pts)
+        elif last_pts is not None and pts <= last_pts:
+            _logger.debug("%s: frame %d pts %d <= %d; bumped", info.path, index, pts, last_pts)
+            pts = last_pts + 1
+        last_pts = pts
+        if getattr(fr, "is_corrupt", False):
+            log.corrupt_count += 1
+            if len(log.corrupt) < MAX_ERROR_DETAIL:
+                log.corrupt.append(index)
+        img = fr.to_ndarray(format="bgr24")
+        if info.rotation:
+            img = np.ascontiguousarray(np.rot90(img, k=info.rotation // 90))
+        if img.shape[:2] != size:  # mid-stream resolution change: keep the first frame's size
+            log.resized += 1
+            if log.resized == 1:
+                _logger.warning("%s: frame %d is %dx%d, not %dx%d; resized", info.path, index,
+                                img.shape[1], img.shape[0], size[1], size[0])
+            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        out = Frame(index, int(pts), int(getattr(fr, "duration", 0) or 0), img)
+        log.last_end = float((pts + (out.duration or step)) * info.time_base)
+        index += 1
+        log.decoded = index
+        return out
+
+    def stopped(reason: str) -> None:
+        log.stopped = reason
+
+    with _open_input(info.path) as c:
+        vs = c.streams.video[0]
+        vs.thread_type = "AUTO"
+        for fr in _decode(c, vs, lambda r: log.error(index, r), stopped):
+            yield convert(fr)
+
+
+def even(n: int) -> int:
+    return n + (n & 1)
+
+
+def pad_even(img: np.ndarray) -> np.ndarray:
+    """Replicate the last column/row so both sides are even (yuv420p needs it)."""
+    h, w = img.shape[:2]
+    if not (h & 1 or w & 1):
+        return img
+    return cv2.copyMakeBorder(img, 0, h & 1, 0, w & 1, cv2.BORDER_REPLICATE)
+
+
+class _AudioFeed:
+    """Moves the source's first audio stream into an output container, interleaved by time.
+
+    Copies packets when the codec plays from mp4 in browsers, else re-encodes to AAC. Errors
+    disable the audio (logged), never the video.
+    """
+
+    def __init__(self, src: Path, out: av.container.OutputContainer) -> None:
+        self.src = src
+        self.inp = av.open(str(src), "r")
+        self.ias = self.inp.streams.audio[0]
+        name = self.ias.codec_context.name
+        self.copy = name in COPY_AUDIO_CODECS and name in out.supported_codecs
+        self.out = out
+        if self.copy:
+            self.oas = out.add_stream_from_template(self.ias)
+        else:
+            rate = self.ias.codec_context.sample_rate or 48000
+            layout = "mono" if self.ias.codec_context.channels == 1 else "stereo"
+            # Check that AAC opens with these settings before the stream exists: a stream that
+            # fails to open would fail the whole file when the header is written.
+            test = av.CodecContext.create("aac", "w")
+            test.sample_rate, test.layout, test.format = rate, layout, "fltp"  # type: ignore[attr-defined]
+            test.open()
+            self.oas = out.add_stream("aac", rate=rate)
+            self.oas.layout = layout  # type: ignore[assignment]
+            self.oas.format = "fltp"  # type: ignore[assignment]
+            self.oas.bit_rate = 160_000 if layout == "stereo" else 96_000
+        self._packets = self.inp.demux(self.ias)
+        self._pending: av.Packet | None = None
+        self.done = False
+        self.time_base = Fraction(self.ias.time_base)
+
+    def _next(self) -> av.Packet | None:
+        if self._pending is not None:
+            p, self._pending = self._pending, None
+            return p
+        for p in self._packets:
+            if p.dts is None and p.pts is None:
+                continue  # demuxer flush packet
+            return p
+        return None
+
+    def feed(self, until: float | None) -> None:
+        """Write audio up to `until` seconds (all of it with None)."""
+        if self.done:
+            return
+        try:
+            while True:
+                p = self._next()
+                if p is None:
+                    self._finish()
+                    return
+                ts = p.pts if p.pts is not None else p.dts
+                if until is not None and ts is not None and float(ts * self.time_base) > until:
+                    self._pending = p
+                    return
+                self._write(p)
+        except av.error.FFmpegError as exc:
+            _logger.warning("%s: audio stopped (%s); the video goes on", self.src, _reason(exc))
+            self._finish()
+
+    def _write(self, p: av.Packet) -> None:
+        if self.copy:
+            p.stream = self.oas
+            self.out.mux(p)
+            return
+        for fr in p.decode():
+            fr.pts = None  # the encoder numbers samples itself
+            for q in self.oas.encode(fr):
+                self.out.mux(q)
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            if not self.copy:
+                for q in self.oas.encode(None):
+                    self.out.mux(q)
+        except av.error.FFmpegError as exc:
+            _logger.warning("%s: audio flush failed (%s)", self.src, _reason(exc))
+        self.close()
+
+    def close(self) -> None:
+        self.inp.close()
+
+
+class VideoWriter:
+    """H.264 mp4 writer fed BGR (H, W, 3) or gray (H, W) uint8 frames with source pts.
+
+    `path` may have any extension (the format is forced to mp4), which lets callers write to
+    an atomic temporary name.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, info: VideoInfo, *,
+                 audio: bool = True, crf: int = 18, preset: str = "fast") -> None:
+        self.path = path
+        self.size = (height, width)
+        self.time_base = info.time_base
+        self.container = av.open(str(path), "w", format="mp4",
+                                 options={"movflags": "+faststart"})
+        try:
+            vs = self.container.add_stream("libx264", rate=info.rate,
+                                           options={"crf": str(crf), "preset": preset})
+            vs.width, vs.height = even(width), even(height)
+            vs.pix_fmt = "yuv420p"
+            vs.time_base = info.time_base
+            vs.codec_context.time_base = info.time_base
+            if info.sample_aspect_ratio is not None:
+                vs.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
+            self.stream = vs
+            self.audio: _AudioFeed | None = None
+            if audio and info.audio_codec is not None:
+                try:
+                    self.audio = _AudioFeed(info.path, self.container)
+                except (av.error.FFmpegError, ValueError, OSError) as exc:
+                    _logger.warning("%s: audio not copied (%s)", info.path, _reason(exc))
+        except BaseException:
+            self.container.close()
+            raise
+        self.frames = 0
+
+    def write(self, img: np.ndarray, pts: int, duration: int = 0) -> None:
+        if img.shape[:2] != self.size:
+            raise ValueError(f"frame is {img.shape[1]}x{img.shape[0]}, writer expects "
+                             f"{self.size[1]}x{self.size[0]}")
+        img = pad_even(img)
+        fmt = "gray" if img.ndim == 2 else "bgr24"
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=fmt)
+        frame.pts = pts
+        frame.time_base = self.time_base
+        if duration > 0:
+            frame.duration = duration
+        if self.audio is not None:
+            self.audio.feed(float(pts * self.time_base))
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and the rest of the audio, and finish the file."""
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        if self.audio is not None:
+            self.audio.feed(None)
+        self.container.close()
+
+    def abort(self) -> None:
+        """Release the files without finishing (the caller deletes the temporary output)."""
+        try:
+            if self.audio is not None:
+                self.audio.close()
+        finally:
+            try:
+                self.container.close()
+            except Exception:  # noqa: BLE001 - the file is discarded anyway
+                pass

@@ -152,7 +152,7 @@ def _load_estimator(model: str, weights: Path | None, input_size: int | None, de
               help="Decode/preprocess threads.")
 @click.option("--skip-existing", is_flag=True,
               help="Do not recompute inputs whose outputs already exist (resume a run).")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=2**28, show_default=True,
+@click.option("--max-pixels", type=click.IntRange(min=1), default=178_956_970, show_default=True,
               help="Refuse images larger than this (checked from the header, before decoding).")
 @click.option("--video-norm", default="clip", show_default=True,
               help="Videos: clip (one range for the whole clip), frame, or LO,HI.")

@@ -165,3 +165,6 @@ def needs_image(formats: Sequence[str]) -> bool:
     return "side" in formats or any(f in EXTRA_FORMATS for f in formats)
 
 
+
+
+from . import pointcloud  # noqa: E402,F401 - registers the "ply" format

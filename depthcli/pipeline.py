@@ -17,6 +17,7 @@ from . import outputs
 from .engine import DepthEstimator
 from .errors import DepthCliError
 from .io import images
+from .io.atomic import remove_stale_temps
 from .io.images import Discovery, InputItem
 
 _logger = logging.getLogger(__name__)
@@ -71,37 +72,64 @@ class OutputMapper:
 
     The first claimant of `OUT/rel/stem` gets it; a later one (x.png beside x.jpg, or the same
     relative path from two roots) gets `stem.ext`, then `stem.ext~N`. Discovery order is
-    deterministic, so reruns map the same way (which `--skip-existing` relies on).
+    deterministic, so reruns map the same way (which `--skip-existing` relies on). When the
+    output folder overlaps an input folder, stems get a `_depth` tag so that outputs do not
+    shadow inputs, and an output path equal to its own input is never used.
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, suffixes: tuple[str, ...], tag: str = "") -> None:
         self.out_dir = out_dir
+        self.suffixes = suffixes
+        self.tag = tag
         self._claimed: set[str] = set()
 
     def base(self, item: InputItem) -> Path:
         rel = item.rel
-        candidates = [rel.with_suffix(""), rel]
+        stem = rel.with_suffix("").name
+        names = [stem + self.tag, rel.name + self.tag]
         n = 2
         while True:
-            for cand in candidates:
-                base = self.out_dir / cand
+            for name in names:
+                base = self.out_dir / rel.parent / name
                 key = str(base).casefold()
-                if key not in self._claimed and not _same_file(base, item.src):
+                if key not in self._claimed and not self._is_input(base, item.src):
                     self._claimed.add(key)
                     return base
-            candidates = [rel.parent / f"{rel.name}~{n}"]
+            names = [f"{rel.name}~{n}{self.tag}"]
             n += 1
 
+    def _is_input(self, base: Path, src: Path) -> bool:
+        try:
+            real = src.resolve()
+            return any((base.parent / (base.name + s)).resolve() == real for s in self.suffixes)
+        except OSError:
+            return False
 
-def _same_file(base: Path, src: Path) -> bool:
+
+def _overlaps(out_dir: Path, args: tuple[str, ...]) -> bool:
+    """True if outputs could land among inputs: -o equal to the folder of an input file, or
+    equal to / inside a folder or glob root that is walked."""
     try:
-        return base.with_suffix(src.suffix).resolve() == src.resolve() or base.resolve() == src.resolve()
+        out = out_dir.resolve()
+        for a in args:
+            p = Path(a)
+            if p.is_dir() or (images._has_magic(a) and not p.exists()):
+                root = (p if p.is_dir() else images._glob_root(a)).resolve()
+                if out == root or root in out.parents:
+                    return True
+            elif out == p.resolve().parent:
+                return True
     except OSError:
         return False
+    return False
 
 
-def _exists_all(paths: dict[str, Path]) -> bool:
-    return all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+def _exists(path: Path) -> bool:
+    """Complete output present (writes are atomic, so existence means complete)."""
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def run_predict(
@@ -113,10 +141,18 @@ def run_predict(
 ) -> Summary:
     """Process every input; `report` gets one line per failure; returns the summary."""
     t0 = time.perf_counter()
+    stale = remove_stale_temps(opts.out_dir)
+    if stale:
+        _logger.info("removed %d temporary files left by an interrupted run", stale)
     summary = Summary()
     state = Discovery()
-    mapper = OutputMapper(opts.out_dir)
     fmt = opts.output.formats
+    suffixes = tuple(
+        {str(p.name)[len("x"):] for p in outputs.output_paths(Path("x"), fmt).values()}
+        | {".mp4", ".npy"}
+    )
+    tag = "_depth" if _overlaps(opts.out_dir, opts.inputs) else ""
+    mapper = OutputMapper(opts.out_dir, suffixes, tag)
     keep = outputs.needs_image(fmt)
     videos: list[tuple[InputItem, Path]] = []
     lock = threading.Lock()
@@ -134,11 +170,13 @@ def run_predict(
                 videos.append((item, base))
                 continue
             paths = outputs.output_paths(base, fmt)
-            if opts.skip_existing and _exists_all(paths):
-                summary.skipped += 1
-                if progress:
-                    progress(1)
-                continue
+            if opts.skip_existing:
+                paths = {f: p for f, p in paths.items() if not _exists(p)}
+                if not paths:
+                    summary.skipped += 1
+                    if progress:
+                        progress(1)
+                    continue
             src = item.src
             yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels))
 
@@ -163,7 +201,7 @@ def run_predict(
                                  keep_images=keep):
             src, paths = res.key  # type: ignore[misc]
             if res.error is not None:
-                _logger.debug("failure on %s", src, exc_info=res.exc)
+                _logger.info("failure on %s", src, exc_info=res.exc)  # traceback with -v
                 fail(str(src), _strip_path(res.error, str(src)))
                 if progress:
                     progress(1)

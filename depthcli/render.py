@@ -64,16 +64,17 @@ def value_range(depth: np.ndarray, opts: RenderOptions) -> tuple[float, float]:
 def nearness(
     depth: np.ndarray, vrange: tuple[float, float], near_is_large: bool, invert: bool = False
 ) -> np.ndarray:
-    """Scale depth to float64 in [0, 1] where 1 = near (flip with `invert`).
+    """Scale depth to float32 in [0, 1] where 1 = near (flip with `invert`).
 
     A constant map (hi == lo) gives zeros instead of the official scripts' division by zero.
     """
-    lo, hi = vrange
+    lo, hi = np.float32(vrange[0]), np.float32(vrange[1])
     span = hi - lo
+    d = depth.astype(np.float32, copy=False)
     if not np.isfinite(span) or span <= 0:
-        t = np.zeros(depth.shape, np.float64)
-    else:
-        t = np.clip((depth.astype(np.float64) - lo) / span, 0.0, 1.0)
+        t = np.zeros(depth.shape, np.float32)
+    else:  # float32 like the official demo, so the uint8 truncation lands on the same values
+        t = np.clip((d - lo) / span, np.float32(0), np.float32(1))
     t = np.nan_to_num(t, nan=0.0)
     if not near_is_large:
         t = 1.0 - t
@@ -82,11 +83,11 @@ def nearness(
 
 def to_uint8(t: np.ndarray) -> np.ndarray:
     """[0, 1] → uint8 by truncation (official: `(d - min) / (max - min) * 255` then astype)."""
-    return (t * 255.0).astype(np.uint8)
+    return (t * np.float32(255.0)).astype(np.uint8)
 
 
 def to_uint16(t: np.ndarray) -> np.ndarray:
-    return np.round(t * 65535.0).astype(np.uint16)
+    return np.round(t.astype(np.float64) * 65535.0).astype(np.uint16)
 
 
 def colorize(index: np.ndarray, cmap: str) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +33,8 @@ def atomic_path(dst: Path, suffix: str | None = None) -> Iterator[Path]:
     """
     dst.parent.mkdir(parents=True, exist_ok=True)
     sfx = (suffix if suffix is not None else dst.suffix) + TMP_SUFFIX
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=sfx, dir=dst.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=sfx,
+                                    dir=dst.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -57,5 +59,39 @@ def write_with(dst: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
-def is_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.[^.]*\.tmp$|^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def temp_owner(name: str) -> int | None:
+    """The pid that created one of our temporary files, or None if `name` is not one."""
+    m = _TEMP_RE.match(name)
+    if not m:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(root: Path) -> int:
+    """Delete temporary files left under `root` by killed depthcli runs (dead pids only)."""
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            pid = temp_owner(name)
+            if pid is not None and not _alive(pid):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+    return removed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,10 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
-DEFAULT_MAX_PIXELS = 2**28  # 268 MP, e.g. 16384 x 16384
+# Pillow's own hard "decompression bomb" threshold (2 x 89,478,485 px, ~13.4k x 13.4k): up to it
+# the header check below always knows the size; a larger --max-pixels falls back on the decoder.
+DEFAULT_MAX_PIXELS = 178_956_970
+_OVER_PIL_LIMIT = (-1, -1)
 
 
 @dataclass(frozen=True)
@@ -189,18 +193,25 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
-def _header_size(data: bytes) -> tuple[int, int] | None:
+def _header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
     """(width, height) from the header alone (PIL opens lazily), or None if PIL can't tell."""
     import io
+    import struct
+
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])  # readable even when the rest is cut off
+        return int(w), int(h)
 
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb and corrupt-EXIF warnings: we decide below
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
     except Image.DecompressionBombError:
-        return None
-    except Exception:
+        return _OVER_PIL_LIMIT if max_pixels <= DEFAULT_MAX_PIXELS else None
+    except Exception:  # noqa: BLE001 - unknown header: let the decoder judge
         return None
 
 
@@ -210,14 +221,10 @@ def decode_image(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) 
     The pixel count is checked from the header first, so a 100000x100000 PNG is refused
     before anything is allocated.
     """
-    import PIL.Image
-
-    old = PIL.Image.MAX_IMAGE_PIXELS
-    PIL.Image.MAX_IMAGE_PIXELS = None  # we apply our own limit below, with a clearer message
-    try:
-        size = _header_size(data)
-    finally:
-        PIL.Image.MAX_IMAGE_PIXELS = old
+    size = _header_size(data, max_pixels)
+    if size == _OVER_PIL_LIMIT:
+        raise InputError(f"{path}: image is over the limit of {max_pixels} pixels "
+                         "(raise it with --max-pixels)")
     if size is not None and size[0] * size[1] > max_pixels:
         raise InputError(
             f"{path}: image is {size[0]}x{size[1]} pixels, over the limit of {max_pixels} "

@@ -198,8 +198,9 @@ class DecodeLog:
             out.append(f"decoding stopped after {self.decoded} frame(s), at frame {self.decoded}: "
                        f"{self.stopped}")
         elif self.declared and self.decoded < self.declared:
-            out.append(f"only {self.decoded} of {self.declared} frames could be decoded; frames "
-                       f"{self.decoded}-{self.declared - 1} are missing (truncated or damaged file)")
+            out.append(f"only {self.decoded} of {self.declared} frames could be decoded; "
+                       f"frames {self.decoded}-{self.declared - 1} are missing "
+                       "(truncated or damaged file)")
         elif (not self.declared and self.expected_end is not None
               and self.last_end < self.expected_end - max(2 * self.frame_s, 0.1)):
             out.append(f"decoding ended at frame {self.decoded}, {self.last_end:.2f} s into a "
@@ -295,7 +296,9 @@ class _AudioFeed:
             # Check that AAC opens with these settings before the stream exists: a stream that
             # fails to open would fail the whole file when the header is written.
             test = av.CodecContext.create("aac", "w")
-            test.sample_rate, test.layout, test.format = rate, layout, "fltp"  # type: ignore[attr-defined]
+            test.sample_rate = rate  # type: ignore[attr-defined]
+            test.layout = layout  # type: ignore[attr-defined]
+            test.format = "fltp"  # type: ignore[attr-defined]
             test.open()
             self.oas = out.add_stream("aac", rate=rate)
             self.oas.layout = layout  # type: ignore[assignment]
@@ -382,6 +385,10 @@ class VideoWriter:
             vs.pix_fmt = "yuv420p"
             vs.time_base = info.time_base
             vs.codec_context.time_base = info.time_base
+            # swscale converts BGR with the BT.601 matrix, limited range: say so, so that
+            # players (browsers guess BT.709 for untagged HD) decode the colours back right.
+            vs.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M
+            vs.codec_context.color_range = 1  # AVCOL_RANGE_MPEG
             if info.sample_aspect_ratio is not None:
                 vs.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
             self.stream = vs

@@ -60,12 +60,12 @@ def _parse_range(text: str) -> dict[str, object]:
 class _Progress:
     """tqdm on stderr when it is a terminal and not --quiet; a no-op otherwise."""
 
-    def __init__(self, enabled: bool, unit: str = "img") -> None:
+    def __init__(self, enabled: bool, unit: str = "img", total: int | None = None) -> None:
         self.bar = None
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(unit=unit, file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(unit=unit, file=sys.stderr, dynamic_ncols=True, total=total)
 
     def __call__(self, n: int) -> None:
         if self.bar is not None:
@@ -187,6 +187,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     spec = _spec_or_usage(model)
+    video_norm = _check_video_norm(video_norm)
     extras = {"ply_stride": ply_stride, "focal_px": focal_px, "fov_deg": fov_deg, "cx": cx,
               "cy": cy, "assume_scale": assume_scale}
     if "ply" in fmts and spec.output != "metric" and assume_scale is None:
@@ -204,7 +205,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         max_pixels=max_pixels, video={"norm": video_norm},
     )
-    bar = _Progress(not quiet)
+    bar = _Progress(not quiet, total=_known_total(inputs))
     try:
         summary = run_predict(opts, est, report=bar.write, progress=bar)
     finally:
@@ -218,6 +219,29 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
     if summary.failed:
         click.echo(f"{summary.failed} input(s) failed", err=True)
         sys.exit(1)
+
+
+def _known_total(inputs: tuple[str, ...]) -> int | None:
+    """Number of inputs when they are all plain image files (folders stream: total unknown)."""
+    from .io.images import IMAGE_EXTS
+
+    paths = [Path(i) for i in inputs]
+    if all(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in paths):
+        return len(paths)
+    return None
+
+
+def _check_video_norm(text: str) -> str:
+    t = text.strip().lower()
+    if t in ("clip", "frame"):
+        return t
+    try:
+        lo, hi = (float(v) for v in t.split(","))
+        if hi > lo:
+            return t
+    except ValueError:
+        pass
+    raise click.BadParameter(f"{text!r}: use clip, frame or LO,HI", param_hint="--video-norm")
 
 
 def _spec_or_usage(model: str):  # type: ignore[no-untyped-def]

@@ -95,8 +95,9 @@ def model_options(f):  # type: ignore[no-untyped-def]
                      help="Registry name (see 'depthcli models') or official / -hf hub repo id."),
         click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
                      help="Checkpoint file (.pth official layout or .safetensors -hf layout)."),
-        click.option("--input-size", type=click.IntRange(min=14), default=None,
-                     help="Short side of the network input, a multiple of 14 [default: 518]."),
+        click.option("--input-size", type=click.IntRange(min=1), default=None,
+                     help="Short side of the network input; sides are rounded to multiples of "
+                          "14 as the official Resize does [default: 518]."),
         click.option("--device", default="auto", show_default=True,
                      type=click.Choice(["auto", "cpu", "cuda", "mps"]),
                      help="auto = cuda, then mps, then cpu."),
@@ -117,8 +118,6 @@ def _load_estimator(model: str, weights: Path | None, input_size: int | None, de
                     channels_last: bool):  # type: ignore[no-untyped-def]
     from .engine import DepthEstimator
 
-    if input_size is not None and input_size % 14:
-        raise click.BadParameter(f"{input_size} is not a multiple of 14", param_hint="--input-size")
     try:
         get_spec(model)
     except UnknownModelError as exc:

@@ -70,9 +70,13 @@ def _multiple(x: float, min_val: int) -> int:
 
 
 def lower_bound_size(h: int, w: int, input_size: int) -> tuple[int, int]:
-    """Scale so the short side reaches `input_size`, round each side to a multiple of 14."""
-    if input_size < MULTIPLE or input_size % MULTIPLE:
-        raise ValueError(f"input size must be a positive multiple of {MULTIPLE}, got {input_size}")
+    """Scale so the short side reaches `input_size`, round each side to a multiple of 14.
+
+    Like the official Resize, `input_size` need not be a multiple of 14: each side is rounded
+    to the nearest multiple, or up when rounding would go below `input_size`.
+    """
+    if input_size < 1:
+        raise ValueError(f"input size must be positive, got {input_size}")
     scale = max(input_size / h, input_size / w)
     return _multiple(scale * h, input_size), _multiple(scale * w, input_size)
 

@@ -384,12 +384,13 @@ class RawStack:
 def atomic_dir(dst: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `dst`; it replaces `dst` only if the block succeeds."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=dst.parent))
     try:
         yield tmp
         old: Path | None = None
         if dst.is_dir() and not dst.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", suffix=".tmp",
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=".old.tmp",
                                         dir=dst.parent))
             os.replace(dst, old / "x")
         elif dst.exists() or dst.is_symlink():
@@ -482,7 +483,8 @@ def _seq_worker(fmt: str, folder: Path, oopts: outputs.OutputOptions,
 
     def handle(it: _Item) -> None:
         if fmt == "png16":
-            ok, buf = cv2.imencode(".png", outputs.encode_visual(fmt, it.depth, None, oopts, vrange))
+            img = outputs.encode_visual(fmt, it.depth, None, oopts, vrange)
+            ok, buf = cv2.imencode(".png", img)
             if not ok:
                 raise OSError("PNG encoding failed")
             data = buf.tobytes()
@@ -604,7 +606,8 @@ class _Run:
                 workers.append(_stack_worker("npy", npy, lambda it: it.depth))
             stats = ClipStats(self.oopts.render) if self.two_pass else None
             if self.two_pass and npy is None:
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".depth.tmp",
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.",
+                                                suffix=".depth.tmp",
                                                 dir=self.paths[self.pass2[0]].parent)
                 os.close(fd)
                 stack.callback(_unlink, Path(tmp_name))
@@ -742,8 +745,9 @@ def _unlink(p: Path) -> None:
 
 # ------------------------------------------------------------------------------ measuring
 
-def measure_memory(weights: str | os.PathLike[str], frames: int, *, size: tuple[int, int] = (320, 240),
-                   input_size: int = 70, formats: tuple[str, ...] = ("color",),
+def measure_memory(weights: str | os.PathLike[str], frames: int, *,
+                   size: tuple[int, int] = (320, 240), input_size: int = 70,
+                   formats: tuple[str, ...] = ("color",),
                    workdir: str | os.PathLike[str] | None = None) -> dict[str, float]:
     """Peak RSS of `depthcli predict` on a synthetic `frames`-frame clip, in a fresh process.
 

@@ -97,6 +97,7 @@ def test_pos_embed_rule_matches_official_formula() -> None:
 @pytest.mark.parametrize(("h", "w", "size", "expected"), [
     (1362, 2048, 518, (518, 784)), (720, 1280, 518, (518, 924)), (200, 300, 518, (518, 784)),
     (250, 2000, 518, (518, 4144)), (600, 450, 518, (686, 518)), (160, 240, 364, (364, 546)),
+    (300, 400, 500, (504, 672)), (300, 300, 510, (518, 518)), (10, 10, 5, (14, 14)),
 ])
 def test_lower_bound_size(h, w, size, expected) -> None:
     assert lower_bound_size(h, w, size) == expected

@@ -266,14 +266,21 @@ def test_not_a_video_and_no_video_stream(small_ckpt, tmp_path):
                 c.mux(p)
         for p in a.encode():
             c.mux(p)
+    empty = tmp_path / "empty.mp4"  # a video track without a single frame
+    with av.open(str(empty), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        c.start_encoding()
     out = tmp_path / "out"
-    res = run_cli([bad, sound], out, small_ckpt)
+    res = run_cli([bad, sound, empty], out, small_ckpt)
     assert res.exit_code == 1
     assert "Traceback" not in res.output + res.stderr
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 2
+    assert len(errors) == 3
     assert errors[0].startswith(f"error: {bad}: not a readable video")
     assert errors[1] == f"error: {sound}: no video stream"
+    assert errors[2] in (f"error: {empty}: no video stream",
+                         f"error: {empty}: no decodable video frames")
     assert not out.exists() or not any(out.rglob("*"))
 
 

@@ -141,14 +141,14 @@ def parse_norm(value: object) -> str | tuple[float, float]:
     return lo, hi
 
 
-def _exists_all(paths: dict[str, Path]) -> bool:
-    for p in paths.values():
-        if p.suffix in (".mp4", ".npy"):
-            if not (p.is_file() and p.stat().st_size > 0):
-                return False
-        elif not p.is_dir():
-            return False
-    return True
+def _exists(path: Path) -> bool:
+    """A finished output is present (every output is renamed into place when complete)."""
+    try:
+        if path.suffix in (".mp4", ".npy"):
+            return path.is_file() and path.stat().st_size > 0
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------- plumbing
@@ -324,16 +324,22 @@ class RawStack:
 
     HEADER = 128  # bytes reserved for the .npy header (64-byte aligned)
 
-    def __init__(self, path: Path, shape: tuple[int, int], dtype: np.dtype[Any] | type) -> None:
+    def __init__(self, path: Path, shape: tuple[int, int] | None,
+                 dtype: np.dtype[Any] | type) -> None:
         self.path = path
-        self.shape = shape
+        self.shape = shape  # None: taken from the first frame
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.count = 0
-        self.frame_bytes = int(np.prod(shape)) * self.dtype.itemsize
         self._f = open(path, "w+b")  # noqa: SIM115 - closed in close()/abort()
         self._f.write(b"\0" * self.HEADER)
 
+    @property
+    def frame_bytes(self) -> int:
+        return int(np.prod(self.shape or (0,))) * self.dtype.itemsize
+
     def append(self, arr: np.ndarray) -> None:
+        if self.shape is None:
+            self.shape = (int(arr.shape[0]), int(arr.shape[1]))
         if arr.shape != self.shape:
             raise ValueError(f"depth frame {arr.shape} does not match {self.shape}")
         self._f.write(np.ascontiguousarray(arr, dtype=self.dtype).tobytes())
@@ -341,7 +347,7 @@ class RawStack:
 
     def _header(self) -> bytes:
         d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-             "shape": (self.count, *self.shape)}
+             "shape": (self.count, *(self.shape or (0, 0)))}
         body = repr(d).encode("latin1")
         pad = self.HEADER - 10 - len(body) - 1
         if pad < 0:
@@ -530,9 +536,11 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
     paths = output_paths(base, wanted)
-    if opts.skip_existing and _exists_all(paths):
-        _logger.info("%s: outputs exist; skipped", src)
-        return VideoReport(skipped=True)
+    if opts.skip_existing:  # resume: only the missing outputs are made
+        paths = {f: p for f, p in paths.items() if not _exists(p)}
+        if not paths:
+            _logger.info("%s: outputs exist; skipped", src)
+            return VideoReport(skipped=True)
 
     info = vio.probe(src)
     try:
@@ -611,9 +619,8 @@ class _Run:
                                                 dir=self.paths[self.pass2[0]].parent)
                 os.close(fd)
                 stack.callback(_unlink, Path(tmp_name))
-                th, tw = self.est.preprocess.target_size(*self.size)
                 precise = "png16" in self.pass2
-                store = RawStack(Path(tmp_name), (th, tw), np.float32 if precise else np.float16)
+                store = RawStack(Path(tmp_name), None, np.float32 if precise else np.float16)
                 workers.append(_stack_worker("store", store, lambda it: it))
 
             self._pass1(workers, stats, store)

@@ -268,3 +268,26 @@ def test_extreme_aspect_ratio_is_refused_per_image(tmp_path, small_ckpt) -> None
                                   str(small_ckpt), "--device", "cpu", "-f", "npy"])
     assert r.exit_code == 1 and "strip.png" in r.stderr and "aspect ratio" in r.stderr
     assert (tmp_path / "o" / "ok.npy").is_file()
+
+
+def test_ctrl_c_stops_cleanly(tmp_path, small_ckpt) -> None:
+    root = tmp_path / "in"
+    n = 30
+    for i in range(n):
+        write_image(root / f"f{i:02d}.png", 40, 40, seed=i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "depthcli", "predict", str(root), "-o", str(out), "--model",
+           "da2-small", "--weights", str(small_ckpt), "--input-size", "70", "-f", "npy"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*.npy"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    files = list(out.iterdir())
+    assert all(p.suffix == ".npy" and not p.name.startswith(".") for p in files)
+    for p in files:
+        assert np.load(p).shape == (40, 40)

@@ -231,16 +231,13 @@ def _known_total(inputs: tuple[str, ...]) -> int | None:
 
 
 def _check_video_norm(text: str) -> str:
-    t = text.strip().lower()
-    if t in ("clip", "frame"):
-        return t
+    from .video import parse_norm
+
     try:
-        lo, hi = (float(v) for v in t.split(","))
-        if hi > lo:
-            return t
-    except ValueError:
-        pass
-    raise click.BadParameter(f"{text!r}: use clip, frame or LO,HI", param_hint="--video-norm")
+        parse_norm(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--video-norm") from None
+    return text.strip().lower()
 
 
 def _spec_or_usage(model: str):  # type: ignore[no-untyped-def]

@@ -147,9 +147,11 @@ def run_predict(
     summary = Summary()
     state = Discovery()
     fmt = opts.output.formats
+    from .video import output_paths as video_paths
+
     suffixes = tuple(
-        {str(p.name)[len("x"):] for p in outputs.output_paths(Path("x"), fmt).values()}
-        | {".mp4", ".npy"}
+        {p.name[1:] for p in outputs.output_paths(Path("x"), fmt).values()}
+        | {p.name[1:] for p in video_paths(Path("x"), fmt).values()}
     )
     tag = "_depth" if _overlaps(opts.out_dir, opts.inputs) else ""
     mapper = OutputMapper(opts.out_dir, suffixes, tag)
@@ -210,7 +212,7 @@ def run_predict(
             futures.append(writer.submit(write, src, paths, res.depth, res.image))
             futures = [f for f in futures if not f.done()]
         for item, base in videos:
-            _run_video(item, base, opts, estimator, summary, fail)
+            _run_video(item, base, opts, estimator, summary, fail, report)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -228,7 +230,8 @@ def _strip_path(reason: str, path: str) -> str:
 
 
 def _run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
-               summary: Summary, fail: Callable[[str, str], None]) -> None:
+               summary: Summary, fail: Callable[[str, str], None],
+               report: Callable[[str], None]) -> None:
     from . import video
 
     try:
@@ -242,5 +245,8 @@ def _run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEsti
     summary.frames += rep.frames
     if rep.written:
         summary.written += 1
-    for reason in rep.errors:
-        fail(str(item.src), reason)
+    for i, reason in enumerate(rep.errors):
+        if i == 0:  # one failed input, however many lines describe it
+            fail(str(item.src), reason)
+        else:
+            report(f"error: {item.src}: {reason}")

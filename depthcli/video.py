@@ -39,9 +39,10 @@ as they are (the average rate read back can then differ from the mkv's nominal r
 
 Geometry: rotation metadata (phones) is applied to the frames (90-degree steps, like ffmpeg's
 autorotate): depth is computed on the upright picture and every output is upright at the display
-size, without rotation metadata. Odd widths/heights: H.264 4:2:0 cannot encode them, so the mp4
-outputs get ONE extra column/row (right/bottom, replicating the last one); raw exports keep the
-exact size. A non-square sample aspect ratio is copied to the mp4 outputs.
+size, without rotation metadata. Odd widths/heights: H.264 4:2:0 cannot encode them, so such
+mp4 outputs are H.264 High 4:4:4 (yuv444p) at the exact source size (some browsers do not play
+4:4:4; even-sized sources stay 4:2:0); raw exports keep the exact size too. A non-square
+sample aspect ratio is copied to the mp4 outputs.
 
 Damage: a truncated or partly corrupt file yields every frame that decodes; the problems go to
 the report's `errors` (with frame numbers) and the outputs are still complete, playable files.

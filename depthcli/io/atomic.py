@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,11 +88,17 @@ def remove_stale_temps(root: Path) -> int:
     removed = 0
     if not root.is_dir():
         return 0
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
         for name in files:
             pid = temp_owner(name)
             if pid is not None and not _alive(pid):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1
+        for name in list(dirs):  # frame-sequence folders of killed video runs
+            pid = temp_owner(name)
+            if pid is not None and not _alive(pid):
+                shutil.rmtree(os.path.join(dirpath, name), ignore_errors=True)
+                dirs.remove(name)
+                removed += 1
     return removed

@@ -10,9 +10,10 @@ Decisions (also in `depthcli.video`'s docstring):
   the *display* size, and the output carries no rotation. Flips and non-right angles are ignored.
 - Output is H.264 (libx264, yuv420p, crf 18, `+faststart`) in mp4: it plays in browsers. 4:2:0
   needs even width and height (libx264 refuses odd ones and H.264 cannot crop by one pixel), so
-  an odd width/height is padded by ONE pixel on the right/bottom, replicating the last column/row;
-  drop that column/row to get the source size back. Raw exports (npy, png16, exr, pfm) keep the
-  exact source size.
+  a source with an odd width or height is encoded as H.264 High 4:4:4 (yuv444p) at its exact
+  size instead: the depth video keeps the source's size (what editors and frame-by-frame
+  pipelines need), at the cost that some browsers do not play 4:4:4. Raw exports (npy, png16,
+  exr, pfm) always keep the exact source size.
 - The output stream gets the input stream's time base and average frame rate, and each frame
   keeps its input pts, so the output lines up frame for frame (variable frame rate included).
   A frame without pts gets the previous pts + one nominal frame; a pts that does not increase is
@@ -262,18 +263,6 @@ def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame
             yield convert(fr)
 
 
-def even(n: int) -> int:
-    return n + (n & 1)
-
-
-def pad_even(img: np.ndarray) -> np.ndarray:
-    """Replicate the last column/row so both sides are even (yuv420p needs it)."""
-    h, w = img.shape[:2]
-    if not (h & 1 or w & 1):
-        return img
-    return cv2.copyMakeBorder(img, 0, h & 1, 0, w & 1, cv2.BORDER_REPLICATE)
-
-
 class _AudioFeed:
     """Moves the source's first audio stream into an output container, interleaved by time.
 
@@ -381,8 +370,8 @@ class VideoWriter:
         try:
             vs = self.container.add_stream("libx264", rate=info.rate,
                                            options={"crf": str(crf), "preset": preset})
-            vs.width, vs.height = even(width), even(height)
-            vs.pix_fmt = "yuv420p"
+            vs.width, vs.height = width, height
+            vs.pix_fmt = "yuv420p" if not (width & 1 or height & 1) else "yuv444p"
             vs.time_base = info.time_base
             vs.codec_context.time_base = info.time_base
             # swscale converts BGR with the BT.601 matrix, limited range: say so, so that
@@ -407,7 +396,6 @@ class VideoWriter:
         if img.shape[:2] != self.size:
             raise ValueError(f"frame is {img.shape[1]}x{img.shape[0]}, writer expects "
                              f"{self.size[1]}x{self.size[0]}")
-        img = pad_even(img)
         fmt = "gray" if img.ndim == 2 else "bgr24"
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=fmt)
         frame.pts = pts

@@ -1,0 +1,103 @@
+"""Engine policy: device resolution, NaN fallback to fp32, OOM batch halving, bucketing flow."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from depthcli.engine import DepthEstimator, resolve_device, resolve_precision
+
+
+@pytest.fixture(scope="module")
+def est(small_ckpt) -> DepthEstimator:
+    return DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=42)
+
+
+def test_resolve_device_and_precision() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
+    assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_non_finite_half_batch_is_redone_in_fp32(small_ckpt, caplog) -> None:
+    e = DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu",
+                                 precision="bf16", input_size=42)
+    x = np.random.default_rng(0).standard_normal((2, 3, 42, 56)).astype(np.float32)
+    ref = DepthEstimator(e.model, device="cpu", precision="fp32", input_size=42).forward_batch(x)
+    real = e._forward
+    e._forward = lambda t: real(t) * float("nan")  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING):
+        out = e.forward_batch(x)
+    assert "redoing the batch in fp32" in caplog.text
+    assert torch.isfinite(out).all() and torch.allclose(out, ref)
+
+
+def test_cuda_oom_halves_the_batch(est, monkeypatch, caplog) -> None:
+    calls: list[int] = []
+    real = est._run_model
+
+    def fake(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        calls.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x, dtype)
+
+    monkeypatch.setattr(est, "_run_model", fake)
+    x = np.random.default_rng(1).standard_normal((5, 3, 42, 42)).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        out = est.forward_batch(x)
+    assert out.shape == (5, 42, 42)
+    assert calls == [5, 2, 3, 1, 2]  # 5 fails -> 2 + 3; 3 fails -> 1 + 2
+    assert "retrying" in caplog.text
+    monkeypatch.undo()
+    assert torch.allclose(out, est.forward_batch(x), atol=1e-5)
+
+
+def test_run_streams_and_reports_failures(est) -> None:
+    rng = np.random.default_rng(2)
+    shapes = [(30, 40), (40, 30), (30, 40), (30, 40), (40, 30)]
+    imgs = {i: rng.integers(0, 255, (*s, 3), dtype=np.uint8) for i, s in enumerate(shapes)}
+
+    def loader(i: int):
+        def load() -> np.ndarray:
+            if i == 3:
+                raise ValueError("broken input")
+            return imgs[i]
+        return load
+
+    results = list(est.run(((i, loader(i)) for i in imgs), batch_size=2, workers=2))
+    assert sorted(r.key for r in results) == list(range(5))
+    bad = [r for r in results if r.error]
+    assert [r.key for r in bad] == [3] and bad[0].error == "broken input"
+    for r in results:
+        if r.key != 3:
+            assert r.depth.shape == shapes[r.key] and r.depth.dtype == np.float32
+            assert np.allclose(r.depth, est.infer(imgs[r.key]), atol=1e-5)
+
+
+def test_run_memory_is_bounded(est) -> None:
+    """No more than a few batches are decoded ahead, whatever the number of jobs."""
+    loaded = 0
+    yielded = 0
+    ahead = []
+
+    def jobs():
+        nonlocal loaded
+        for i in range(40):
+            def load(i=i):
+                nonlocal loaded
+                loaded += 1
+                return np.full((20, 20 + (i % 3) * 14, 3), 100, np.uint8)
+            yield i, load
+
+    for _ in est.run(jobs(), batch_size=2, workers=2):
+        yielded += 1
+        ahead.append(loaded - yielded)
+    assert yielded == 40 and max(ahead) <= 12

@@ -101,7 +101,10 @@ class DepthEstimator:
             input_size or self.spec.input_size, self.spec.mean, self.spec.std
         )
         self.model = model.eval().to(self.device)
-        if channels_last:
+        # channels_last is always on for CPU: oneDNN runs the DPT head's convolutions in NHWC
+        # without reordering to its blocked layout on every call (ViT-S 518x784 fp32 on 2 cores:
+        # 1483 -> 1368 ms; same numbers within 2.5e-6 of the depth range).
+        if channels_last or self.device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model
         if compile:

@@ -195,6 +195,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
             "which has no scale; use a da2-metric-* model, or pass --assume-scale S to treat "
             "S / output as metres"
         )
+    if "ply" in fmts and not quiet:  # the intrinsics used are part of the result: show them
+        logging.getLogger("depthcli.pointcloud").setLevel(logging.INFO)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     est = _load_estimator(model, weights, input_size, device, precision, max_depth, compile_,
                           channels_last)

@@ -304,12 +304,15 @@ class ChunkedAttention(TorchFunctionMode):
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 scale: float | None) -> torch.Tensor:
         scale = q.shape[-1] ** -0.5 if scale is None else scale
+        q = q * scale  # contiguous: each query block is a plain strided batch of matrices
         kt = k.transpose(-2, -1).contiguous()
-        out = []
+        v = v.contiguous()
+        out = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=q.dtype, device=q.device)
         for i in range(0, q.shape[-2], self.chunk):
-            scores = torch.matmul(q[..., i:i + self.chunk, :] * scale, kt)
-            out.append(torch.matmul(torch.softmax(scores, dim=-1), v))
-        return torch.cat(out, dim=-2)
+            block = slice(i, i + self.chunk)
+            scores = torch.matmul(q[..., block, :], kt)
+            torch.matmul(torch.softmax(scores, dim=-1), v, out=out[..., block, :])
+        return out
 
 
 def _reason(exc: BaseException) -> str:

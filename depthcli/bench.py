@@ -250,13 +250,18 @@ class PeakMemory:
         self.device = device
 
     @staticmethod
-    def _hwm_kb() -> int | None:
+    def _status_kb(field: str = "VmHWM") -> int | None:
         try:
             with open("/proc/self/status") as f:
-                m = re.search(r"VmHWM:\s+(\d+)\s*kB", f.read())
+                m = re.search(field + r":\s+(\d+)\s*kB", f.read())
             return int(m.group(1)) if m else None
         except OSError:
             return None
+
+    def current_mb(self) -> float | None:
+        """Resident memory now (Linux), e.g. with the models loaded, before a phase."""
+        kb = self._status_kb("VmRSS")
+        return round(kb / 1024, 1) if kb is not None else None
 
     def reset(self) -> None:
         try:
@@ -270,7 +275,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def read(self) -> dict[str, float | None]:
-        kb = self._hwm_kb()
+        kb = self._status_kb()
         if kb is None:
             import resource
 
@@ -627,6 +632,7 @@ def bench(model: str, weights: Path | None, device: str, precision: str,
 
         stage = {s: Series() for s in STAGES}
         e2e, peak, peer_model, peer_e2e = Series(), Series(), Series(), Series()
+        resident = mem.current_mb()
         mem_max: dict[str, dict[str, float | None]] = {}
 
         def track(name: str) -> None:
@@ -672,7 +678,8 @@ def bench(model: str, weights: Path | None, device: str, precision: str,
             "matmul_gflop_s_runs": [round(v, 1) for v in peak.values],
             "pct_of_peak": round(100 * gflops / max(peak.values), 1), "matmul_dtype": prec_name,
         }
-        result["memory"] = {"stages": mem_max["stages"], "end_to_end": mem_max["end_to_end"]}
+        result["memory"] = {"resident_before_runs_mb": resident, "stages": mem_max["stages"],
+                            "end_to_end": mem_max["end_to_end"]}
 
         if ref_net is not None:  # half precision: how far from fp32, on each distinct image
             ref_est = DepthEstimator(ref_net, device=dev, precision="fp32", input_size=input_size)
@@ -815,7 +822,8 @@ def _print_report(r: dict) -> None:  # type: ignore[type-arg]
     dev_mem = (f", device {m['end_to_end']['device_mb']} MB"
                if m["end_to_end"]["device_mb"] is not None else "")
     e(f"peak memory     host {m['end_to_end']['host_mb']} MB end-to-end "
-      f"({m['stages']['host_mb']} MB serial stages){dev_mem}")
+      f"({m['stages']['host_mb']} MB serial stages; {m['resident_before_runs_mb']} MB resident "
+      f"before the runs, models loaded){dev_mem}")
     if "deviation_vs_fp32" in r:
         d = r["deviation_vs_fp32"]
         e(f"vs fp32 depth   |d| as % of the depth range (worst image): max "

@@ -106,6 +106,9 @@ def model_options(f):  # type: ignore[no-untyped-def]
                      help="auto = half on CUDA, fp32 elsewhere."),
         click.option("--max-depth", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Metric models: metres at the top of the sigmoid [default: 20 indoor, 80 outdoor]."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="torch intra-op threads [default: torch's choice]; lower it when "
+                          "other jobs share the CPU (OpenMP threads then spin against them)."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model."),
         click.option("--channels-last", is_flag=True, help="channels_last memory format."),
     ]):
@@ -170,7 +173,7 @@ def _load_estimator(model: str, weights: Path | None, input_size: int | None, de
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
 def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | None,
             input_size: int | None, device: str, precision: str, max_depth: float | None,
-            compile_: bool, channels_last: bool, formats: tuple[str, ...], cmap: str,
+            threads: int | None, compile_: bool, channels_last: bool, formats: tuple[str, ...], cmap: str,
             range_: str, invert: bool, batch_size: int, workers: int, skip_existing: bool,
             max_pixels: int, video_norm: str, ply_stride: int, focal_px: float | None,
             fov_deg: float | None, cx: float | None, cy: float | None,
@@ -180,6 +183,12 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
     from .pipeline import PredictOptions, run_predict
 
     _setup_logging(verbose, quiet)
+    if threads:
+        import torch
+
+        old_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)  # restored when the command ends (matters in-process)
+        click.get_current_context().call_on_close(lambda: torch.set_num_threads(old_threads))
     try:
         fmts = outputs.parse_formats(formats)
         render.lut(cmap)

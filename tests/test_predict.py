@@ -166,8 +166,8 @@ def test_all_formats(tmp_path, small_ckpt) -> None:
 def test_single_png_format_name_and_cmap(tmp_path, small_ckpt) -> None:
     img = write_image(tmp_path / "pic.jpg", 30, 30)
     out = tmp_path / "o"
-    r = invoke([str(img), "-o", str(out), "--cmap", "inferno", "--range", "p5,95", "--invert"],
-               small_ckpt)
+    r = invoke([str(img), "-o", str(out), "--cmap", "inferno", "--range", "p5,95", "--invert",
+                "--threads", "1"], small_ckpt)
     assert r.exit_code == 0, r.stderr
     assert (out / "pic.png").is_file()
     bad = invoke([str(img), "-o", str(out), "--cmap", "nope"], small_ckpt)

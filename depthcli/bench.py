@@ -65,11 +65,15 @@ def official_name(key: str, swiglu: bool = False) -> str:
     return key
 
 
-def recipe_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """One tensor of the golden synthetic-weight recipe (../shared/golden/README.md)."""
+def recipe_tensor(key: str, shape: tuple[int, ...], salt: str = "") -> torch.Tensor:
+    """One tensor of the golden synthetic-weight recipe (../shared/golden/README.md).
+
+    A non-empty `salt` gives other, equally realistic weights (tests use it).
+    """
     import torch
 
-    z = np.random.default_rng(zlib.crc32(key.encode())).standard_normal(shape, dtype=np.float64)
+    z = np.random.default_rng(zlib.crc32((salt + key).encode())).standard_normal(
+        tuple(shape), dtype=np.float64)
     leaf = key.rsplit(".", 1)[-1]
     if leaf == "gamma" or (leaf == "weight" and len(shape) == 1):
         v = 1.0 + 0.05 * z
@@ -109,6 +113,8 @@ def to_transformers(sd: dict[str, torch.Tensor], hf_keys: set[str]) -> dict[str,
     """
     import torch
 
+    from .weights import HF_TOP_LEVEL
+
     v5 = any(".attention.q_proj." in k for k in hf_keys)
     out: dict[str, torch.Tensor] = {}
     for key, v in sd.items():
@@ -146,15 +152,7 @@ def to_transformers(sd: dict[str, torch.Tensor], hf_keys: set[str]) -> dict[str,
                     break
             out[p + rest] = v
             continue
-        for a, b in (
-            ("pretrained.cls_token", "backbone.embeddings.cls_token"),
-            ("pretrained.pos_embed", "backbone.embeddings.position_embeddings"),
-            ("pretrained.patch_embed.proj.", "backbone.embeddings.patch_embeddings.projection."),
-            ("pretrained.norm.", "backbone.layernorm."),
-            ("depth_head.scratch.output_conv1.", "head.conv1."),
-            ("depth_head.scratch.output_conv2.0.", "head.conv2."),
-            ("depth_head.scratch.output_conv2.2.", "head.conv3."),
-        ):
+        for b, a in HF_TOP_LEVEL:  # official prefix a → transformers prefix b
             if key.startswith(a):
                 out[b + key[len(a):]] = v
                 break

@@ -124,6 +124,19 @@ def read_state_dict(path: Path) -> StateDict:
 
 # ---------------------------------------------------------------- layout conversion
 
+# transformers name prefix ↔ official name prefix, for the keys outside blocks and the neck.
+HF_TOP_LEVEL: tuple[tuple[str, str], ...] = (
+    ("backbone.embeddings.cls_token", "pretrained.cls_token"),
+    ("backbone.embeddings.mask_token", "pretrained.mask_token"),
+    ("backbone.embeddings.position_embeddings", "pretrained.pos_embed"),
+    ("backbone.embeddings.patch_embeddings.projection.", "pretrained.patch_embed.proj."),
+    ("backbone.layernorm.", "pretrained.norm."),
+    ("head.conv1.", "depth_head.scratch.output_conv1."),
+    ("head.conv2.", "depth_head.scratch.output_conv2.0."),
+    ("head.conv3.", "depth_head.scratch.output_conv2.2."),
+)
+
+
 def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
     """transformers DepthAnythingForDepthEstimation (legacy 4.x or 5.x names) → official names."""
     out: StateDict = {}
@@ -156,16 +169,7 @@ def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
                     break
             out[p + rest] = v
             continue
-        for a, b in (
-            ("backbone.embeddings.cls_token", "pretrained.cls_token"),
-            ("backbone.embeddings.mask_token", "pretrained.mask_token"),
-            ("backbone.embeddings.position_embeddings", "pretrained.pos_embed"),
-            ("backbone.embeddings.patch_embeddings.projection.", "pretrained.patch_embed.proj."),
-            ("backbone.layernorm.", "pretrained.norm."),
-            ("head.conv1.", "depth_head.scratch.output_conv1."),
-            ("head.conv2.", "depth_head.scratch.output_conv2.0."),
-            ("head.conv3.", "depth_head.scratch.output_conv2.2."),
-        ):
+        for a, b in HF_TOP_LEVEL:
             if key.startswith(a):
                 out[b + key[len(a):]] = v
                 break

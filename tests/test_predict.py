@@ -224,19 +224,28 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch) -> None:
     assert not dst.exists() and list(dst.parent.iterdir()) == []
 
 
-def test_sigkill_then_skip_existing_completes(tmp_path, small_ckpt) -> None:
+def _folder_run(tmp_path: Path, ckpt: Path, n: int, *extra: str) -> tuple[Path, list[str]]:
+    """n small images under tmp_path/in and the subprocess command predicting them to out/."""
     root = tmp_path / "in"
-    n = 24
     for i in range(n):
         write_image(root / f"f{i:02d}.png", 40, 40, seed=i)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "depthcli", "predict", str(root), "-o", str(out), "--model",
-           "da2-small", "--weights", str(small_ckpt), "--input-size", "70", "-f", "npy,color",
-           "-q"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "da2-small", "--weights", str(ckpt), "--input-size", "70", *extra]
+    return out, cmd
+
+
+def _wait_for_outputs(out: Path, count: int) -> None:
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("*.npy"))) < 3:
+    while time.time() < deadline and len(list(out.glob("*.npy"))) < count:
         time.sleep(0.05)
+
+
+def test_sigkill_then_skip_existing_completes(tmp_path, small_ckpt) -> None:
+    n = 24
+    out, cmd = _folder_run(tmp_path, small_ckpt, n, "-f", "npy,color", "-q")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_outputs(out, 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(list(out.glob("*.npy")))
@@ -271,18 +280,10 @@ def test_extreme_aspect_ratio_is_refused_per_image(tmp_path, small_ckpt) -> None
 
 
 def test_ctrl_c_stops_cleanly(tmp_path, small_ckpt) -> None:
-    root = tmp_path / "in"
-    n = 30
-    for i in range(n):
-        write_image(root / f"f{i:02d}.png", 40, 40, seed=i)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "depthcli", "predict", str(root), "-o", str(out), "--model",
-           "da2-small", "--weights", str(small_ckpt), "--input-size", "70", "-f", "npy"]
+    out, cmd = _folder_run(tmp_path, small_ckpt, 30, "-f", "npy")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("*.npy"))) < 2:
-        time.sleep(0.05)
+    _wait_for_outputs(out, 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -11,15 +11,18 @@ Value conventions (also in the README):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ContextManager
 
 import cv2
 import numpy as np
 
 from . import render
 from .io.atomic import write_bytes
+from .io.png import encode_png
 
 PNG_KINDS = ("color", "gray", "png16", "side")
 RAW_KINDS = ("npy", "pfm", "exr")
@@ -77,10 +80,8 @@ def output_paths(base: Path, formats: Sequence[str]) -> dict[str, Path]:
 
 
 def _png(img: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buf.tobytes()
+    # Multi-threaded deflate: 44 -> 24 ms for a 2.8 MP colour map on 2 cores (io/png.py).
+    return encode_png(img)
 
 
 def npy_bytes(depth: np.ndarray) -> bytes:
@@ -142,23 +143,32 @@ def write_image_outputs(
     paths: dict[str, Path],
     opts: OutputOptions,
     src: Path | None = None,
+    cpu: Callable[[], ContextManager[object]] = contextlib.nullcontext,
 ) -> None:
-    """Write every requested format for one image (each file atomically)."""
+    """Write every requested format for one image (each file atomically).
+
+    Encoding runs inside `cpu()` (the engine's gate on CPU models), the file writes outside it,
+    so a slow disk never holds up a forward pass.
+    """
     for fmt, path in paths.items():
-        if fmt == "npy":
-            write_bytes(path, npy_bytes(depth))
-        elif fmt == "pfm":
-            write_bytes(path, pfm_bytes(depth))
-        elif fmt == "exr":
-            write_bytes(path, exr_bytes(depth))
-        elif fmt in PNG_KINDS:
-            write_bytes(path, _png(encode_visual(fmt, depth, image, opts)))
-        elif fmt in EXTRA_FORMATS:
+        if fmt in EXTRA_FORMATS:
             if image is None:
                 raise ValueError(f"{fmt} format needs the input image")
-            EXTRA_FORMATS[fmt][1](depth, image, path, opts, src)
-        else:  # parse_formats rejects these earlier
-            raise ValueError(f"unknown format {fmt}")
+            with cpu():
+                EXTRA_FORMATS[fmt][1](depth, image, path, opts, src)
+            continue
+        with cpu():
+            if fmt == "npy":
+                data = npy_bytes(depth)
+            elif fmt == "pfm":
+                data = pfm_bytes(depth)
+            elif fmt == "exr":
+                data = exr_bytes(depth)
+            elif fmt in PNG_KINDS:
+                data = _png(encode_visual(fmt, depth, image, opts))
+            else:  # parse_formats rejects these earlier
+                raise ValueError(f"unknown format {fmt}")
+        write_bytes(path, data)
 
 
 def needs_image(formats: Sequence[str]) -> bool:

@@ -188,7 +188,8 @@ def run_predict(
 
     def write(src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
         try:
-            outputs.write_image_outputs(depth, image, paths, opts.output, src)  # type: ignore[arg-type]
+            outputs.write_image_outputs(depth, image, paths, opts.output, src,  # type: ignore[arg-type]
+                                        cpu=estimator.gate.shared)
             with lock:
                 summary.written += 1
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run

@@ -73,7 +73,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -81,6 +80,7 @@ from . import outputs, render
 from .errors import DepthCliError, InputError
 from .io import video as vio
 from .io.atomic import atomic_path
+from .io.png import encode_png
 from .transforms import upsample
 
 if TYPE_CHECKING:
@@ -490,11 +490,7 @@ def _seq_worker(fmt: str, folder: Path, oopts: outputs.OutputOptions,
 
     def handle(it: _Item) -> None:
         if fmt == "png16":
-            img = outputs.encode_visual(fmt, it.depth, None, oopts, vrange)
-            ok, buf = cv2.imencode(".png", img)
-            if not ok:
-                raise OSError("PNG encoding failed")
-            data = buf.tobytes()
+            data = encode_png(outputs.encode_visual(fmt, it.depth, None, oopts, vrange))
         elif fmt == "exr":
             data = outputs.exr_bytes(it.depth)
         else:

@@ -1,0 +1,170 @@
+"""Host-side machinery: the PNG encoder, the CPU gate, malloc tuning, the fast preprocess path."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from depthcli.cpugate import CpuGate
+from depthcli.io import png
+from depthcli.transforms import Preprocess
+
+
+def _decode(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    cv = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_UNCHANGED)
+    pil = np.asarray(Image.open(io.BytesIO(buf)))
+    return cv, pil
+
+
+@pytest.mark.parametrize("shape,dtype", [
+    ((1, 1), np.uint8), ((3, 2, 3), np.uint8), ((5, 7, 4), np.uint8), ((37, 61, 3), np.uint8),
+    ((9, 13), np.uint16), ((11, 3, 3), np.uint16), ((64, 33, 1), np.uint8),
+])
+def test_png_roundtrip_bit_exact(shape, dtype) -> None:
+    rng = np.random.default_rng(sum(shape))
+    img = rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+    cv, pil = _decode(png.encode_png(img))
+    want = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+    assert cv.dtype == dtype and np.array_equal(cv, want)  # OpenCV: BGR(A) back
+    if want.ndim == 3 and dtype == np.uint16:
+        return  # Pillow opens 48-bit RGB as 8-bit; OpenCV's check above covers it
+    if want.ndim == 3:  # Pillow reads the file's RGB(A) order
+        want = want[:, :, [2, 1, 0, 3][: want.shape[2]]]
+    assert np.array_equal(pil.astype(dtype), want)
+
+
+@pytest.mark.parametrize("pieces", [2, 3, 5])
+def test_png_parallel_pieces_decode_identically(monkeypatch, pieces) -> None:
+    """Independently deflated pieces joined at sync-flush points are one valid zlib stream."""
+    monkeypatch.setattr(png, "MIN_PIECE", 256)
+    rng = np.random.default_rng(pieces)
+    smooth = np.cumsum(rng.integers(0, 3, size=(120, 90, 3)), axis=1).astype(np.uint8)
+    one = png.encode_png(smooth, threads=1)
+    many = png.encode_png(smooth, threads=pieces)
+    assert one != many  # really split
+    for buf in (one, many):
+        cv, _ = _decode(buf)
+        assert np.array_equal(cv, smooth)
+    # Same compression choices as OpenCV's default encoder: sizes within 10 %.
+    ok, ref = cv2.imencode(".png", smooth)
+    assert ok and abs(len(one) - len(ref)) < 0.1 * len(ref)
+
+
+def test_png_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        png.encode_png(np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match="unsupported"):
+        png.encode_png(np.zeros((2, 2, 2), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        png.encode_png(np.zeros((0, 4), np.uint8))
+
+
+def test_gate_excludes_host_work_during_forward() -> None:
+    gate = CpuGate()
+    log: list[str] = []
+    entered = threading.Event()
+
+    def host() -> None:
+        with gate.shared():
+            log.append("host")
+
+    with gate.exclusive():
+        t = threading.Thread(target=host)
+        t.start()
+        time.sleep(0.1)
+        log.append("model-end")
+        with gate.shared():  # the owner passes through: no self-deadlock
+            log.append("owner-host")
+        with gate.exclusive():  # re-entrant (the fp32 retry inside forward_batch)
+            entered.set()
+    t.join(5)
+    assert entered.is_set()
+    assert log == ["model-end", "owner-host", "host"]
+
+
+def test_gate_writer_priority_and_drain() -> None:
+    """A waiting forward pass waits for running host tasks and blocks new ones."""
+    gate = CpuGate()
+    log: list[str] = []
+    release = threading.Event()
+    in_host = threading.Event()
+
+    def long_host() -> None:
+        with gate.shared():
+            in_host.set()
+            release.wait(5)
+            log.append("host1-end")
+
+    def model() -> None:
+        with gate.exclusive():
+            log.append("model")
+
+    def late_host() -> None:
+        with gate.shared():
+            log.append("host2")
+
+    threads = [threading.Thread(target=long_host)]
+    threads[0].start()
+    in_host.wait(5)
+    threads.append(threading.Thread(target=model))
+    threads[1].start()
+    time.sleep(0.05)
+    threads.append(threading.Thread(target=late_host))
+    threads[2].start()
+    time.sleep(0.05)
+    assert log == []  # model waits for host1; host2 waits behind the model
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert log == ["host1-end", "model", "host2"]
+
+
+def test_gate_disabled_is_a_no_op() -> None:
+    gate = CpuGate(enabled=False)
+    done = threading.Event()
+
+    def host() -> None:
+        with gate.shared():
+            done.set()
+
+    with gate.exclusive():
+        t = threading.Thread(target=host)
+        t.start()
+        assert done.wait(5)
+    t.join(5)
+
+
+def test_malloc_tuning_applies_once_and_can_be_disabled() -> None:
+    code = "from depthcli.allocator import tune_malloc; print(tune_malloc(), tune_malloc())"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"DEPTHCLI_MALLOC_TUNING": "0", "PATH": ""})
+    glibc = sys.platform.startswith("linux") and __import__("platform").libc_ver()[0] == "glibc"
+    assert on.stdout.split() == ([str(glibc)] * 2)
+    assert off.stdout.split() == ["False", "False"]
+
+
+def test_fast_preprocess_is_close_to_exact() -> None:
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (301, 457, 3), dtype=np.uint8), (5, 5), 0)
+    exact, fast = Preprocess(exact=True)(img), Preprocess(exact=False)(img)
+    assert exact.shape == fast.shape == (3, 518, 784)
+    diff = np.abs(exact - fast)
+    assert 0 < diff.max() < 1e-3  # float32 vs float64 resize; bf16 input rounding is ~1e-2
+
+
+def test_estimator_keeps_exact_preprocess_for_fp32(small_ckpt) -> None:
+    from depthcli.engine import DepthEstimator
+    from depthcli.models import create_model
+
+    model = create_model("da2-small", weights=small_ckpt)
+    assert DepthEstimator(model, device="cpu", precision="fp32").preprocess.exact
+    assert not DepthEstimator(model, device="cpu", precision="bf16").preprocess.exact

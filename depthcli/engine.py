@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .allocator import tune_malloc
-from .cpugate import CpuGate
 from .models import DepthAnything, create_model
 from .models.registry import DEFAULT_MODEL, ModelSpec
 from .transforms import Preprocess, upsample
@@ -125,9 +124,6 @@ class DepthEstimator:
         if compile:
             self._forward = torch.compile(run, dynamic=False)  # type: ignore[assignment]
         self._lock = threading.Lock()
-        # CPU models: host work (decode, preprocess, encode) waits for forward passes instead
-        # of slowing them down (see cpugate). GPU models overlap freely.
-        self.gate = CpuGate(enabled=self.device.type == "cpu")
 
     @classmethod
     def from_name(
@@ -163,7 +159,7 @@ class DepthEstimator:
             x = x.pin_memory() if self.device.type == "cuda" else x
             x = x.to(self.device, non_blocking=True)
         try:
-            with self.gate.exclusive(), torch.inference_mode():
+            with torch.inference_mode():
                 out = self._run_model(x, self.dtype).float()
                 if self.dtype != torch.float32 and not torch.isfinite(out).all():
                     _logger.warning("non-finite output in %s; redoing the batch in fp32",
@@ -197,9 +193,8 @@ class DepthEstimator:
     # -------------------------------------------------------------- streaming
 
     def _prepare(self, key: Hashable, load: Callable[[], np.ndarray], keep: bool) -> Prepared:
-        with self.gate.shared():
-            img = load()
-            return Prepared(key, self.preprocess(img), img.shape[:2], img if keep else None)
+        img = load()
+        return Prepared(key, self.preprocess(img), img.shape[:2], img if keep else None)
 
     def run(
         self,

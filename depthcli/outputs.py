@@ -11,11 +11,9 @@ Value conventions (also in the README):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ContextManager
 
 import cv2
 import numpy as np
@@ -143,32 +141,23 @@ def write_image_outputs(
     paths: dict[str, Path],
     opts: OutputOptions,
     src: Path | None = None,
-    cpu: Callable[[], ContextManager[object]] = contextlib.nullcontext,
 ) -> None:
-    """Write every requested format for one image (each file atomically).
-
-    Encoding runs inside `cpu()` (the engine's gate on CPU models), the file writes outside it,
-    so a slow disk never holds up a forward pass.
-    """
+    """Write every requested format for one image (each file atomically)."""
     for fmt, path in paths.items():
-        if fmt in EXTRA_FORMATS:
+        if fmt == "npy":
+            write_bytes(path, npy_bytes(depth))
+        elif fmt == "pfm":
+            write_bytes(path, pfm_bytes(depth))
+        elif fmt == "exr":
+            write_bytes(path, exr_bytes(depth))
+        elif fmt in PNG_KINDS:
+            write_bytes(path, _png(encode_visual(fmt, depth, image, opts)))
+        elif fmt in EXTRA_FORMATS:
             if image is None:
                 raise ValueError(f"{fmt} format needs the input image")
-            with cpu():
-                EXTRA_FORMATS[fmt][1](depth, image, path, opts, src)
-            continue
-        with cpu():
-            if fmt == "npy":
-                data = npy_bytes(depth)
-            elif fmt == "pfm":
-                data = pfm_bytes(depth)
-            elif fmt == "exr":
-                data = exr_bytes(depth)
-            elif fmt in PNG_KINDS:
-                data = _png(encode_visual(fmt, depth, image, opts))
-            else:  # parse_formats rejects these earlier
-                raise ValueError(f"unknown format {fmt}")
-        write_bytes(path, data)
+            EXTRA_FORMATS[fmt][1](depth, image, path, opts, src)
+        else:  # parse_formats rejects these earlier
+            raise ValueError(f"unknown format {fmt}")
 
 
 def needs_image(formats: Sequence[str]) -> bool:

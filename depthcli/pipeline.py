@@ -188,8 +188,7 @@ def run_predict(
 
     def write(src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
         try:
-            outputs.write_image_outputs(depth, image, paths, opts.output, src,  # type: ignore[arg-type]
-                                        cpu=estimator.gate.shared)
+            outputs.write_image_outputs(depth, image, paths, opts.output, src)  # type: ignore[arg-type]
             with lock:
                 summary.written += 1
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run

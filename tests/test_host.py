@@ -1,19 +1,16 @@
-"""Host-side machinery: the PNG encoder, the CPU gate, malloc tuning, the fast preprocess path."""
+"""Host-side machinery: the PNG encoder, malloc tuning, the fast preprocess path."""
 
 from __future__ import annotations
 
 import io
 import subprocess
 import sys
-import threading
-import time
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from depthcli.cpugate import CpuGate
 from depthcli.io import png
 from depthcli.transforms import Preprocess
 
@@ -65,81 +62,6 @@ def test_png_rejects_bad_input() -> None:
         png.encode_png(np.zeros((2, 2, 2), np.uint8))
     with pytest.raises(ValueError, match="empty"):
         png.encode_png(np.zeros((0, 4), np.uint8))
-
-
-def test_gate_excludes_host_work_during_forward() -> None:
-    gate = CpuGate()
-    log: list[str] = []
-    entered = threading.Event()
-
-    def host() -> None:
-        with gate.shared():
-            log.append("host")
-
-    with gate.exclusive():
-        t = threading.Thread(target=host)
-        t.start()
-        time.sleep(0.1)
-        log.append("model-end")
-        with gate.shared():  # the owner passes through: no self-deadlock
-            log.append("owner-host")
-        with gate.exclusive():  # re-entrant (the fp32 retry inside forward_batch)
-            entered.set()
-    t.join(5)
-    assert entered.is_set()
-    assert log == ["model-end", "owner-host", "host"]
-
-
-def test_gate_writer_priority_and_drain() -> None:
-    """A waiting forward pass waits for running host tasks and blocks new ones."""
-    gate = CpuGate()
-    log: list[str] = []
-    release = threading.Event()
-    in_host = threading.Event()
-
-    def long_host() -> None:
-        with gate.shared():
-            in_host.set()
-            release.wait(5)
-            log.append("host1-end")
-
-    def model() -> None:
-        with gate.exclusive():
-            log.append("model")
-
-    def late_host() -> None:
-        with gate.shared():
-            log.append("host2")
-
-    threads = [threading.Thread(target=long_host)]
-    threads[0].start()
-    in_host.wait(5)
-    threads.append(threading.Thread(target=model))
-    threads[1].start()
-    time.sleep(0.05)
-    threads.append(threading.Thread(target=late_host))
-    threads[2].start()
-    time.sleep(0.05)
-    assert log == []  # model waits for host1; host2 waits behind the model
-    release.set()
-    for t in threads:
-        t.join(5)
-    assert log == ["host1-end", "model", "host2"]
-
-
-def test_gate_disabled_is_a_no_op() -> None:
-    gate = CpuGate(enabled=False)
-    done = threading.Event()
-
-    def host() -> None:
-        with gate.shared():
-            done.set()
-
-    with gate.exclusive():
-        t = threading.Thread(target=host)
-        t.start()
-        assert done.wait(5)
-    t.join(5)
 
 
 def test_malloc_tuning_applies_once_and_can_be_disabled() -> None:

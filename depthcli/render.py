@@ -52,7 +52,7 @@ def value_range(depth: np.ndarray, opts: RenderOptions) -> tuple[float, float]:
     """The (lo, hi) mapped to the ends of the colour scale for this depth map."""
     if opts.mode == "fixed" and opts.vrange is not None:
         return float(opts.vrange[0]), float(opts.vrange[1])
-    finite = depth[np.isfinite(depth)]
+    finite = depth if np.isfinite(depth).all() else depth[np.isfinite(depth)]  # no copy if clean
     if finite.size == 0:
         return 0.0, 1.0
     if opts.mode == "percentile":
@@ -74,16 +74,22 @@ def nearness(
     if not np.isfinite(span) or span <= 0:
         t = np.zeros(depth.shape, np.float32)
     else:  # float32 like the official demo, so the uint8 truncation lands on the same values
-        t = np.clip((d - lo) / span, np.float32(0), np.float32(1))
-    t = np.nan_to_num(t, nan=0.0)
+        # in place on one temporary: same values as the chained expression, a third of the passes
+        t = np.subtract(d, lo, dtype=np.float32)
+        t /= span
+        np.clip(t, np.float32(0), np.float32(1), out=t)
+        np.nan_to_num(t, copy=False, nan=0.0)
     if not near_is_large:
-        t = 1.0 - t
-    return 1.0 - t if invert else t
+        np.subtract(np.float32(1), t, out=t)
+    if invert:
+        np.subtract(np.float32(1), t, out=t)
+    return t
 
 
 def to_uint8(t: np.ndarray) -> np.ndarray:
     """[0, 1] → uint8 by truncation (official: `(d - min) / (max - min) * 255` then astype)."""
-    return (t * np.float32(255.0)).astype(np.uint8)
+    scaled = np.multiply(t, np.float32(255.0), dtype=np.float32)
+    return scaled.astype(np.uint8)
 
 
 def to_uint16(t: np.ndarray) -> np.ndarray:

@@ -22,4 +22,6 @@ def test_bench_smoke(tmp_path) -> None:
     assert set(res["stages_ms"]) == {"decode", "preprocess", "model", "postprocess", "write"}
     assert res["end_to_end"]["images_per_s"] > 0
     assert res["compute"]["gflop_per_image"] > 0 and res["compute"]["matmul_peak_gflop_s"] > 0
+    paired = res["compute"]["pct_of_same_run_peak_runs"]
+    assert len(paired) == 1 and res["compute"]["pct_of_same_run_peak"] == paired[0] > 0
     assert res["memory"]["end_to_end"]["host_mb"] > 0

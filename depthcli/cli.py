@@ -204,6 +204,13 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
             "which has no scale; use a da2-metric-* model, or pass --assume-scale S to treat "
             "S / output as metres"
         )
+    log = logging.getLogger("depthcli")
+    if assume_scale is not None and spec.output == "metric":
+        log.warning("--assume-scale is ignored: %s predicts metres already", spec.name)
+    if focal_px is not None and fov_deg is not None:
+        log.warning("--focal-px and --fov-deg both given; --focal-px wins")
+    if any(v is not None for v in (focal_px, fov_deg, cx, cy, assume_scale)) and "ply" not in fmts:
+        log.warning("point-cloud options have no effect without --format ply")
     if "ply" in fmts and not quiet:  # the intrinsics used are part of the result: show them
         logging.getLogger("depthcli.pointcloud").setLevel(logging.INFO)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]

@@ -375,3 +375,19 @@ def test_read_ply_helper_roundtrip(tmp_path):
     pointcloud.write_ply_output(depth, _image(3, 4), tmp_path / "h.ply", _opts(focal_px=2.0))
     fields, v = pointcloud.read_ply(tmp_path / "h.ply")
     assert fields["fx"] == "2" and fields["focal_source"] == "focal-px" and len(v) == 12
+
+
+def test_cli_warns_about_ignored_point_cloud_options(tmp_path, small_ckpt, capsys):
+    img = write_image(tmp_path / "a.png", 28, 42, seed=5)
+    common = [c for c in _common(small_ckpt) if c != "-q"]
+    res = _predict([str(img), "-o", str(tmp_path / "o"), *common, "-f", "ply",
+                    "--assume-scale", "2", "--focal-px", "40", "--fov-deg", "50"])
+    assert res.exit_code == 0, res.output
+    err = capsys.readouterr().err + res.output
+    assert "--assume-scale is ignored" in err and "--focal-px wins" in err
+    _, f, _ = parse_ply(tmp_path / "o" / "a.ply")
+    assert f["fx"] == 40.0
+    res = _predict([str(img), "-o", str(tmp_path / "o2"), *common, "-f", "npy",
+                    "--focal-px", "40"])
+    assert res.exit_code == 0
+    assert "no effect without --format ply" in capsys.readouterr().err + res.output

@@ -150,8 +150,9 @@ def _load_estimator(model: str, weights: Path | None, input_size: int | None, de
               help="Value range for visual formats: auto (per-image min-max), pLO,HI (percentiles), LO,HI (fixed).")
 @click.option("--invert", is_flag=True, help="Swap near/far in visual formats.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Decode/preprocess threads.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Decode/preprocess threads and output writers [default: 2 when the model "
+                   "runs on the CPU (it uses every core already), min(8, cores) on a GPU].")
 @click.option("--skip-existing", is_flag=True,
               help="Do not recompute inputs whose outputs already exist (resume a run).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=178_956_970, show_default=True,
@@ -174,7 +175,7 @@ def _load_estimator(model: str, weights: Path | None, input_size: int | None, de
 def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | None,
             input_size: int | None, device: str, precision: str, max_depth: float | None,
             threads: int | None, compile_: bool, channels_last: bool, formats: tuple[str, ...], cmap: str,
-            range_: str, invert: bool, batch_size: int, workers: int, skip_existing: bool,
+            range_: str, invert: bool, batch_size: int, workers: int | None, skip_existing: bool,
             max_pixels: int, video_norm: str, ply_stride: int, focal_px: float | None,
             fov_deg: float | None, cx: float | None, cy: float | None,
             assume_scale: float | None, as_json: bool, quiet: bool, verbose: int) -> None:

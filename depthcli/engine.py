@@ -51,6 +51,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def default_workers(device_type: str) -> int:
+    """Host threads for decode/preprocess (and as many writers).
+
+    A CPU model already keeps every core busy, so more host threads only steal from it; a GPU
+    model leaves the cores to host work, which then is what limits images/s.
+    """
+    if device_type == "cpu":
+        return 2
+    return max(2, min(8, os.cpu_count() or 2))
+
+
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
     """'auto' = fp16 on CUDA (bf16 where the GPU has it), fp32 elsewhere."""
     if precision == "auto":

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import outputs
-from .engine import DepthEstimator
+from .engine import DepthEstimator, default_workers
 from .errors import DepthCliError
 from .io import images
 from .io.atomic import remove_stale_temps
@@ -31,7 +31,7 @@ class PredictOptions:
     out_dir: Path
     output: outputs.OutputOptions = field(default_factory=outputs.OutputOptions)
     batch_size: int = 1
-    workers: int = 2
+    workers: int | None = None  # None: default_workers(device)
     skip_existing: bool = False
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     video: dict[str, object] = field(default_factory=dict)  # options for video inputs
@@ -182,8 +182,9 @@ def run_predict(
             src = item.src
             yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels))
 
-    writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="depthcli-write")
-    slots = threading.BoundedSemaphore(max(4, opts.batch_size * 2))
+    workers = opts.workers or default_workers(estimator.device.type)
+    writer = ThreadPoolExecutor(max_workers=max(2, workers), thread_name_prefix="depthcli-write")
+    slots = threading.BoundedSemaphore(max(4, opts.batch_size * 2, workers * 2))
     futures: list[Future[None]] = []
 
     def write(src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
@@ -199,7 +200,7 @@ def run_predict(
                 progress(1)
 
     try:
-        for res in estimator.run(jobs(), batch_size=opts.batch_size, workers=opts.workers,
+        for res in estimator.run(jobs(), batch_size=opts.batch_size, workers=workers,
                                  keep_images=keep):
             src, paths = res.key  # type: ignore[misc]
             if res.error is not None:

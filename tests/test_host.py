@@ -93,3 +93,13 @@ def test_estimator_keeps_exact_preprocess_for_fp32(small_ckpt) -> None:
     model = create_model("da2-small", weights=small_ckpt)
     assert DepthEstimator(model, device="cpu", precision="fp32").preprocess.exact
     assert not DepthEstimator(model, device="cpu", precision="bf16").preprocess.exact
+
+
+def test_default_workers_by_device(monkeypatch) -> None:
+    from depthcli.engine import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    assert default_workers("cpu") == 2  # the model owns the cores
+    assert default_workers("cuda") == 8
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert default_workers("cuda") == 2

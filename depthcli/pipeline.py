@@ -53,7 +53,9 @@ class Summary:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        extra = f", {self.frames} video frames" if self.frames else ""
+        extra = (f", {self.frames} video frames ({self.frames / self.seconds:.2f} frames/s)"
+                 if self.frames and self.seconds > 0 else
+                 f", {self.frames} video frames" if self.frames else "")
         intr = " (interrupted)" if self.interrupted else ""
         return (f"written {self.written}, skipped {self.skipped}, failed {self.failed}, "
                 f"not images {self.ignored}{extra}; {self.seconds:.1f} s, "
@@ -61,7 +63,8 @@ class Summary:
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
-        d["img_per_s"] = round(self.rate, 4)
+        d["img_per_s"] = round(self.rate, 4)  # written inputs (a video counts once) per second
+        d["frames_per_s"] = round(self.frames / self.seconds, 4) if self.seconds > 0 else 0.0
         d["seconds"] = round(self.seconds, 3)
         d["failures"] = [{"path": p, "reason": r} for p, r in self.failures]
         return d

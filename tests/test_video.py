@@ -3,6 +3,8 @@ damaged and non-video files, resume, atomic outputs. Small generated clips, CPU,
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -139,8 +141,11 @@ def _truncated(d: Path, tex: np.ndarray) -> Path:
 
 def test_depth_video_keeps_timing_size_audio_and_resumes(clips, small_ckpt, tmp_path):
     out = tmp_path / "out"
-    res = run_cli([clips["ntsc"], clips["vfr"]], out, small_ckpt)
+    res = run_cli([clips["ntsc"], clips["vfr"]], out, small_ckpt, "--json")
     assert res.exit_code == 0, res.output + res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["frames"] == 17 and summary["written"] == 2
+    assert summary["frames_per_s"] == pytest.approx(17 / summary["seconds"], rel=1e-2)
     for key, n in (("ntsc", 12), ("vfr", 5)):
         src, dst = probe(clips[key]), probe(out / f"{key}.mp4")
         assert dst["codec"] == "h264" and dst["pix_fmt"] == "yuv420p"

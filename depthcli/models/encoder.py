@@ -67,9 +67,10 @@ class DinoV2Encoder(nn.Module):
         """Fold each block's LayerScale into the linear layer before it; returns how many.
 
         `proj(x) * gamma == x @ (gamma * W)^T + gamma * b`: one elementwise pass less per
-        LayerScale (24 for ViT-S, ~5 ms per 518x784 image on 2 cores) and, in bf16, one rounding
-        less. Numbers move by float rounding only (golden parity unchanged). The module's
-        state_dict then lacks the `ls1/ls2.gamma` keys, so fold only models built for inference.
+        LayerScale (24 for ViT-S, ~5 ms per 518x784 image on 2 cores). In fp32 the numbers move
+        by float rounding only (golden parity unchanged); in bf16 the folded weights round worse,
+        so the engine folds fp32 models only. The module's state_dict then lacks the
+        `ls1/ls2.gamma` keys: fold only models built for inference.
         """
         folded = 0
         for block in self.vit.blocks:

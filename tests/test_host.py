@@ -58,6 +58,15 @@ def test_png_parallel_pieces_decode_identically(monkeypatch, pieces, fast) -> No
         assert ok and abs(len(one) - len(ref)) < 0.1 * len(ref)
 
 
+def test_png_stream_split_over_several_idat_chunks(monkeypatch) -> None:
+    monkeypatch.setattr(png, "IDAT_MAX", 100)
+    img = np.random.default_rng(7).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    buf = png.encode_png(img)
+    assert buf.count(b"IDAT") > 3
+    cv, pil = _decode(buf)
+    assert np.array_equal(cv, img) and np.array_equal(pil, img[:, :, ::-1])
+
+
 def test_png_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="uint8 or uint16"):
         png.encode_png(np.zeros((2, 2), np.float32))

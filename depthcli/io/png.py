@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - depends on the platform
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Pieces smaller than this are not worth a thread hop.
 MIN_PIECE = 1 << 20
+IDAT_MAX = 1 << 30
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -115,5 +116,6 @@ def encode_png(img: np.ndarray, *, level: int = 1, threads: int | None = None,
 
     depth = 16 if img.dtype == np.uint16 else 8
     ihdr = struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0)
-    return b"".join([SIGNATURE, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", stream),
-                     _chunk(b"IEND", b"")])
+    # A chunk's length field is 31 bits; the stream may span several IDAT chunks.
+    idat = [_chunk(b"IDAT", stream[i:i + IDAT_MAX]) for i in range(0, len(stream), IDAT_MAX)]
+    return b"".join([SIGNATURE, _chunk(b"IHDR", ihdr), *idat, _chunk(b"IEND", b"")])

@@ -74,6 +74,8 @@ def test_png_rejects_bad_input() -> None:
         png.encode_png(np.zeros((2, 2, 2), np.uint8))
     with pytest.raises(ValueError, match="empty"):
         png.encode_png(np.zeros((0, 4), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        png.encode_png(np.zeros((3, 0, 3), np.uint8))
 
 
 def test_malloc_tuning_applies_once_and_can_be_disabled() -> None:

@@ -34,6 +34,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_PIECE = 1 << 20
 IDAT_MAX = 1 << 30
 
+_WORKERS = max(1, min(8, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -42,8 +43,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
-                                       thread_name_prefix="depthcli-png")
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="depthcli-png")
         return _pool
 
 
@@ -87,6 +87,8 @@ def encode_png(img: np.ndarray, *, level: int = 1, threads: int | None = None,
     """
     if img.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG needs uint8 or uint16 data, got {img.dtype}")
+    if img.size == 0:
+        raise ValueError(f"empty image {img.shape}")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim == 2:
@@ -97,12 +99,10 @@ def encode_png(img: np.ndarray, *, level: int = 1, threads: int | None = None,
     else:
         raise ValueError(f"unsupported image shape {img.shape}")
     h, w = img.shape[:2]
-    if h < 1 or w < 1:
-        raise ValueError(f"empty image {img.shape}")
     data = _filtered(np.ascontiguousarray(img)).reshape(-1)
     view = memoryview(data)
 
-    n = threads or (_executor()._max_workers if data.nbytes >= 2 * MIN_PIECE else 1)
+    n = threads or (_WORKERS if data.nbytes >= 2 * MIN_PIECE else 1)
     n = max(1, min(n, data.nbytes // MIN_PIECE or 1))
     bounds = [len(data) * i // n for i in range(n + 1)]
     pieces = [view[a:b] for a, b in zip(bounds, bounds[1:])]

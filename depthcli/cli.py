@@ -174,8 +174,9 @@ def _load_estimator(model: str, weights: Path | None, input_size: int | None, de
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
 def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | None,
             input_size: int | None, device: str, precision: str, max_depth: float | None,
-            threads: int | None, compile_: bool, channels_last: bool, formats: tuple[str, ...], cmap: str,
-            range_: str, invert: bool, batch_size: int, workers: int | None, skip_existing: bool,
+            threads: int | None, compile_: bool, channels_last: bool,
+            formats: tuple[str, ...], cmap: str, range_: str, invert: bool, batch_size: int,
+            workers: int | None, skip_existing: bool,
             max_pixels: int, video_norm: str, ply_stride: int, focal_px: float | None,
             fov_deg: float | None, cx: float | None, cy: float | None,
             assume_scale: float | None, as_json: bool, quiet: bool, verbose: int) -> None:

@@ -36,6 +36,10 @@ class PredictOptions:
     max_pixels: int = images.DEFAULT_MAX_PIXELS
     video: dict[str, object] = field(default_factory=dict)  # options for video inputs
 
+    def host_workers(self, device_type: str) -> int:
+        """`workers`, or the device's default when not given."""
+        return self.workers or default_workers(device_type)
+
 
 @dataclass
 class Summary:
@@ -52,10 +56,14 @@ class Summary:
     def rate(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def frame_rate(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
     def line(self) -> str:
-        extra = (f", {self.frames} video frames ({self.frames / self.seconds:.2f} frames/s)"
-                 if self.frames and self.seconds > 0 else
-                 f", {self.frames} video frames" if self.frames else "")
+        extra = ""
+        if self.frames:
+            extra = f", {self.frames} video frames ({self.frame_rate:.2f} frames/s)"
         intr = " (interrupted)" if self.interrupted else ""
         return (f"written {self.written}, skipped {self.skipped}, failed {self.failed}, "
                 f"not images {self.ignored}{extra}; {self.seconds:.1f} s, "
@@ -64,7 +72,7 @@ class Summary:
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["img_per_s"] = round(self.rate, 4)  # written inputs (a video counts once) per second
-        d["frames_per_s"] = round(self.frames / self.seconds, 4) if self.seconds > 0 else 0.0
+        d["frames_per_s"] = round(self.frame_rate, 4)
         d["seconds"] = round(self.seconds, 3)
         d["failures"] = [{"path": p, "reason": r} for p, r in self.failures]
         return d
@@ -185,7 +193,7 @@ def run_predict(
             src = item.src
             yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels))
 
-    workers = opts.workers or default_workers(estimator.device.type)
+    workers = opts.host_workers(estimator.device.type)
     writer = ThreadPoolExecutor(max_workers=max(2, workers), thread_name_prefix="depthcli-write")
     slots = threading.BoundedSemaphore(max(4, opts.batch_size * 2, workers * 2))
     futures: list[Future[None]] = []

@@ -52,7 +52,8 @@ def value_range(depth: np.ndarray, opts: RenderOptions) -> tuple[float, float]:
     """The (lo, hi) mapped to the ends of the colour scale for this depth map."""
     if opts.mode == "fixed" and opts.vrange is not None:
         return float(opts.vrange[0]), float(opts.vrange[1])
-    finite = depth if np.isfinite(depth).all() else depth[np.isfinite(depth)]  # no copy if clean
+    ok = np.isfinite(depth)
+    finite = depth if ok.all() else depth[ok]  # no copy when every value is finite
     if finite.size == 0:
         return 0.0, 1.0
     if opts.mode == "percentile":
@@ -88,8 +89,7 @@ def nearness(
 
 def to_uint8(t: np.ndarray) -> np.ndarray:
     """[0, 1] → uint8 by truncation (official: `(d - min) / (max - min) * 255` then astype)."""
-    scaled = np.multiply(t, np.float32(255.0), dtype=np.float32)
-    return scaled.astype(np.uint8)
+    return (t * np.float32(255.0)).astype(np.uint8)
 
 
 def to_uint16(t: np.ndarray) -> np.ndarray:

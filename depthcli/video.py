@@ -77,7 +77,6 @@ import numpy as np
 import torch
 
 from . import outputs, render
-from .engine import default_workers
 from .errors import DepthCliError, InputError
 from .io import video as vio
 from .io.atomic import atomic_path
@@ -568,7 +567,7 @@ class _Run:
         self.pass1 = [f for f in paths if f not in self.pass2]
         self.size = (info.height, info.width)
         self.batch = max(1, int(opts.batch_size))
-        self.workers = max(1, int(opts.workers or default_workers(est.device.type)))
+        self.workers = opts.host_workers(est.device.type)
         self.pts = array("q")
         self.durations = array("q")
         self.report = VideoReport()

@@ -2,8 +2,9 @@
 
 A ViT-S forward at 518x784 allocates and frees hundreds of 1-30 MB activations. glibc's default
 (dynamic mmap threshold capped at 32 MB, heap top trimmed past twice that) returns many of them
-to the kernel after every call, so the next call page-faults them back in: ~67k minor faults
-and ~8% of the bf16 model time on a 2-core EPYC (725 -> 664 ms per image). Serving blocks up
+to the kernel after every call, so the next call page-faults them back in: 15-23k minor faults
+and 22-47 ms of system time per bf16 forward on a 2-core EPYC, ~6% of the model time (median
+727-779 -> 677-732 ms per 518x784 image over three alternating runs). Serving blocks up
 to 256 MB from the heap and trimming only past 512 MB of free top keeps them resident; peak
 RSS grows by ~20 MB. Setting only the trim threshold would be worse than nothing (it freezes
 the mmap threshold at 128 KB: 2 M faults per run), so both are always set together.

@@ -1,15 +1,38 @@
-"""depthcli: Depth Anything (V1/V2, relative and metric) for images, folders and videos."""
+"""depthcli: Depth Anything (V1/V2, relative and metric) for images, folders and videos.
+
+The public API (`DepthEstimator`, `create_model`, `list_models`, `resolve_device`) loads on
+first use, so `import depthcli` (and the command line's help) stays fast and torch-free.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 # OpenCV only writes EXR when this is set before its first EXR call; we never read EXR inputs.
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
 __version__ = "0.1.0"
 
-from .engine import DepthEstimator, resolve_device  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
+if TYPE_CHECKING:
+    from .device import resolve_device
+    from .engine import DepthEstimator
+    from .models import create_model, list_models
 
 __all__ = ["DepthEstimator", "__version__", "create_model", "list_models", "resolve_device"]
+
+_LAZY = {
+    "DepthEstimator": ("engine", "DepthEstimator"),
+    "create_model": ("models", "create_model"),
+    "list_models": ("models", "list_models"),
+    "resolve_device": ("device", "resolve_device"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

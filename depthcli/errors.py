@@ -17,3 +17,9 @@ class WeightsError(DepthCliError):
 
 class InputError(DepthCliError):
     """One input (image, video, list file) cannot be processed; the rest of the run goes on."""
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name): the text of an error line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -11,18 +11,20 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 from collections.abc import Mapping
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import WeightsError
 from .models.registry import ENCODERS, LOCAL_ALIASES, MODEL_SPECS, ModelSpec
 
+if TYPE_CHECKING:
+    import torch
+
+    from .layouts import StateDict
+
 _logger = logging.getLogger(__name__)
 
-StateDict = dict[str, torch.Tensor]
 HF_FILE = "model.safetensors"
 
 
@@ -48,16 +50,32 @@ def cached_path(spec: ModelSpec, prefer_hf: bool = False) -> Path | None:
     for path in local_candidates(spec):
         if path.is_file():
             return path
-    from huggingface_hub import try_to_load_from_cache
-
     order = [(spec.hf_repo, HF_FILE), (spec.hub_repo, spec.hub_file)]
     if not prefer_hf:
         order.reverse()
     for repo, fname in order:
-        hit = try_to_load_from_cache(repo, fname)
-        if isinstance(hit, str):
-            return Path(hit)
+        hit = _hub_cached(repo, fname) if repo else None
+        if hit is not None:
+            return hit
     return None
+
+
+def _hub_cached(repo: str, filename: str) -> Path | None:
+    """The hub cache's copy of `repo/filename` at revision `main`, or None.
+
+    Reads the cache layout that `huggingface_hub.try_to_load_from_cache` reads
+    (`<cache>/models--org--name/refs/main` names `snapshots/<rev>/<file>`) without importing the
+    hub client, which costs ~0.3 s of `depthcli models`' start-up.
+    """
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    folder = Path(HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+    try:
+        rev = (folder / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    path = folder / "snapshots" / rev / filename
+    return path if path.is_file() else None
 
 
 def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
@@ -95,6 +113,8 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
 
 def read_state_dict(path: Path) -> StateDict:
     """Read tensors from .safetensors or a torch pickle restricted to plain tensors."""
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -120,106 +140,6 @@ def read_state_dict(path: Path) -> StateDict:
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return sd
-
-
-# ---------------------------------------------------------------- layout conversion
-
-# transformers name prefix ↔ official name prefix, for the keys outside blocks and the neck.
-HF_TOP_LEVEL: tuple[tuple[str, str], ...] = (
-    ("backbone.embeddings.cls_token", "pretrained.cls_token"),
-    ("backbone.embeddings.mask_token", "pretrained.mask_token"),
-    ("backbone.embeddings.position_embeddings", "pretrained.pos_embed"),
-    ("backbone.embeddings.patch_embeddings.projection.", "pretrained.patch_embed.proj."),
-    ("backbone.layernorm.", "pretrained.norm."),
-    ("head.conv1.", "depth_head.scratch.output_conv1."),
-    ("head.conv2.", "depth_head.scratch.output_conv2.0."),
-    ("head.conv3.", "depth_head.scratch.output_conv2.2."),
-)
-
-
-def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """transformers DepthAnythingForDepthEstimation (legacy 4.x or 5.x names) → official names."""
-    out: StateDict = {}
-    qkv: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
-    for key, v in sd.items():
-        m = re.match(r"backbone\.encoder\.layer\.(\d+)\.(.+)$", key)
-        if m:
-            i, rest = int(m.group(1)), m.group(2)
-            p = f"pretrained.blocks.{i}."
-            qm = re.match(r"attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$", rest)
-            if qm:
-                which = qm.group(1)[0]  # q / k / v
-                qkv.setdefault(i, {}).setdefault(qm.group(2), {})[which] = v
-                continue
-            gm = re.match(r"mlp\.(gate_proj|up_proj)\.(weight|bias)$", rest)
-            if gm:  # transformers 5 SwiGLU: gate = first half of w12, up = second half
-                qkv.setdefault(-1 - i, {}).setdefault(gm.group(2), {})[gm.group(1)] = v
-                continue
-            for a, b in (
-                ("attention.output.dense.", "attn.proj."),
-                ("attention.o_proj.", "attn.proj."),
-                ("layer_scale1.lambda1", "ls1.gamma"),
-                ("layer_scale2.lambda1", "ls2.gamma"),
-                ("mlp.weights_in.", "mlp.w12."),
-                ("mlp.weights_out.", "mlp.w3."),
-                ("mlp.down_proj.", "mlp.w3."),
-            ):
-                if rest.startswith(a):
-                    rest = b + rest[len(a):]
-                    break
-            out[p + rest] = v
-            continue
-        for a, b in HF_TOP_LEVEL:
-            if key.startswith(a):
-                out[b + key[len(a):]] = v
-                break
-        else:
-            m = re.match(r"neck\.reassemble_stage\.layers\.(\d)\.(projection|resize)\.(.+)$", key)
-            if m:
-                kind = "projects" if m.group(2) == "projection" else "resize_layers"
-                out[f"depth_head.{kind}.{m.group(1)}.{m.group(3)}"] = v
-                continue
-            m = re.match(r"neck\.convs\.(\d)\.(.+)$", key)
-            if m:
-                out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
-                continue
-            m = re.match(r"neck\.fusion_stage\.layers\.(\d)\.(.+)$", key)
-            if m:
-                rest = m.group(2)
-                rest = rest.replace("projection.", "out_conv.")
-                rest = re.sub(r"residual_layer(\d)\.convolution(\d)", r"resConfUnit\1.conv\2", rest)
-                out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
-                continue
-            out[key] = v  # unknown: left for the strict check to report
-    for i, parts in qkv.items():
-        for kind, d in parts.items():
-            if i >= 0:
-                out[f"pretrained.blocks.{i}.attn.qkv.{kind}"] = torch.cat([d["q"], d["k"], d["v"]])
-            else:
-                out[f"pretrained.blocks.{-1 - i}.mlp.w12.{kind}"] = torch.cat(
-                    [d["gate_proj"], d["up_proj"]]
-                )
-    return out
-
-
-def to_internal(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """Official or transformers layout → the DepthAnything module's own keys."""
-    if any(k.startswith(("backbone.", "neck.")) for k in sd):
-        sd = _from_transformers(sd)
-    out: StateDict = {}
-    for key, v in sd.items():
-        if key.startswith("pretrained."):
-            rest = key[len("pretrained."):]
-            if rest == "mask_token":  # training-only
-                continue
-            rest = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", rest)  # vitg SwiGLU → timm SwiGLUPacked
-            rest = re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", rest)
-            out["encoder.vit." + rest] = v
-        elif key.startswith("depth_head."):
-            out["head." + key[len("depth_head."):]] = v
-        else:
-            out[key] = v
-    return out
 
 
 def describe(sd: Mapping[str, torch.Tensor]) -> str:

@@ -17,21 +17,11 @@ SHARED = ROOT.parent / "shared"
 
 
 def official_keys(model_name: str) -> list[tuple[str, list[int]]]:
-    """The official checkpoint's (key, shape) list, derived from our own module + mapping."""
+    """The official checkpoint's (key, shape) list for a registry model (depthcli.layouts)."""
+    from depthcli.layouts import official_keys as keys_of
     from depthcli.models import DepthAnything, get_spec
 
-    spec = get_spec(model_name)
-    model = DepthAnything(spec)
-    out: list[tuple[str, list[int]]] = []
-    for k, v in model.state_dict().items():
-        if k.startswith("encoder.vit."):
-            rest = k[len("encoder.vit."):]
-            out.append(("pretrained." + rest, list(v.shape)))
-            if rest == "pos_embed":
-                out.append(("pretrained.mask_token", [1, v.shape[-1]]))
-        else:
-            out.append(("depth_head." + k[len("head."):], list(v.shape)))
-    return out
+    return keys_of(DepthAnything(get_spec(model_name)))
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +54,7 @@ def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_checkpoint(path: Path, model_name: str = "da2-small", salt: str = "t") -> Path:
     """Write recipe weights (salted: other random weights) as an official-layout .pth."""
-    torch.save(recipe_state_dict(official_keys(model_name), seed_salt=salt), path)
+    torch.save(recipe_state_dict(official_keys(model_name), salt), path)
     return path
 
 

@@ -107,7 +107,7 @@ def test_estimator_keeps_exact_preprocess_for_fp32(small_ckpt) -> None:
 
 
 def test_default_workers_by_device(monkeypatch) -> None:
-    from depthcli.engine import default_workers
+    from depthcli.device import default_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: 32)
     assert default_workers("cpu") == 2  # the model owns the cores

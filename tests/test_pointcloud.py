@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import write_image
 from PIL import Image
 
-import depthcli.pointcloud  # noqa: F401 - registers the "ply" format
-from depthcli import outputs, pointcloud
+from depthcli import outputs
+from depthcli.outputs import pointcloud
 from depthcli.cli import main
 from depthcli.outputs import OutputOptions
 
@@ -84,10 +84,10 @@ def _image(h: int, w: int) -> np.ndarray:
 # ------------------------------------------------------------------ pure unit tests
 
 def test_registered():
-    assert outputs.EXTRA_FORMATS["ply"][0] == ".ply"
-    assert outputs.EXTRA_FORMATS["ply"][1] is pointcloud.write_ply_output
+    assert outputs.FORMATS["ply"].suffix == ".ply" and outputs.FORMATS["ply"].kind == "cloud"
+    assert outputs.FORMATS["ply"].video is None
     assert outputs.parse_formats(["ply,npy"]) == ("ply", "npy")
-    assert outputs.output_paths(Path("o/a"), ("ply",))["ply"] == Path("o/a.ply")
+    assert outputs.image_paths(Path("o/a"), ("ply",))["ply"] == Path("o/a.ply")
 
 
 def test_plane_backprojection_header_and_colours(tmp_path):

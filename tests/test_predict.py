@@ -73,7 +73,7 @@ def test_messy_folder(messy, small_ckpt, tmp_path) -> None:
     assert "Traceback" not in r.stderr
     summary = json.loads(r.stdout)
     assert summary["written"] == len(good) and summary["failed"] == len(bad)
-    assert summary["ignored"] == 2
+    assert summary["not_images"] == 2
     for rel in bad:
         lines = [ln for ln in r.stderr.splitlines() if str(root / rel) in ln]
         assert len(lines) == 1, (rel, r.stderr)

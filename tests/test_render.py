@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depthcli import render
+from depthcli.outputs import render
 from depthcli.outputs import OutputOptions, encode_visual
 
 

@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from depthcli import render, video
+from depthcli import outputs
+from depthcli.outputs import render
+from depthcli.outputs.clipstats import ClipStats
+from depthcli.outputs.stacks import RawStack
+from depthcli.runners import video
+from depthcli.runners.options import parse_norm
 from depthcli.cli import main
 from depthcli.errors import InputError
 
@@ -292,7 +297,7 @@ def test_not_a_video_and_no_video_stream(small_ckpt, tmp_path):
 
 def test_failure_mid_video_leaves_no_output(clips, small_ckpt, tmp_path, monkeypatch):
     from depthcli.engine import DepthEstimator
-    from depthcli.pipeline import PredictOptions
+    from depthcli.runners.options import PredictOptions
 
     est = DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=70)
     calls = {"n": 0}
@@ -331,27 +336,27 @@ def test_rollercoaster_sample(samples_dir, small_ckpt, tmp_path):
 
 def test_output_names():
     base = Path("OUT/sub/clip")
-    assert video.output_paths(base, ["color"]) == {"color": Path("OUT/sub/clip.mp4")}
-    p = video.output_paths(base, ["gray", "side", "npy", "png16", "exr", "pfm", "ply"])
+    assert outputs.video_paths(base, ["color"]) == {"color": Path("OUT/sub/clip.mp4")}
+    p = outputs.video_paths(base, ["gray", "side", "npy", "png16", "exr", "pfm", "ply"])
     assert p == {"gray": Path("OUT/sub/clip_gray.mp4"), "side": Path("OUT/sub/clip_side.mp4"),
                  "npy": Path("OUT/sub/clip.npy"), "png16": Path("OUT/sub/clip_png16"),
                  "exr": Path("OUT/sub/clip_exr"), "pfm": Path("OUT/sub/clip_pfm")}
 
 
 def test_parse_norm():
-    assert video.parse_norm("clip") == "clip"
-    assert video.parse_norm(None) == "clip"
-    assert video.parse_norm("Frame") == "frame"
-    assert video.parse_norm("0.5,3") == (0.5, 3.0)
+    assert parse_norm("clip") == "clip"
+    assert parse_norm(None) == "clip"
+    assert parse_norm("Frame") == "frame"
+    assert parse_norm("0.5,3") == (0.5, 3.0)
     for bad in ("2,1", "x", "1,2,3"):
         with pytest.raises(ValueError):
-            video.parse_norm(bad)
+            parse_norm(bad)
 
 
 def test_raw_stack_is_a_npy_of_unknown_length(tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.normal(size=(5, 7)).astype(np.float32) for _ in range(11)]
-    s = video.RawStack(tmp_path / "x.npy", (5, 7), np.float32)
+    s = RawStack(tmp_path / "x.npy", (5, 7), np.float32)
     for f in frames:
         s.append(f)
     s.close()
@@ -366,11 +371,11 @@ def test_raw_stack_is_a_npy_of_unknown_length(tmp_path):
 def test_clip_stats_percentiles_cover_all_frames():
     import torch
 
-    st = video.ClipStats(render.RenderOptions(mode="percentile", percentiles=(0.0, 100.0)))
+    st = ClipStats(render.RenderOptions(mode="percentile", percentiles=(0.0, 100.0)))
     for k in range(300):
         st.update(torch.full((64, 64), float(k)))
     lo, hi = st.value_range()
     assert lo == 0.0 and hi == 299.0
-    st2 = video.ClipStats(render.RenderOptions())
+    st2 = ClipStats(render.RenderOptions())
     st2.update(torch.tensor([[1.0, float("nan")], [5.0, -2.0]]))
     assert st2.value_range() == (-2.0, 5.0)

@@ -52,7 +52,7 @@ def test_hub_cache_offline_resolves(small_ckpt, tmp_path) -> None:
     assert d.shape == (40, 60) and np.isfinite(d).all()
     r = run_cli(["models", "--json"], env)
     assert r.returncode == 0
-    assert '"cached": "' + str(cache) in r.stdout.replace("\\\\", "\\")
+    assert '"path": "' + str(cache) in r.stdout.replace("\\\\", "\\")
 
 
 def test_hub_cache_hf_repo_id(small_ckpt, tmp_path) -> None:

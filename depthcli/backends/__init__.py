@@ -27,3 +27,17 @@ class Backend(Protocol):
         """(B, 3, H, W) normalised float32, H and W multiples of 14 → (B, H, W) float32 depth
         at the network size (torch backends return a tensor on `device`)."""
         ...
+
+
+def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.device,
+                   dtype: torch.dtype, **torch_options: object) -> Backend:
+    """A ready backend for `model`: `name` is a backend name or an already built Backend."""
+    if not isinstance(name, str):
+        return name
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend {name!r}: use one of {', '.join(BACKEND_NAMES)}")
+    if name in ("auto", "torch"):
+        from .torch import TorchBackend
+
+        return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]
+    raise ValueError(f"backend {name!r} is not available in this build")

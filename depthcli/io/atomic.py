@@ -16,13 +16,15 @@ from pathlib import Path
 TMP_SUFFIX = ".tmp"
 
 
-def _file_mode() -> int:
+def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
-    return 0o666 & ~old
+    return old
 
 
-_MODE = _file_mode()  # mkstemp creates 0600; finished outputs get the usual umask-based mode
+# mkstemp/mkdtemp create 0600/0700; finished outputs get the usual umask-based modes.
+_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -102,3 +104,27 @@ def remove_stale_temps(root: Path) -> int:
                 dirs.remove(name)
                 removed += 1
     return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(dst: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `dst`; it replaces `dst` only if the block succeeds."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=".tmp",
+                                dir=dst.parent))
+    try:
+        yield tmp
+        old: Path | None = None
+        if dst.is_dir() and not dst.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=".old.tmp",
+                                        dir=dst.parent))
+            os.replace(dst, old / "x")
+        elif dst.exists() or dst.is_symlink():
+            dst.unlink()
+        os.chmod(tmp, _DIR_MODE)
+        os.replace(tmp, dst)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -89,15 +89,15 @@ def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
         stack.extend(reversed(subdirs))
 
 
-def _has_magic(s: str) -> bool:
+def has_magic(s: str) -> bool:
     return glob.has_magic(s)
 
 
-def _glob_root(pattern: str) -> Path:
+def glob_root(pattern: str) -> Path:
     parts = Path(pattern).parts
     fixed = []
     for part in parts:
-        if _has_magic(part):
+        if has_magic(part):
             break
         fixed.append(part)
     return Path(*fixed) if fixed else Path(".")
@@ -118,8 +118,8 @@ def discover(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem
             yield from _walk(p, state)
         elif p.suffix.lower() == ".txt" and p.is_file():
             yield from _from_list(p, state)
-        elif not p.exists() and not p.is_symlink() and _has_magic(s):
-            root = _glob_root(s)
+        elif not p.exists() and not p.is_symlink() and has_magic(s):
+            root = glob_root(s)
             hits = 0
             for hit in sorted(glob.iglob(s, recursive=True)):
                 hp = Path(hit)

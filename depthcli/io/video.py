@@ -37,7 +37,7 @@ import av.error
 import cv2
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, reason
 
 _logger = logging.getLogger(__name__)
 
@@ -46,12 +46,11 @@ DEFAULT_RATE = Fraction(25)
 MAX_ERROR_DETAIL = 3  # decode errors reported individually; the rest are counted
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """A short one-line reason; FFmpeg errors lose their errno and call-site noise."""
     if isinstance(exc, av.error.FFmpegError) and getattr(exc, "strerror", None):
         return str(exc.strerror)
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return msg
+    return reason(exc)
 
 
 def _decode(container: av.container.InputContainer, vs: av.video.stream.VideoStream,
@@ -65,11 +64,11 @@ def _decode(container: av.container.InputContainer, vs: av.video.stream.VideoStr
             except av.error.EOFError:
                 continue
             except av.error.FFmpegError as exc:
-                on_error(_reason(exc))
+                on_error(error_reason(exc))
                 continue
             yield from frames
     except av.error.FFmpegError as exc:
-        on_stop(_reason(exc))
+        on_stop(error_reason(exc))
         try:  # frames still buffered in the decoder
             yield from vs.codec_context.decode(None)
         except av.error.FFmpegError:
@@ -103,7 +102,7 @@ def _open_input(path: Path) -> av.container.InputContainer:
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable video ({error_reason(exc)})") from None
 
 
 def _rotation_of(frame: av.VideoFrame) -> int:
@@ -324,7 +323,7 @@ class _AudioFeed:
                     return
                 self._write(p)
         except av.error.FFmpegError as exc:
-            _logger.warning("%s: audio stopped (%s); the video goes on", self.src, _reason(exc))
+            _logger.warning("%s: audio stopped (%s); the video goes on", self.src, error_reason(exc))
             self._finish()
 
     def _write(self, p: av.Packet) -> None:
@@ -346,7 +345,7 @@ class _AudioFeed:
                 for q in self.oas.encode(None):
                     self.out.mux(q)
         except av.error.FFmpegError as exc:
-            _logger.warning("%s: audio flush failed (%s)", self.src, _reason(exc))
+            _logger.warning("%s: audio flush failed (%s)", self.src, error_reason(exc))
         self.close()
 
     def close(self) -> None:
@@ -386,7 +385,7 @@ class VideoWriter:
                 try:
                     self.audio = _AudioFeed(info.path, self.container)
                 except (av.error.FFmpegError, ValueError, OSError) as exc:
-                    _logger.warning("%s: audio not copied (%s)", info.path, _reason(exc))
+                    _logger.warning("%s: audio not copied (%s)", info.path, error_reason(exc))
         except BaseException:
             self.container.close()
             raise

@@ -1,15 +1,19 @@
-"""Model construction: registry spec → DepthAnything module with checkpoint weights loaded."""
+"""Model construction: registry spec → network module with checkpoint weights loaded.
+
+Importing this package is cheap (no torch): the registry is what `depthcli models` and the CLI's
+option checks need; the torch modules load on first use.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .. import weights as _weights
-from .depth_model import DepthAnything
 from .registry import DEFAULT_MODEL, MODEL_SPECS, ModelSpec, get_spec, is_hf_repo_name, list_models
+
+if TYPE_CHECKING:
+    from .depth_model import DepthAnything
 
 _logger = logging.getLogger(__name__)
 
@@ -31,15 +35,23 @@ def create_model(
     Family, head kind and max_depth come from the name, never from the checkpoint keys: V1/V2 and
     relative/metric checkpoints are indistinguishable by keys.
     """
+    from .. import weights as _weights
+    from ..layouts import to_internal
+    from .depth_model import DepthAnything
+
     spec = get_spec(name)
     model = DepthAnything(spec, max_depth=max_depth)
     if pretrained or weights is not None:
         path = _weights.resolve(spec, weights, prefer_hf=is_hf_repo_name(name))
-        sd = _weights.to_internal(_weights.read_state_dict(path))
+        sd = to_internal(_weights.read_state_dict(path))
         _weights.load_into(model, sd, str(path))
         _logger.info("loaded %s from %s", spec.name, path)
     return model.eval()
 
 
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def __getattr__(name: str) -> Any:
+    if name == "DepthAnything":
+        from .depth_model import DepthAnything
+
+        return DepthAnything
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -132,6 +132,7 @@ def _build() -> dict[str, ModelSpec]:
 
 MODEL_SPECS: dict[str, ModelSpec] = _build()
 DEFAULT_MODEL = "da2-small"
+DEFAULT_VIDEO_MODEL = "vda-small" if "vda-small" in MODEL_SPECS else DEFAULT_MODEL
 
 # V1 checkpoints also live in the Space LiheYoung/Depth-Anything under this name; accept it locally.
 LOCAL_ALIASES: dict[str, tuple[str, ...]] = {

@@ -1,6 +1,6 @@
 """`--format ply`: metric depth → coloured point cloud (binary little-endian PLY), one per image.
 
-Importing this module registers the writer as `outputs.EXTRA_FORMATS["ply"]`.
+Declared as the "ply" format in `depthcli.outputs.FORMATS`; `write_ply_output` writes one file.
 
 Coordinates (written to every file's header too, so a reader need not guess):
 
@@ -55,12 +55,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from . import __version__, outputs
-from .io.atomic import write_with
+from .. import __version__
+from ..io.atomic import write_with
+
+if TYPE_CHECKING:
+    from . import OutputOptions
 
 _logger = logging.getLogger(__name__)
 
@@ -254,7 +257,7 @@ def write_points(f: BinaryIO, z: np.ndarray, rgb: np.ndarray, intr: Intrinsics, 
 
 
 def write_ply_output(depth: np.ndarray, image: np.ndarray, path: Path,
-                     opts: outputs.OutputOptions, src: Path | None = None) -> None:
+                     opts: OutputOptions, src: Path | None = None) -> None:
     """The `ply` format writer (see the module docstring); writes `path` atomically.
 
     `opts.extras` gives ply_stride, focal_px, fov_deg, cx, cy, assume_scale; `src` is the input
@@ -310,6 +313,3 @@ def read_ply(path: str | os.PathLike[str]) -> tuple[dict[str, str], np.ndarray]:
         elif line.startswith("element vertex "):
             n = int(line.split()[2])
     return fields, np.frombuffer(data, VERTEX_DTYPE, count=n, offset=end)
-
-
-outputs.EXTRA_FORMATS["ply"] = (".ply", write_ply_output)

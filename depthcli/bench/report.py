@@ -1,0 +1,85 @@
+"""The benchmark's text report, and the facts about the machine it states."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    import torch
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def device_name(dev: torch.device) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    if dev.type == "cpu":
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                m = re.search(r"model name\s*:\s*(.+)", f.read())
+            if m:
+                name = m.group(1).strip()
+        except OSError:
+            pass
+        return f"cpu ({name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return dev.type
+
+
+def print_report(r: dict) -> None:  # type: ignore[type-arg]
+    e = click.echo
+    e("")
+    e(f"{'stage (serial)':<16}{'ms/img':>10}{'spread':>9}")
+    for s, d in r["stages_ms"].items():
+        e(f"{s:<16}{d['median']:>10.1f}{d['spread_pct']:>8.1f}%")
+    e(f"{'sum of stages':<16}{r['sum_of_stages_ms']:>10.1f}")
+    ee = r["end_to_end"]
+    e(f"{'end-to-end':<16}{ee['ms_per_image']['median']:>10.1f}"
+      f"{ee['ms_per_image']['spread_pct']:>8.1f}%   {ee['images_per_s']:.3f} img/s "
+      f"(predict path, {r['workers']} workers; {ee['vs_model_only_pct']:+.1f}% vs model alone)")
+    c = r["compute"]
+    shapes = ", ".join(f"{k}: {v}" for k, v in c["gflop_by_shape"].items())
+    e(f"model compute   {c['gflop_per_image']} GFLOP/img ({shapes}); {c['model_gflop_s']} GFLOP/s "
+      f"= {c['pct_of_peak']}% of the best {c['matmul_dtype']} matmul peak "
+      f"{c['matmul_peak_gflop_s']} GFLOP/s")
+    e(f"                {c['pct_of_same_run_peak']}% of the peak measured in the same run "
+      f"(median; runs {c['pct_of_same_run_peak_runs']}; peaks {c['matmul_gflop_s_runs']})")
+    m = r["memory"]
+    dev_mem = (f", device {m['end_to_end']['device_mb']} MB"
+               if m["end_to_end"]["device_mb"] is not None else "")
+    e(f"peak memory     host {m['end_to_end']['host_mb']} MB end-to-end "
+      f"({m['stages']['host_mb']} MB serial stages; {m['resident_before_runs_mb']} MB resident "
+      f"before the runs, models loaded){dev_mem}")
+    if "deviation_vs_fp32" in r:
+        d = r["deviation_vs_fp32"]
+        e(f"vs fp32 depth   |d| as % of the depth range (worst image): max "
+          f"{100 * d['max_of_range']:.2f}%, p99 {100 * d['p99_of_range']:.2f}%, "
+          f"mean {100 * d['mean_of_range']:.3f}%")
+    if "peer" in r:
+        p = r["peer"]
+        e(f"peer            {p['what']}")
+        e(f"  model         {p['model_ms']['median']:>8.1f} ms/img ({p['model_ms']['spread_pct']}% "
+          f"spread; {p['model_gflop_s']} GFLOP/s; input {', '.join(p['network_shapes'])})")
+        pe = p["end_to_end"]
+        pdev = p["memory"]["end_to_end"]["device_mb"]
+        e(f"  end-to-end    {pe['ms_per_image']['median']:>8.1f} ms/img "
+          f"({pe['ms_per_image']['spread_pct']}% spread) {pe['images_per_s']:.3f} img/s; "
+          f"peak host {p['memory']['end_to_end']['host_mb']} MB"
+          + (f", device {pdev} MB" if pdev is not None else ""))
+        ra = r["ratio"]
+        e(f"ours / peer     throughput x{ra['end_to_end']:.2f} end-to-end "
+          f"(runs {ra['end_to_end_runs']}), x{ra['model']:.2f} model (runs {ra['model_runs']})")
+    if r.get("load_average"):
+        e(f"load average    {r['load_average']} (other processes skew timings; rerun if high)")

@@ -1,0 +1,73 @@
+"""`depthcli bench`: the click layer of the benchmark (the work is in `depthcli.bench`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..models.registry import DEFAULT_MODEL
+from .common import BACKENDS, DEVICES, PRECISIONS
+
+EPILOG = """\b
+Examples:
+  depthcli bench                                   # fp32, the sample photos, 3 runs
+  depthcli bench --precision bf16 --peer-precision fp32
+  depthcli bench --device cuda --precision bf16 -b 64 --no-peer
+"""
+
+
+@click.command(epilog=EPILOG)
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Registry name.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint file [default: synthetic recipe weights built in memory].")
+@click.option("--device", default="auto", show_default=True,
+              type=click.Choice(DEVICES))
+@click.option("--precision", default="fp32", show_default=True,
+              type=click.Choice(PRECISIONS))
+@click.option("--peer-precision", default=None, type=click.Choice(["fp32", "fp16", "bf16"]),
+              help="Precision of the transformers peer [default: the same as --precision; "
+                   "auto resolves first].")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per forward pass (same network size).")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed repetitions of each measurement (median and spread are reported).")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Untimed passes over one image of each input shape first.")
+@click.option("--images", "n_images", type=click.IntRange(min=1), default=None,
+              help="Number of images (the inputs are cycled) [default: all of them].")
+@click.option("--inputs", "source", type=click.Path(file_okay=False, path_type=Path),
+              default=None,
+              help="Folder of images [default: ../shared/samples/images beside the checkout; "
+                   "generated ~2.8 MP photos when that is absent].")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Short side of the network input [default: 518].")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Decode/preprocess threads of the end-to-end run.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch intra-op threads [default: torch's choice].")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format.")
+@click.option("--backend", default="torch", show_default=True, type=click.Choice(BACKENDS),
+              help="Runtime under test.")
+@click.option("--no-peer", is_flag=True, help="Skip the transformers pipeline.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def bench(model: str, weights: Path | None, device: str, precision: str,
+          peer_precision: str | None, batch_size: int, runs: int, warmup: int,
+          n_images: int | None, source: Path | None, input_size: int | None, workers: int,
+          threads: int | None, compile_: bool, channels_last: bool, backend: str, no_peer: bool,
+          as_json: bool) -> None:
+    """Benchmark stages, end-to-end images/s, memory and GFLOP/s against the transformers pipeline.
+
+    Each run measures, back to back: the matmul peak, our stages, our end-to-end pass, then the
+    peer's model and end-to-end pass, so that ours and the peer's see the same machine load;
+    ratios are medians of per-run ratios.
+    """
+    from ..bench.run import BenchOptions, run_bench
+
+    run_bench(BenchOptions(
+        model=model, weights=weights, device=device, precision=precision,
+        peer_precision=peer_precision, batch_size=batch_size, runs=runs, warmup=warmup,
+        n_images=n_images, source=source, input_size=input_size, workers=workers,
+        threads=threads, compile=compile_, channels_last=channels_last, backend=backend,
+        peer=not no_peer, as_json=as_json))

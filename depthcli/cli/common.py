@@ -1,0 +1,150 @@
+"""What several commands share: logging, the progress bar, model options and model loading.
+
+Nothing here imports torch at import time: only a command that runs a model pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import UnknownModelError
+from ..models.registry import ModelSpec, get_spec
+
+if TYPE_CHECKING:
+    from ..engine import DepthEstimator
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if verbose >= 2:
+        level = logging.DEBUG
+    elif verbose == 1:
+        level = logging.INFO
+    elif quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr,
+                        force=True)
+
+
+def silence_opencv() -> None:
+    """OpenCV's own decoder warnings would duplicate our one-line errors."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+
+
+class Progress:
+    """tqdm on stderr when it is a terminal and not --quiet; a no-op otherwise."""
+
+    def __init__(self, enabled: bool, unit: str = "input", total: int | None = None) -> None:
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit=unit, file=sys.stderr, dynamic_ncols=True, total=total)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def write(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            click.echo(msg, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def spec_or_usage(model: str, param: str = "--model") -> ModelSpec:
+    try:
+        return get_spec(model)
+    except UnknownModelError as exc:
+        raise click.BadParameter(str(exc), param_hint=param) from None
+
+
+def model_options(default_model: str | None) -> Callable[[Any], Any]:
+    """Options shared by commands that load a model."""
+    model_help = ("Registry name (see 'depthcli models') or official / -hf hub repo id"
+                  + (" [default: da2-small for images, vda-small for videos; with --weights: "
+                     "da2-small]." if default_model is None else "."))
+
+    def decorate(f: Any) -> Any:
+        for opt in reversed([
+            click.option("--model", "-m", default=default_model,
+                         show_default=default_model is not None, help=model_help),
+            click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+                         help="Checkpoint file: official .pth/.bin or transformers "
+                              ".safetensors (-hf layout)."),
+            click.option("--input-size", type=click.IntRange(min=1), default=None,
+                         help="Short side of the network input; sides are rounded to "
+                              "multiples of 14 as the official Resize does [default: 518]."),
+            click.option("--device", default="auto", show_default=True,
+                         type=click.Choice(DEVICES), help="auto = cuda, then mps, then cpu."),
+            click.option("--precision", default="auto", show_default=True,
+                         type=click.Choice(PRECISIONS),
+                         help="auto = bf16 (or fp16) on CUDA, fp32 elsewhere."),
+            click.option("--backend", default="auto", show_default=True,
+                         type=click.Choice(BACKENDS),
+                         help="Runtime: auto = OpenVINO on CPUs where installed, torch on GPUs."),
+            click.option("--max-depth", type=click.FloatRange(min=0, min_open=True),
+                         default=None,
+                         help="Metric models: metres at the top of the sigmoid "
+                              "[default: 20 indoor, 80 outdoor]."),
+            click.option("--threads", type=click.IntRange(min=1), default=None,
+                         help="torch intra-op threads [default: torch's choice]; lower it when "
+                              "other jobs share the CPU."),
+            click.option("--compile", "compile_", is_flag=True,
+                         help="torch.compile the model (torch backend)."),
+            click.option("--channels-last", is_flag=True,
+                         help="channels_last memory format (torch backend; always on for CPU)."),
+        ]):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+def check_device(device: str) -> None:
+    """An absent --device is a usage error before anything loads."""
+    from ..device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint="--device") from None
+
+
+def estimator_loader(*, weights: Path | None, input_size: int | None, device: str,
+                     precision: str, backend: str, max_depth: float | None, compile_: bool,
+                     channels_last: bool) -> Callable[[str], DepthEstimator]:
+    """`load(model_name)` → a DepthEstimator with these settings (called when first needed)."""
+
+    def load(model: str) -> DepthEstimator:
+        from ..engine import DepthEstimator
+
+        try:
+            return DepthEstimator.from_name(
+                model, weights=weights, max_depth=max_depth, device=device,
+                precision=precision, input_size=input_size, compile=compile_,
+                channels_last=channels_last, backend=backend,
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+
+    return load

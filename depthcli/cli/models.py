@@ -1,0 +1,40 @@
+"""`depthcli models`: the registry as a table or JSON; never imports torch."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, MODEL_SPECS
+
+
+@click.command(epilog="\b\nExamples:\n  depthcli models\n  depthcli models --json")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def models(as_json: bool) -> None:
+    """List the models: size, licence, kind, output, and whether weights are on disk."""
+    from ..weights import cached_path
+
+    rows = []
+    for name, s in MODEL_SPECS.items():
+        path = cached_path(s)
+        rows.append({
+            "name": name, "kind": "video" if getattr(s, "temporal", False) else "image",
+            "params_m": s.params_m, "encoder": s.encoder.name,
+            "output": s.output + (f" (0-{s.max_depth:g} m)" if s.max_depth else ""),
+            "licence": s.licence, "repo": s.hub_repo, "file": s.hub_file,
+            "hf_repo": s.hf_repo or None, "cached": path is not None,
+            "path": str(path) if path else None,
+            "default": name in (DEFAULT_MODEL, DEFAULT_VIDEO_MODEL),
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    lic = max(len(str(r["licence"])) for r in rows) + 2
+    click.echo(f"{'name':<27}{'kind':<7}{'params':>8}  {'output':<20}{'licence':<{lic}}cached")
+    for r in rows:
+        star = "*" if r["default"] else " "
+        click.echo(f"{r['name'] + star:<27}{r['kind']:<7}{r['params_m']:>7.1f}M  "
+                   f"{r['output']:<20}{str(r['licence']):<{lic}}{'yes' if r['cached'] else 'no'}")
+    click.echo(f"* default ({DEFAULT_MODEL} for images, {DEFAULT_VIDEO_MODEL} for videos). "
+               "Weights: --weights FILE, $DEPTHCLI_WEIGHTS_DIR, or the Hugging Face hub.")

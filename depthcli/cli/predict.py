@@ -1,0 +1,250 @@
+"""`depthcli predict`: options → PredictOptions → the run → summary and exit code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import DepthCliError
+from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, ModelSpec
+from . import STARTED
+from .common import (
+    Progress,
+    check_device,
+    estimator_loader,
+    model_options,
+    setup_logging,
+    silence_opencv,
+    spec_or_usage,
+)
+
+FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply")
+CMAP_NAMES = ("spectral_r", "spectral", "inferno", "magma", "viridis", "plasma", "turbo",
+              "cividis", "jet", "twilight", "gray")
+
+EPILOG = """\b
+Examples:
+  depthcli predict photo.jpg                      # depth_out/photo.png (colour map)
+  depthcli predict photos/ -o depth -f color,npy  # a folder, mirrored under depth/
+  depthcli predict list.txt "shots/**/*.jpg"      # a list file and a glob
+  depthcli predict clip.mp4 -f color,npy          # a depth video + (T, H, W) float32 npy
+  depthcli predict photos/ -m da2-metric-indoor-small -f png16,ply   # metres, point clouds
+  depthcli predict photos/ --weights depth_anything_v2_vits.pth      # a downloaded file
+  depthcli predict photos/ --skip-existing        # resume an interrupted run
+
+Exit codes: 0 all written, 1 some input failed, 2 usage error, 130 interrupted.
+"""
+
+
+def _parse_range(text: str) -> dict[str, object]:
+    """'auto' | 'pLO,HI' (percentiles) | 'LO,HI' (fixed, output units)."""
+    t = text.strip().lower()
+    if t in ("auto", "minmax", ""):
+        return {"mode": "minmax"}
+    try:
+        if t.startswith("p"):
+            lo, hi = (float(v) for v in t[1:].split(","))
+            if not 0 <= lo < hi <= 100:
+                raise ValueError
+            return {"mode": "percentile", "percentiles": (lo, hi)}
+        lo, hi = (float(v) for v in t.split(","))
+        if not hi > lo:
+            raise ValueError
+        return {"mode": "fixed", "vrange": (lo, hi)}
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: use 'auto', 'p2,98' (percentiles from 0 to 100) or 'LO,HI' "
+            "(fixed range, HI above LO)", param_hint="--range",
+        ) from None
+
+
+def _formats(values: tuple[str, ...]) -> tuple[str, ...]:
+    from ..outputs import parse_formats
+
+    try:
+        return parse_formats(values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--format") from None
+
+
+def _out_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{path} exists and is not a folder; give a folder (it is "
+                                 "created if missing)", param_hint="-o/--output")
+    return path
+
+
+def _models(model: str | None, weights: Path | None) -> tuple[str, str]:
+    """(image model, video model): videos default to the temporal model when nothing is named."""
+    if model is None:
+        return DEFAULT_MODEL, (DEFAULT_MODEL if weights is not None else DEFAULT_VIDEO_MODEL)
+    return model, model
+
+
+def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str, Any],
+                       quiet: bool) -> None:
+    if "ply" in fmts and spec.output != "metric" and extras["assume_scale"] is None:
+        raise click.UsageError(
+            f"--format ply needs metric depth, and {spec.name} predicts relative inverse depth, "
+            "which has no scale; use a da2-metric-* model, or pass --assume-scale S to treat "
+            "S / output as metres"
+        )
+    log = logging.getLogger("depthcli")
+    if extras["assume_scale"] is not None and spec.output == "metric":
+        log.warning("--assume-scale is ignored: %s predicts metres already", spec.name)
+    if extras["focal_px"] is not None and extras["fov_deg"] is not None:
+        log.warning("--focal-px and --fov-deg both given; --focal-px wins")
+    if any(v is not None for k, v in extras.items() if k != "ply_stride") and "ply" not in fmts:
+        log.warning("point-cloud options have no effect without --format ply")
+    if "ply" in fmts and not quiet:  # the intrinsics used are part of the result: show them
+        logging.getLogger("depthcli.outputs.pointcloud").setLevel(logging.INFO)
+
+
+@click.command(epilog=EPILOG)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+              default=Path("depth_out"), show_default=True,
+              help="Output folder (created if missing); the input tree is mirrored under it.")
+@model_options(default_model=None)
+@click.option("--format", "-f", "formats", multiple=True, default=("color",), show_default=True,
+              help=f"Output formats, repeatable or comma-separated: {', '.join(FORMAT_NAMES)}.")
+@click.option("--cmap", default="spectral_r", show_default=True, type=click.Choice(CMAP_NAMES, case_sensitive=False),
+              help="Colour map of color/side outputs.")
+@click.option("--range", "range_", default="auto", show_default=True,
+              help="Value range of visual formats: auto (per-image min-max), pLO,HI "
+                   "(percentiles), LO,HI (fixed, in output units).")
+@click.option("--invert", is_flag=True, help="Swap near/far in visual formats.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Inputs per forward pass (images of the same network size are batched; "
+                   "video frames per pass for per-frame models).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Decode/preprocess threads and output writers [default: 2 when the model "
+                   "runs on the CPU (it uses every core already), min(8, cores) on a GPU].")
+@click.option("--skip-existing", is_flag=True,
+              help="Do not recompute inputs whose outputs already exist (resume a run).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=178_956_970, show_default=True,
+              help="Refuse images (and video frames) larger than this, from the header.")
+@click.option("--video-norm", default="clip", show_default=True,
+              help="Videos: clip (one range for the whole clip), frame, or LO,HI.")
+@click.option("--ply-stride", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ply: keep every N-th pixel in each direction.")
+@click.option("--focal-px", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="ply: focal length in pixels.")
+@click.option("--fov-deg", type=click.FloatRange(min=0, max=180, min_open=True, max_open=True),
+              default=None, help="ply: horizontal field of view in degrees.")
+@click.option("--cx", type=float, default=None, help="ply: principal point x [default: centre].")
+@click.option("--cy", type=float, default=None, help="ply: principal point y [default: centre].")
+@click.option("--assume-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="ply with a relative model: treat SCALE / output as metres (an assumption).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary (with the settings used) as JSON on stdout.")
+@click.option("--list-outputs", is_flag=True,
+              help="List every file written (in --json, and on stderr with -v).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
+def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: Path | None,
+            input_size: int | None, device: str, precision: str, backend: str,
+            max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
+            formats: tuple[str, ...], cmap: str, range_: str, invert: bool, batch_size: int,
+            workers: int | None, skip_existing: bool, max_pixels: int, video_norm: str,
+            ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
+            cy: float | None, assume_scale: float | None, as_json: bool, list_outputs: bool,
+            quiet: bool, verbose: int) -> None:
+    """Predict depth for images, folders (recursive), .txt lists, globs and videos.
+
+    Outputs mirror the input tree under -o; nothing is ever written outside it.
+    """
+    from .. import outputs
+    from ..outputs import render
+    from ..runners.options import Estimators, PredictOptions
+
+    setup_logging(verbose, quiet)
+    fmts = _formats(formats)
+    image_model, video_model = _models(model, weights)
+    spec = spec_or_usage(image_model)
+    spec_or_usage(video_model)
+    video_norm = _check_video_norm(video_norm)
+    extras = {"ply_stride": ply_stride, "focal_px": focal_px, "fov_deg": fov_deg, "cx": cx,
+              "cy": cy, "assume_scale": assume_scale}
+    _check_point_cloud(fmts, spec, extras, quiet)
+    ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
+    check_device(device)
+    silence_opencv()
+    opts = PredictOptions(
+        inputs=inputs, out_dir=_out_dir(out_dir),
+        output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric", extras=extras),
+        batch_size=batch_size, workers=workers, skip_existing=skip_existing,
+        max_pixels=max_pixels, video_norm=video_norm,
+    )
+    load = estimator_loader(weights=weights, input_size=input_size, device=device,
+                            precision=precision, backend=backend, max_depth=max_depth,
+                            compile_=compile_, channels_last=channels_last)
+    models = Estimators(load, image_model, video_model)
+    _run(opts, models, threads, as_json=as_json, list_outputs=list_outputs, quiet=quiet,
+         verbose=verbose)
+
+
+def _run(opts: Any, models: Any, threads: int | None, *, as_json: bool, list_outputs: bool,
+         quiet: bool, verbose: int) -> None:
+    from ..device import torch_threads
+    from ..runners.images import run_predict
+
+    bar = Progress(not quiet, total=_known_total(opts.inputs))
+    try:
+        with torch_threads(threads):
+            summary = run_predict(opts, models, report=bar.write, progress=bar, started=STARTED)
+    except DepthCliError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(_settings(models, opts, threads), list_outputs)))
+    if list_outputs and verbose and not as_json:
+        for p in summary.outputs:
+            click.echo(p, err=True)
+    if not quiet or summary.failed:
+        click.echo(summary.line(), err=True)
+    if summary.interrupted:
+        sys.exit(130)
+    if summary.failed:
+        click.echo(f"{summary.failed} input(s) failed", err=True)
+        sys.exit(1)
+
+
+def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
+    """The settings a run used, for --json: what ran, where, how."""
+    used = {}
+    for kind, name in models.used().items():
+        est = models._cache[name]
+        used[kind] = {"model": name, "backend": est.backend.name, "device": str(est.device),
+                      "precision": est.backend.precision,
+                      "input_size": est.preprocess.input_size}
+    return {"models": used, "formats": list(opts.output.formats),
+            "batch_size": opts.batch_size, "workers": opts.workers, "threads": threads,
+            "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
+            "video_norm": opts.video_norm}
+
+
+def _known_total(inputs: tuple[str, ...]) -> int | None:
+    """Number of inputs when they are all plain image files (folders stream: total unknown)."""
+    from ..io.images import IMAGE_EXTS
+
+    paths = [Path(i) for i in inputs]
+    if all(p.is_file() and p.suffix.lower() in IMAGE_EXTS for p in paths):
+        return len(paths)
+    return None
+
+
+def _check_video_norm(text: str) -> str:
+    from ..runners.options import parse_norm
+
+    try:
+        parse_norm(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--video-norm") from None
+    return text.strip().lower()

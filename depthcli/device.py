@@ -1,0 +1,81 @@
+"""Device, precision and thread-count policy, decided once for every runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' → cuda, then mps, then cpu; an explicit device that is absent is an error."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("--device mps: MPS is not available on this machine")
+    return dev
+
+
+def resolve_precision(precision: Precision | str, device: torch.device) -> torch.dtype:
+    """'auto' = bf16 on CUDA where the GPU has it (else fp16), fp32 elsewhere."""
+    import torch
+
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in dtypes:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return dtypes[precision]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    import torch
+
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+
+
+def default_workers(device_type: str) -> int:
+    """Host threads for decode/preprocess (and as many writers).
+
+    A CPU model already keeps every core busy, so more host threads only steal from it; a GPU
+    model leaves the cores to host work, which then is what limits images/s.
+    """
+    if device_type == "cpu":
+        return 2
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (None = leave as is)."""
+    if not n:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -1,0 +1,221 @@
+"""Checkpoint layouts and the conversions between them, in every direction, in one place.
+
+Three layouts name the same tensors:
+- official (`pretrained.*` encoder, `depth_head.*` head; Video Depth Anything: `head.*`),
+- transformers `DepthAnythingForDepthEstimation` (`backbone.*`, `neck.*`, `head.*`; 4.x or 5.x names),
+- internal: the depthcli modules' own keys (`encoder.vit.*` = timm, `head.*`).
+DESIGN.md §2 has the tables these functions implement.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+StateDict = dict[str, torch.Tensor]
+
+# transformers name prefix ↔ official name prefix, for the keys outside blocks and the neck.
+HF_TOP_LEVEL: tuple[tuple[str, str], ...] = (
+    ("backbone.embeddings.cls_token", "pretrained.cls_token"),
+    ("backbone.embeddings.mask_token", "pretrained.mask_token"),
+    ("backbone.embeddings.position_embeddings", "pretrained.pos_embed"),
+    ("backbone.embeddings.patch_embeddings.projection.", "pretrained.patch_embed.proj."),
+    ("backbone.layernorm.", "pretrained.norm."),
+    ("head.conv1.", "depth_head.scratch.output_conv1."),
+    ("head.conv2.", "depth_head.scratch.output_conv2.0."),
+    ("head.conv3.", "depth_head.scratch.output_conv2.2."),
+)
+
+
+def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """transformers DepthAnythingForDepthEstimation (legacy 4.x or 5.x names) → official names."""
+    out: StateDict = {}
+    qkv: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+    for key, v in sd.items():
+        m = re.match(r"backbone\.encoder\.layer\.(\d+)\.(.+)$", key)
+        if m:
+            i, rest = int(m.group(1)), m.group(2)
+            p = f"pretrained.blocks.{i}."
+            qm = re.match(r"attention\.(?:attention\.)?(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$", rest)
+            if qm:
+                which = qm.group(1)[0]  # q / k / v
+                qkv.setdefault(i, {}).setdefault(qm.group(2), {})[which] = v
+                continue
+            gm = re.match(r"mlp\.(gate_proj|up_proj)\.(weight|bias)$", rest)
+            if gm:  # transformers 5 SwiGLU: gate = first half of w12, up = second half
+                qkv.setdefault(-1 - i, {}).setdefault(gm.group(2), {})[gm.group(1)] = v
+                continue
+            for a, b in (
+                ("attention.output.dense.", "attn.proj."),
+                ("attention.o_proj.", "attn.proj."),
+                ("layer_scale1.lambda1", "ls1.gamma"),
+                ("layer_scale2.lambda1", "ls2.gamma"),
+                ("mlp.weights_in.", "mlp.w12."),
+                ("mlp.weights_out.", "mlp.w3."),
+                ("mlp.down_proj.", "mlp.w3."),
+            ):
+                if rest.startswith(a):
+                    rest = b + rest[len(a):]
+                    break
+            out[p + rest] = v
+            continue
+        for a, b in HF_TOP_LEVEL:
+            if key.startswith(a):
+                out[b + key[len(a):]] = v
+                break
+        else:
+            m = re.match(r"neck\.reassemble_stage\.layers\.(\d)\.(projection|resize)\.(.+)$", key)
+            if m:
+                kind = "projects" if m.group(2) == "projection" else "resize_layers"
+                out[f"depth_head.{kind}.{m.group(1)}.{m.group(3)}"] = v
+                continue
+            m = re.match(r"neck\.convs\.(\d)\.(.+)$", key)
+            if m:
+                out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
+                continue
+            m = re.match(r"neck\.fusion_stage\.layers\.(\d)\.(.+)$", key)
+            if m:
+                rest = m.group(2)
+                rest = rest.replace("projection.", "out_conv.")
+                rest = re.sub(r"residual_layer(\d)\.convolution(\d)", r"resConfUnit\1.conv\2", rest)
+                out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
+                continue
+            out[key] = v  # unknown: left for the strict check to report
+    for i, parts in qkv.items():
+        for kind, d in parts.items():
+            if i >= 0:
+                out[f"pretrained.blocks.{i}.attn.qkv.{kind}"] = torch.cat([d["q"], d["k"], d["v"]])
+            else:
+                out[f"pretrained.blocks.{-1 - i}.mlp.w12.{kind}"] = torch.cat(
+                    [d["gate_proj"], d["up_proj"]]
+                )
+    return out
+
+
+def to_internal(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """Official or transformers layout → the DepthAnything module's own keys."""
+    if any(k.startswith(("backbone.", "neck.")) for k in sd):
+        sd = _from_transformers(sd)
+    out: StateDict = {}
+    for key, v in sd.items():
+        if key.startswith("pretrained."):
+            rest = key[len("pretrained."):]
+            if rest == "mask_token":  # training-only
+                continue
+            rest = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", rest)  # vitg SwiGLU → timm SwiGLUPacked
+            rest = re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", rest)
+            out["encoder.vit." + rest] = v
+        elif key.startswith("depth_head."):
+            out["head." + key[len("depth_head."):]] = v
+        else:
+            out[key] = v
+    return out
+
+
+def official_name(key: str, swiglu: bool = False) -> str:
+    """Internal module key → official checkpoint key (inverse of weights.to_internal)."""
+    if key.startswith("encoder.vit."):
+        rest = key[len("encoder.vit."):]
+        if swiglu:  # vitg: timm SwiGLUPacked fc1/fc2 are the official w12/w3
+            rest = re.sub(r"\.mlp\.fc1\.", ".mlp.w12.", rest)
+            rest = re.sub(r"\.mlp\.fc2\.", ".mlp.w3.", rest)
+        return "pretrained." + rest
+    if key.startswith("head."):
+        return "depth_head." + key[len("head."):]
+    return key
+
+
+def is_swiglu(model: torch.nn.Module) -> bool:
+    return model.spec.encoder.name == "vitg"  # type: ignore[union-attr]
+
+
+def official_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    sw = is_swiglu(model)
+    return {official_name(k, sw): v for k, v in model.state_dict().items()}
+
+
+def to_transformers(sd: dict[str, torch.Tensor], hf_keys: set[str]) -> dict[str, torch.Tensor]:
+    """Official layout → DepthAnythingForDepthEstimation in-memory names (DESIGN.md §2.3).
+
+    Inverse of weights._from_transformers. Targets transformers 5 names (q/k/v/o_proj) or the 4.x
+    names (query/key/value, output.dense), whichever `hf_keys` (the peer's own keys) uses.
+    """
+    v5 = any(".attention.q_proj." in k for k in hf_keys)
+    out: dict[str, torch.Tensor] = {}
+    for key, v in sd.items():
+        if key == "pretrained.mask_token":
+            out["backbone.embeddings.mask_token"] = v
+            continue
+        m = re.match(r"pretrained\.blocks\.(\d+)\.(.+)$", key)
+        if m:
+            p, rest = f"backbone.encoder.layer.{m.group(1)}.", m.group(2)
+            qm = re.match(r"attn\.qkv\.(weight|bias)$", rest)
+            if qm:
+                q, k, vv = v.chunk(3, dim=0)
+                names = ("q_proj", "k_proj", "v_proj") if v5 else (
+                    "attention.query", "attention.key", "attention.value")
+                for name, t in zip(names, (q, k, vv)):
+                    out[f"{p}attention.{name}.{qm.group(1)}"] = t.clone()
+                continue
+            wm = re.match(r"mlp\.w12\.(weight|bias)$", rest)
+            if wm:
+                if v5:
+                    gate, up = v.chunk(2, dim=0)
+                    out[f"{p}mlp.gate_proj.{wm.group(1)}"] = gate.clone()
+                    out[f"{p}mlp.up_proj.{wm.group(1)}"] = up.clone()
+                else:
+                    out[f"{p}mlp.weights_in.{wm.group(1)}"] = v
+                continue
+            for a, b in (
+                ("attn.proj.", "attention.o_proj." if v5 else "attention.output.dense."),
+                ("ls1.gamma", "layer_scale1.lambda1"),
+                ("ls2.gamma", "layer_scale2.lambda1"),
+                ("mlp.w3.", "mlp.down_proj." if v5 else "mlp.weights_out."),
+            ):
+                if rest.startswith(a):
+                    rest = b + rest[len(a):]
+                    break
+            out[p + rest] = v
+            continue
+        for b, a in HF_TOP_LEVEL:  # official prefix a → transformers prefix b
+            if key.startswith(a):
+                out[b + key[len(a):]] = v
+                break
+        else:
+            m = re.match(r"depth_head\.(projects|resize_layers)\.(\d)\.(.+)$", key)
+            if m:
+                kind = "projection" if m.group(1) == "projects" else "resize"
+                out[f"neck.reassemble_stage.layers.{m.group(2)}.{kind}.{m.group(3)}"] = v
+                continue
+            m = re.match(r"depth_head\.scratch\.layer(\d)_rn\.(.+)$", key)
+            if m:
+                out[f"neck.convs.{int(m.group(1)) - 1}.{m.group(2)}"] = v
+                continue
+            m = re.match(r"depth_head\.scratch\.refinenet(\d)\.(.+)$", key)
+            if m:
+                rest = m.group(2).replace("out_conv.", "projection.")
+                rest = re.sub(r"resConfUnit(\d)\.conv(\d)", r"residual_layer\1.convolution\2", rest)
+                out[f"neck.fusion_stage.layers.{4 - int(m.group(1))}.{rest}"] = v
+                continue
+            out[key] = v  # unknown: the strict load reports it
+    mt = "backbone.embeddings.mask_token"
+    if mt in hf_keys and mt not in out:  # training-only; our module does not keep it
+        out[mt] = torch.zeros_like(out["backbone.embeddings.cls_token"][0])
+    return out
+
+
+def official_keys(model: torch.nn.Module) -> list[tuple[str, list[int]]]:
+    """The official checkpoint's (key, shape) list for a depthcli module, in module order.
+
+    The official files also hold the training-only `pretrained.mask_token` right after
+    `pos_embed`; it is listed so that a checkpoint built from this list has the official keys.
+    """
+    sw = is_swiglu(model)
+    out: list[tuple[str, list[int]]] = []
+    for k, v in model.state_dict().items():
+        out.append((official_name(k, sw), list(v.shape)))
+        if k == "encoder.vit.pos_embed":
+            out.append(("pretrained.mask_token", [1, int(v.shape[-1])]))
+    return out

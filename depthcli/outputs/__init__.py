@@ -1,0 +1,143 @@
+"""Output formats: the registry, option parsing, file names, and writing one image's outputs.
+
+Every format is declared once in `FORMATS` (what it is, its file suffix, what a video gets);
+the encoders live in `encode.py`, colour maps in `render.py`, point clouds in `pointcloud.py`,
+video writers in `sinks.py`. Nothing registers itself at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ..io.atomic import write_bytes
+from ..io.png import encode_png
+from . import render
+from .encode import encode_visual, exr_bytes, npy_bytes, pfm_bytes, read_pfm
+
+__all__ = [
+    "FORMATS", "Format", "OutputOptions", "encode_visual", "image_paths", "needs_image",
+    "parse_formats", "read_pfm", "video_paths", "write_image_outputs",
+]
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format: how an image's output is named and what a video gets instead."""
+
+    name: str
+    kind: Literal["png", "raw", "cloud"]
+    suffix: str  # file suffix for images (PNG kinds get `_<name>` when several are asked for)
+    video: Literal["mp4", "npy", "frames"] | None  # None: per-image only
+    help: str
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("color", "png", ".png", "mp4", "colour map, near = warm"),
+    Format("gray", "png", ".png", "mp4", "8-bit, near = bright"),
+    Format("png16", "png", ".png", "frames", "16-bit: normalised (relative) or millimetres (metric)"),
+    Format("npy", "raw", ".npy", "npy", "float32 raw depth"),
+    Format("pfm", "raw", ".pfm", "frames", "float32 raw depth, PFM"),
+    Format("exr", "raw", ".exr", "frames", "float32 raw depth, OpenEXR"),
+    Format("side", "png", ".png", "mp4", "input | gap | colour map"),
+    Format("ply", "cloud", ".ply", None, "coloured point cloud (metric depth)"),
+)}
+VIDEO_FORMATS = tuple(n for n, f in FORMATS.items() if f.video)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    formats: tuple[str, ...] = ("color",)
+    render: render.RenderOptions = field(default_factory=render.RenderOptions)
+    metric: bool = False
+    extras: dict[str, object] = field(default_factory=dict)  # point-cloud options
+
+
+def parse_formats(values: Sequence[str]) -> tuple[str, ...]:
+    """`--format a,b --format c` → ('a', 'b', 'c'), validated, order kept, no repeats."""
+    out: list[str] = []
+    for v in values:
+        for part in v.split(","):
+            f = part.strip().lower()
+            if not f:
+                continue
+            if f not in FORMATS:
+                raise ValueError(f"unknown format {f!r}; choose from {', '.join(FORMATS)}")
+            if f not in out:
+                out.append(f)
+    return tuple(out) or ("color",)
+
+
+def image_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
+    """File per format for one image whose output stem path is `base` (OUT/rel/stem).
+
+    A lone PNG-kind format is `<stem>.png`; several PNG kinds get `<stem>_<format>.png`.
+    """
+    formats = list(formats)
+    pngs = [f for f in formats if FORMATS[f].kind == "png"]
+    paths: dict[str, Path] = {}
+    for f in formats:
+        fmt = FORMATS[f]
+        suffix = f"_{f}.png" if fmt.kind == "png" and len(pngs) > 1 else fmt.suffix
+        paths[f] = base.parent / (base.name + suffix)
+    return paths
+
+
+def video_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
+    """Output per format for one video: mp4 files, the npy stack, or frame folders.
+
+    One visual format is `<stem>.mp4`, several are `<stem>_<format>.mp4`; `npy` is `<stem>.npy`;
+    `png16`/`exr`/`pfm` are folders `<stem>_<format>/` of numbered frames. Per-image formats
+    (point clouds) are left out.
+    """
+    formats = [f for f in formats if FORMATS[f].video]
+    mp4s = [f for f in formats if FORMATS[f].video == "mp4"]
+    paths: dict[str, Path] = {}
+    for f in formats:
+        kind = FORMATS[f].video
+        if kind == "mp4":
+            name = base.name + (".mp4" if len(mp4s) == 1 else f"_{f}.mp4")
+        elif kind == "npy":
+            name = base.name + ".npy"
+        else:
+            name = f"{base.name}_{f}"
+        paths[f] = base.parent / name
+    return paths
+
+
+def output_suffixes(formats: Iterable[str]) -> tuple[str, ...]:
+    """Every name ending an output of `formats` can have (images and videos)."""
+    formats = list(formats)
+    names = {p.name[1:] for p in image_paths(Path("x"), formats).values()}
+    names |= {p.name[1:] for p in video_paths(Path("x"), formats).values()}
+    return tuple(sorted(names))
+
+
+def needs_image(formats: Sequence[str]) -> bool:
+    """Whether writing `formats` needs the decoded input image (side by side, point colours)."""
+    return any(f == "side" or FORMATS[f].kind == "cloud" for f in formats)
+
+
+def write_image_outputs(depth: np.ndarray, image: np.ndarray | None, paths: dict[str, Path],
+                        opts: OutputOptions, src: Path | None = None) -> None:
+    """Write every requested format for one image (each file atomically)."""
+    for f, path in paths.items():
+        kind = FORMATS[f].kind
+        if kind == "png":
+            write_bytes(path, encode_png(encode_visual(f, depth, image, opts)))
+        elif f == "npy":
+            write_bytes(path, npy_bytes(depth))
+        elif f == "pfm":
+            write_bytes(path, pfm_bytes(depth))
+        elif f == "exr":
+            write_bytes(path, exr_bytes(depth))
+        else:
+            from .pointcloud import write_ply_output
+
+            if image is None:
+                raise ValueError(f"{f} format needs the input image")
+            write_ply_output(depth, image, path, opts, src)

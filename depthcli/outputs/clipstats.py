@@ -1,0 +1,56 @@
+"""The value range of a whole clip, gathered frame by frame in bounded memory.
+
+One range for the clip is what keeps a depth video from flickering: brightness means the same
+depth in every frame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .render import RenderOptions
+
+PERCENTILE_SAMPLE = 1 << 18  # values kept for clip percentiles
+
+
+class ClipStats:
+    """Running value range of a clip: exact min/max, or percentiles of a bounded subsample."""
+
+    def __init__(self, ropts: RenderOptions) -> None:
+        self.percentile = ropts.mode == "percentile"
+        self.percentiles = ropts.percentiles
+        self.lo = float("inf")
+        self.hi = float("-inf")
+        self.per_frame = 4096
+        self.samples: list[np.ndarray] = []
+        self.size = 0
+
+    def update(self, depth: torch.Tensor) -> None:
+        flat = depth.reshape(-1)
+        fin = flat[torch.isfinite(flat)]
+        if fin.numel() == 0:
+            return
+        if not self.percentile:
+            lo, hi = torch.aminmax(fin)
+            self.lo = min(self.lo, float(lo))
+            self.hi = max(self.hi, float(hi))
+            return
+        step = max(1, fin.numel() // self.per_frame)
+        s = fin[::step][: self.per_frame].float().cpu().numpy()
+        self.samples.append(s)
+        self.size += s.size
+        if self.size > PERCENTILE_SAMPLE:  # thin every frame alike: all frames weigh the same
+            self.samples = [a[::2] for a in self.samples]
+            self.size = sum(a.size for a in self.samples)
+            self.per_frame = max(1, self.per_frame // 2)
+
+    def value_range(self) -> tuple[float, float]:
+        if self.percentile:
+            if not self.samples:
+                return 0.0, 1.0
+            lo, hi = np.percentile(np.concatenate(self.samples), self.percentiles)
+            return float(lo), float(hi)
+        if self.lo > self.hi:
+            return 0.0, 1.0
+        return self.lo, self.hi

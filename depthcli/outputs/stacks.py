@@ -1,0 +1,82 @@
+"""`.npy` stacks written one frame at a time: a video's (T, H, W) depth in flat memory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class RawStack:
+    """A (T, H, W) array written one frame at a time to a `.npy` file, T unknown in advance.
+
+    The header is reserved up front and written with the real T at `close()`; frames go through
+    plain file writes/reads (not a memory map), so resident memory stays flat however long the
+    clip.
+    """
+
+    HEADER = 128  # bytes reserved for the .npy header (64-byte aligned)
+
+    def __init__(self, path: Path, shape: tuple[int, int] | None,
+                 dtype: np.dtype[Any] | type) -> None:
+        self.path = path
+        self.shape = shape  # None: taken from the first frame
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.count = 0
+        self._f = open(path, "w+b")  # noqa: SIM115 - closed in close()/abort()
+        self._f.write(b"\0" * self.HEADER)
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(np.prod(self.shape or (0,))) * self.dtype.itemsize
+
+    def append(self, arr: np.ndarray) -> None:
+        if self.shape is None:
+            self.shape = (int(arr.shape[0]), int(arr.shape[1]))
+        if arr.shape != self.shape:
+            raise ValueError(f"depth frame {arr.shape} does not match {self.shape}")
+        self._f.write(np.ascontiguousarray(arr, dtype=self.dtype).tobytes())
+        self.count += 1
+
+    def _header(self) -> bytes:
+        d = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+             "shape": (self.count, *(self.shape or (0, 0)))}
+        body = repr(d).encode("latin1")
+        pad = self.HEADER - 10 - len(body) - 1
+        if pad < 0:
+            raise ValueError("npy header does not fit")
+        return b"\x93NUMPY\x01\x00" + (self.HEADER - 10).to_bytes(2, "little") + body + \
+            b" " * pad + b"\n"
+
+    def close(self) -> None:
+        """Write the header with the final frame count; the file stays readable."""
+        if self._f.closed:
+            return
+        self._f.flush()
+        self._f.seek(0)
+        self._f.write(self._header())
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+    def abort(self) -> None:
+        self._f.close()
+
+    def reader(self) -> Callable[[int], np.ndarray]:
+        """Frame i as a fresh array (pread: nothing stays mapped)."""
+        fd = os.open(self.path, os.O_RDONLY)
+        n, dt, shape, fb = self.count, self.dtype, self.shape, self.frame_bytes
+
+        def read(i: int) -> np.ndarray:
+            if not 0 <= i < n:
+                raise IndexError(i)
+            buf = os.pread(fd, fb, self.HEADER + i * fb)
+            if len(buf) != fb:
+                raise OSError(f"short read at frame {i}")
+            return np.frombuffer(buf, dtype=dt).reshape(shape).copy()
+
+        read.close = lambda: os.close(fd)  # type: ignore[attr-defined]
+        return read

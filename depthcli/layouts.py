@@ -114,15 +114,18 @@ def to_internal(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return out
 
 
-def official_name(key: str, swiglu: bool = False) -> str:
-    """Internal module key → official checkpoint key (inverse of weights.to_internal)."""
+def official_name(key: str, swiglu: bool = False, video: bool = False) -> str:
+    """Internal module key → official checkpoint key (inverse of `to_internal`).
+
+    Video Depth Anything keeps `head.` where the image models say `depth_head.`.
+    """
     if key.startswith("encoder.vit."):
         rest = key[len("encoder.vit."):]
         if swiglu:  # vitg: timm SwiGLUPacked fc1/fc2 are the official w12/w3
             rest = re.sub(r"\.mlp\.fc1\.", ".mlp.w12.", rest)
             rest = re.sub(r"\.mlp\.fc2\.", ".mlp.w3.", rest)
         return "pretrained." + rest
-    if key.startswith("head."):
+    if key.startswith("head.") and not video:
         return "depth_head." + key[len("head."):]
     return key
 
@@ -131,9 +134,15 @@ def is_swiglu(model: torch.nn.Module) -> bool:
     return model.spec.encoder.name == "vitg"  # type: ignore[union-attr]
 
 
+def official_names(model: torch.nn.Module) -> dict[str, str]:
+    """Internal → official key of every entry of `model`'s state_dict."""
+    sw, video = is_swiglu(model), bool(getattr(model, "temporal", False))
+    return {k: official_name(k, sw, video) for k in model.state_dict()}
+
+
 def official_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    sw = is_swiglu(model)
-    return {official_name(k, sw): v for k, v in model.state_dict().items()}
+    names = official_names(model)
+    return {names[k]: v for k, v in model.state_dict().items()}
 
 
 def to_transformers(sd: dict[str, torch.Tensor], hf_keys: set[str]) -> dict[str, torch.Tensor]:
@@ -212,10 +221,10 @@ def official_keys(model: torch.nn.Module) -> list[tuple[str, list[int]]]:
     The official files also hold the training-only `pretrained.mask_token` right after
     `pos_embed`; it is listed so that a checkpoint built from this list has the official keys.
     """
-    sw = is_swiglu(model)
+    names = official_names(model)
     out: list[tuple[str, list[int]]] = []
     for k, v in model.state_dict().items():
-        out.append((official_name(k, sw), list(v.shape)))
+        out.append((names[k], list(v.shape)))
         if k == "encoder.vit.pos_embed":
             out.append(("pretrained.mask_token", [1, int(v.shape[-1])]))
     return out

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .layouts import is_swiglu, official_name
+from .layouts import official_names
 
 
 def recipe_tensor(key: str, shape: tuple[int, ...], salt: str = "") -> torch.Tensor:
@@ -37,14 +37,24 @@ def recipe_tensor(key: str, shape: tuple[int, ...], salt: str = "") -> torch.Ten
     return torch.from_numpy(v.astype(np.float32))
 
 
+def recipe_entry(key: str, shape: tuple[int, ...], salt: str = "") -> torch.Tensor:
+    """`recipe_tensor`, except Video Depth Anything's position tables, which the official
+    checkpoints store with their sinusoidal values (golden/README.md)."""
+    if key.endswith("pos_encoder.pe"):
+        from .models.temporal import sinusoidal_table
+
+        return sinusoidal_table(shape[-1], shape[-2])
+    return recipe_tensor(key, shape, salt)
+
+
 def load_recipe_weights(model: torch.nn.Module) -> None:
     """Fill `model` with the recipe weights (seeded by the official checkpoint key names)."""
-    sw = is_swiglu(model)
-    sd = {k: recipe_tensor(official_name(k, sw), tuple(v.shape))
-          for k, v in model.state_dict().items()}
+    names = official_names(model)
+    sd = {k: recipe_entry(names[k], tuple(v.shape)) for k, v in model.state_dict().items()}
     model.load_state_dict(sd, strict=True)
 
 
-def recipe_state_dict(keys: Iterable[tuple[str, Iterable[int]]], salt: str = "") -> dict[str, torch.Tensor]:
+def recipe_state_dict(keys: Iterable[tuple[str, Iterable[int]]],
+                      salt: str = "") -> dict[str, torch.Tensor]:
     """An official-layout state_dict from [(key, shape), ...] in the official file's order."""
-    return {k: recipe_tensor(k, tuple(s), salt) for k, s in keys}
+    return {k: recipe_entry(k, tuple(s), salt) for k, s in keys}

@@ -144,8 +144,6 @@ def read_state_dict(path: Path) -> StateDict:
 
 def describe(sd: Mapping[str, torch.Tensor]) -> str:
     """Name the registry models a (converted) checkpoint looks like, from its shapes."""
-    if any(".motion_modules." in k for k in sd):
-        return "a Video-Depth-Anything checkpoint (temporal head), which depthcli does not run"
     pe = sd.get("encoder.vit.pos_embed")
     if pe is None:
         return "not a Depth Anything checkpoint (no DINOv2 encoder keys)"
@@ -154,9 +152,12 @@ def describe(sd: Mapping[str, torch.Tensor]) -> str:
     if enc is None:
         return f"an unknown encoder with width {dim}"
     depth = len({k.split(".")[3] for k in sd if k.startswith("encoder.vit.blocks.")})
-    names = [n for n, s in MODEL_SPECS.items() if s.encoder.name == enc.name]
+    temporal = any(".motion_modules." in k for k in sd)
+    names = [n for n, s in MODEL_SPECS.items()
+             if s.encoder.name == enc.name and s.temporal == temporal]
+    kind = "a Video Depth Anything (temporal) " if temporal else "a "
     return (
-        f"a ViT-{enc.name[3:].upper()} model ({dim} wide, {depth} blocks): one of "
+        f"{kind}ViT-{enc.name[3:].upper()} model ({dim} wide, {depth} blocks): one of "
         f"{', '.join(names) or 'no registry model'}"
     )
 

@@ -220,7 +220,7 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
     """The settings a run used, for --json: what ran, where, how."""
     used = {}
     for kind, name in models.used().items():
-        est = models._cache[name]
+        est = models.estimator(name)
         used[kind] = {"model": name, "backend": est.backend.name, "device": str(est.device),
                       "precision": est.backend.precision,
                       "input_size": est.preprocess.input_size}

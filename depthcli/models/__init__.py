@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from .registry import DEFAULT_MODEL, MODEL_SPECS, ModelSpec, get_spec, is_hf_repo_name, list_models
 
 if TYPE_CHECKING:
+    import torch
+
     from .depth_model import DepthAnything
 
 _logger = logging.getLogger(__name__)
@@ -29,18 +31,21 @@ def create_model(
     weights: str | os.PathLike[str] | None = None,
     pretrained: bool = True,
     max_depth: float | None = None,
-) -> DepthAnything:
+) -> torch.nn.Module:
     """Build the model for a registry name or hub repo id and load its checkpoint (on CPU, eval).
 
     Family, head kind and max_depth come from the name, never from the checkpoint keys: V1/V2 and
-    relative/metric checkpoints are indistinguishable by keys.
+    relative/metric checkpoints are indistinguishable by keys. Temporal (`vda-*`) names give a
+    VideoDepthAnything, whose forward takes (B, T, 3, H, W) windows of frames.
     """
     from .. import weights as _weights
     from ..layouts import to_internal
     from .depth_model import DepthAnything
+    from .video_depth_anything import VideoDepthAnything
 
     spec = get_spec(name)
-    model = DepthAnything(spec, max_depth=max_depth)
+    model: torch.nn.Module = (VideoDepthAnything(spec) if spec.temporal
+                              else DepthAnything(spec, max_depth=max_depth))
     if pretrained or weights is not None:
         path = _weights.resolve(spec, weights, prefer_hf=is_hf_repo_name(name))
         sd = to_internal(_weights.read_state_dict(path))

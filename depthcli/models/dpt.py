@@ -85,22 +85,31 @@ class DPTHead(nn.Module):
         )
         self.scratch = scratch
 
-    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        h0, w0 = feats[0].shape[-2:]
+    # The forward pass in its three steps, so that a temporal head can act between them.
+
+    def reassemble(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Four token maps → project (1x1) and resize to strides 4, 8, 16, 32 of the patch grid."""
+        return [resize(proj(f)) for f, proj, resize in zip(feats, self.projects, self.resize_layers)]
+
+    def to_features(self, layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The 3x3 `layerN_rn` convolutions to `features` channels."""
         s = self.scratch
-        l1, l2, l3, l4 = (
-            rn(resize(proj(f)))
-            for f, proj, resize, rn in zip(
-                feats,
-                self.projects,
-                self.resize_layers,
-                (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn),
-            )
-        )
-        p4 = s.refinenet4(l4, size=l3.shape[2:])
-        p3 = s.refinenet3(p4, l3, size=l2.shape[2:])
+        return [rn(x) for x, rn in zip(layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn))]
+
+    def fine(self, p3: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor,
+             size: tuple[int, int]) -> torch.Tensor:
+        """refinenet2, refinenet1 and the output convolutions: (B, 1, *size)."""
+        s = self.scratch
         p2 = s.refinenet2(p3, l2, size=l1.shape[2:])
         p1 = s.refinenet1(p2, l1)
         out = s.output_conv1(p1)
-        out = F.interpolate(out, size=(h0 * 14, w0 * 14), mode="bilinear", align_corners=True)
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
         return s.output_conv2(out)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        h0, w0 = feats[0].shape[-2:]
+        s = self.scratch
+        l1, l2, l3, l4 = self.to_features(self.reassemble(feats))
+        p4 = s.refinenet4(l4, size=l3.shape[2:])
+        p3 = s.refinenet3(p4, l3, size=l2.shape[2:])
+        return self.fine(p3, l2, l1, (h0 * 14, w0 * 14))

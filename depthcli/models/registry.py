@@ -5,7 +5,7 @@ Nothing here imports torch or touches files, so `depthcli models` lists specs in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ..errors import UnknownModelError
@@ -45,12 +45,18 @@ class ModelSpec:
     # V2's infer_image upsamples with align_corners=True, V1's run.py with False.
     upsample_align_corners: bool = True
     input_size: int = 518
+    temporal: bool = False  # Video Depth Anything: frames go through 32-frame windows
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     @property
     def size(self) -> str:
         return {"vits": "small", "vitb": "base", "vitl": "large", "vitg": "giant"}[self.encoder.name]
+
+    @property
+    def kind(self) -> str:
+        """'video' for temporal models (they need a video), 'image' for per-frame ones."""
+        return "video" if self.temporal else "image"
 
     @property
     def unit(self) -> str:
@@ -70,6 +76,7 @@ _HEAD = {  # features, out_channels, V2 taps, params (M) of the V2 model
     "vitl": (256, (256, 512, 1024, 1024), (4, 11, 17, 23), 335.3),
 }
 _SIZES = {"small": "vits", "base": "vitb", "large": "vitl"}
+_VDA_PARAMS = {"vits": 29.0, "vitb": 114.4, "vitl": 384.4}  # V2 + four temporal modules
 _NC = "CC-BY-NC-4.0"
 
 
@@ -127,12 +134,28 @@ def _build() -> dict[str, ModelSpec]:
                 max_depth=max_depth,
                 dataset=f"{data} ({scene}, max {max_depth:g} m)",
             )
+    for size, enc in _SIZES.items():
+        cap = size.capitalize()
+        for metric in (False, True):
+            name = f"vda-{'metric-' if metric else ''}{size}"
+            specs[name] = _spec(
+                name, "v2", enc, "metric" if metric else "relative",
+                hub_repo=(f"depth-anything/{'Metric-' if metric else ''}"
+                          f"Video-Depth-Anything-{cap}"),
+                hub_file=f"{'metric_' if metric else ''}video_depth_anything_{enc}.pth",
+                hf_repo="",
+                licence="Apache-2.0" if size == "small" else _NC,
+                dataset=("Video Depth Anything, metric (metres)" if metric
+                         else "Video Depth Anything (relative)"),
+                temporal=True,
+            )
+            specs[name] = replace(specs[name], params_m=_VDA_PARAMS[enc])
     return specs
 
 
 MODEL_SPECS: dict[str, ModelSpec] = _build()
 DEFAULT_MODEL = "da2-small"
-DEFAULT_VIDEO_MODEL = "vda-small" if "vda-small" in MODEL_SPECS else DEFAULT_MODEL
+DEFAULT_VIDEO_MODEL = "vda-small"
 
 # V1 checkpoints also live in the Space LiheYoung/Depth-Anything under this name; accept it locally.
 LOCAL_ALIASES: dict[str, tuple[str, ...]] = {

@@ -65,6 +65,7 @@ class Estimators:
         self.names = {"images": image_model, "videos": video_model or image_model}
         self._cache: dict[str, DepthEstimator] = {}
         self._lock = threading.Lock()
+        self._used: set[str] = set()
         self.load_seconds = 0.0
 
     @classmethod
@@ -90,14 +91,22 @@ class Estimators:
         if getattr(get_spec(name), "temporal", False):
             raise InputError(f"model {name} needs a video (it is a temporal video model); "
                              "use an image model such as da2-small for images")
-        return self._get(name)
+        est = self._get(name)
+        self._used.add("images")
+        return est
 
     def for_videos(self) -> DepthEstimator:
-        return self._get(self.names["videos"])
+        est = self._get(self.names["videos"])
+        self._used.add("videos")
+        return est
+
+    def estimator(self, name: str) -> DepthEstimator | None:
+        """A loaded estimator, without loading it."""
+        return self._cache.get(name)
 
     def used(self) -> dict[str, str]:
-        """Which model ran on what (loaded models only)."""
-        return {k: v for k, v in self.names.items() if v in self._cache}
+        """Which model ran on what (kinds of input that were processed)."""
+        return {k: v for k, v in self.names.items() if k in self._used}
 
 
 @dataclass

@@ -169,6 +169,15 @@ def _load_estimator(model: str, weights: Path | None, input_size: int | None, de
 @click.option("--cy", type=float, default=None, help="ply: principal point y [default: centre].")
 @click.option("--assume-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="ply with a relative model: treat SCALE / output as metres (an assumption).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine; ray: a Ray cluster (pip install 'depthcli[ray]').")
+@click.option("--ray-address", default=None,
+              help="Ray cluster address [default: $RAY_ADDRESS, else a local instance for the run].")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+              help="Model actors [default: one per GPU; on CPUs, per node's spare CPUs].")
+@click.option("--ray-actor-cpus", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="CPUs per model actor (its torch threads on CPU) [default: 1 with GPUs; "
+                   "a node's CPUs less 1 for the read/write tasks].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
@@ -179,7 +188,9 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
             workers: int | None, skip_existing: bool,
             max_pixels: int, video_norm: str, ply_stride: int, focal_px: float | None,
             fov_deg: float | None, cx: float | None, cy: float | None,
-            assume_scale: float | None, as_json: bool, quiet: bool, verbose: int) -> None:
+            assume_scale: float | None, engine: str, ray_address: str | None,
+            ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool, quiet: bool,
+            verbose: int) -> None:
     """Predict depth for images, folders (recursive), .txt lists, globs and videos."""
     from . import outputs, render
     from .pipeline import PredictOptions, run_predict
@@ -216,8 +227,19 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
     if "ply" in fmts and not quiet:  # the intrinsics used are part of the result: show them
         logging.getLogger("depthcli.pointcloud").setLevel(logging.INFO)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
-    est = _load_estimator(model, weights, input_size, device, precision, max_depth, compile_,
-                          channels_last)
+    if engine == "ray":  # the driver resolves the checkpoint; each actor loads it
+        try:
+            from .runners.ray import RayOptions, ray_config, run_predict_ray
+        except ImportError as exc:
+            raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})")
+        try:
+            cfg = ray_config(model, weights, input_size, device, precision, max_depth, compile_,
+                             channels_last, threads)
+        except DepthCliError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        est = _load_estimator(model, weights, input_size, device, precision, max_depth, compile_,
+                              channels_last)
     opts = PredictOptions(
         inputs=inputs, out_dir=out_dir,
         output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric", extras=extras),
@@ -226,7 +248,15 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str, weights: Path | 
     )
     bar = _Progress(not quiet, total=_known_total(inputs))
     try:
-        summary = run_predict(opts, est, report=bar.write, progress=bar)
+        if engine == "ray":
+            try:
+                summary = run_predict_ray(opts, cfg, RayOptions(ray_address, ray_actors,
+                                                                ray_actor_cpus),
+                                          report=bar.write, progress=bar)
+            except DepthCliError as exc:
+                raise click.ClickException(str(exc)) from None
+        else:
+            summary = run_predict(opts, est, report=bar.write, progress=bar)
     finally:
         bar.close()
     if as_json:

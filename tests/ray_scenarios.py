@@ -46,6 +46,7 @@ def build_tree(root: Path, n_extra: int = 0, video: bool = True, bad: bool = Tru
     if video:
         from test_video import make_video
 
+        (root / "v").mkdir(parents=True, exist_ok=True)
         make_video(root / "v" / "clip.mp4", n=6)
     return root
 
@@ -112,7 +113,7 @@ def cluster2(work: Path, ckpt: Path) -> None:
         code_r, sum_r, _ = cli([str(src), "-o", str(work / "ray"), *ray_args], ckpt)
         assert code_l == code_r == 1 and counts(sum_l) == counts(sum_r), (sum_l, sum_r)
         same_outputs(work / "local", work / "ray")
-        gone = ["a/x.npy", "b/c/z_color.png", "v/clip.npy"]
+        gone = ["a/x.npy", "b/c/z.png", "v/clip.npy"]
         _kill_outputs(work / "local", gone)  # ray finishes a local run ...
         code, summ, _ = cli([str(src), "-o", str(work / "local"), "--skip-existing", *ray_args],
                             ckpt)

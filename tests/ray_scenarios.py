@@ -51,9 +51,11 @@ def build_tree(root: Path, n_extra: int = 0, video: bool = True, bad: bool = Tru
     return root
 
 
-def cli(args: list[str], ckpt: Path, env: dict[str, str] | None = None) -> tuple[int, dict, list[str]]:
-    """In-process `depthcli predict`: (exit code, JSON summary, error lines)."""
-    r = CliRunner().invoke(main, ["predict", *args, "--weights", str(ckpt), *COMMON], env=env)
+def cli(args: list[str], ckpt: Path, env: dict[str, str] | None = None,
+        last: tuple[str, ...] = ()) -> tuple[int, dict, list[str]]:
+    """In-process `depthcli predict`: (exit code, JSON summary, error lines); `last` wins."""
+    r = CliRunner().invoke(main, ["predict", *args, "--weights", str(ckpt), *COMMON, *last],
+                           env=env)
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     errors = sorted(ln for ln in r.stderr.splitlines() if ln.startswith("error:"))
@@ -226,7 +228,7 @@ def killed_actor(work: Path, ckpt: Path) -> None:
         assert done_at_kill < n, "the kill came after the last output"
     finally:
         _stop(head)
-    code, _, _ = cli([str(src), "-o", str(work / "local"), "--input-size", "112"], ckpt)
+    code, _, _ = cli([str(src), "-o", str(work / "local")], ckpt, last=("--input-size", "112"))
     assert code == 0
     same_outputs(work / "local", work / "ray")
     print(f"killed {victims} with {done_at_kill}/{n} inputs done")

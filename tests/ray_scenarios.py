@@ -10,6 +10,7 @@ process lives in the machine's network namespace.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -239,6 +240,8 @@ SCENARIOS = {"parity": parity, "cluster2": cluster2, "killed_actor": killed_acto
 if __name__ == "__main__":
     name, work, ckpt = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     work.mkdir(parents=True, exist_ok=True)
+    faulthandler.dump_traceback_later(float(os.environ.get("DEPTHCLI_SCENARIO_TIMEOUT", 200)),
+                                      exit=True)  # a hang shows where, then fails
     t0 = time.perf_counter()
     SCENARIOS[name](work, ckpt)
     print(f"{name}: ok in {time.perf_counter() - t0:.1f} s")

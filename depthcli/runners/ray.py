@@ -120,7 +120,9 @@ def connected(address: str | None) -> Iterator[None]:
     if addr:
         ray.init(address=addr, **quiet)  # type: ignore[arg-type]
     else:
-        ray.init(include_dashboard=False, **quiet)  # type: ignore[arg-type]
+        # "local": always a new instance. A bare ray.init() would join whatever `ray start`
+        # cluster /tmp/ray/ray_current_cluster names (another user's, or a dead one: a hang).
+        ray.init(address="local", include_dashboard=False, **quiet)  # type: ignore[arg-type]
     try:
         yield
     finally:

@@ -18,14 +18,16 @@ if TYPE_CHECKING:
     from .device import resolve_device
     from .engine import DepthEstimator
     from .models import create_model, list_models
+    from .runners.ray_stages import DepthPredictor
 
-__all__ = ["DepthEstimator", "__version__", "create_model", "list_models", "resolve_device"]
+__all__ = ["DepthEstimator", "DepthPredictor", "__version__", "create_model", "list_models", "resolve_device"]
 
 _LAZY = {
     "DepthEstimator": ("engine", "DepthEstimator"),
     "create_model": ("models", "create_model"),
     "list_models": ("models", "list_models"),
     "resolve_device": ("device", "resolve_device"),
+    "DepthPredictor": ("runners.ray_stages", "DepthPredictor"),
 }
 
 

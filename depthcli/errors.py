@@ -23,3 +23,9 @@ def reason(exc: BaseException) -> str:
     """The first line of an exception's message (or its type name): the text of an error line."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def strip_path(text: str, path: str) -> str:
+    """'PATH: why' → 'why' (an error line adds the path itself)."""
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text

@@ -7,11 +7,13 @@ and the original (h, w) to upsample back to. Constants come from the ModelSpec.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:  # torch is imported where it is used: decode-only workers never need it
+    import torch
 
 MULTIPLE = 14
 # 518 x 7000: ~18k tokens. Beyond this, attention memory explodes on extreme aspect ratios
@@ -101,6 +103,8 @@ def to_bgr3(img: np.ndarray) -> np.ndarray:
 
 def upsample(depth: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
     """Bilinear-resize (B, H', W') depth to (B, h, w): V2 uses align_corners=True, V1 False."""
+    import torch.nn.functional as F
+
     if tuple(depth.shape[-2:]) == tuple(size) and align_corners:
         return depth
     return F.interpolate(

@@ -141,6 +141,16 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str,
 @click.option("--cy", type=float, default=None, help="ply: principal point y [default: centre].")
 @click.option("--assume-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="ply with a relative model: treat SCALE / output as metres (an assumption).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine; ray: a Ray cluster (pip install 'depthcli[ray]').")
+@click.option("--ray-address", default=None,
+              help="Ray cluster address [default: $RAY_ADDRESS, else a local instance for the "
+                   "run].")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+              help="Ray: model actors [default: one per GPU; on CPUs, per node's spare CPUs].")
+@click.option("--ray-actor-cpus", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Ray: CPUs per model actor (its torch threads on CPU) [default: 1 with GPUs; "
+                   "a node's CPUs less 1 for the read/write tasks].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary (with the settings used) as JSON on stdout.")
 @click.option("--list-outputs", is_flag=True,
@@ -153,8 +163,9 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, batch_size: int,
             workers: int | None, skip_existing: bool, max_pixels: int, video_norm: str,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
-            cy: float | None, assume_scale: float | None, as_json: bool, list_outputs: bool,
-            quiet: bool, verbose: int) -> None:
+            cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
+            ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
+            list_outputs: bool, quiet: bool, verbose: int) -> None:
     """Predict depth for images, folders (recursive), .txt lists, globs and videos.
 
     Outputs mirror the input tree under -o; nothing is ever written outside it.
@@ -181,29 +192,79 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         max_pixels=max_pixels, video_norm=video_norm,
     )
-    load = estimator_loader(weights=weights, input_size=input_size, device=device,
-                            precision=precision, backend=backend, max_depth=max_depth,
-                            compile_=compile_, channels_last=channels_last)
-    models = Estimators(load, image_model, video_model)
-    _run(opts, models, threads, as_json=as_json, list_outputs=list_outputs, quiet=quiet,
-         verbose=verbose)
+    settings = dict(weights=weights, input_size=input_size, device=device, precision=precision,
+                    backend=backend, max_depth=max_depth, compile_=compile_,
+                    channels_last=channels_last)
+    if engine == "ray":
+        run = _ray_run(opts, image_model, video_model, settings, threads,
+                       (ray_address, ray_actors, ray_actor_cpus))
+    else:
+        models = Estimators(estimator_loader(**settings), image_model, video_model)
+        run = _local_run(opts, models, threads)
+    _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
 
 
-def _run(opts: Any, models: Any, threads: int | None, *, as_json: bool, list_outputs: bool,
-         quiet: bool, verbose: int) -> None:
+def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
+    """A callable running the job on this machine: (report, progress) → (summary, settings)."""
     from ..device import torch_threads
     from ..runners.images import run_predict
 
+    def run(report: Any, progress: Any) -> Any:
+        with torch_threads(threads):
+            summary = run_predict(opts, models, report=report, progress=progress,
+                                  started=STARTED)
+        return summary, _settings(models, opts, threads)
+
+    return run
+
+
+def _ray_run(opts: Any, image_model: str, video_model: str, settings: dict[str, Any],
+             threads: int | None, ray: tuple[str | None, int | None, float | None]) -> Any:
+    """The same job on a Ray cluster; the driver resolves checkpoints, actors load them."""
+    try:
+        from ..runners.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
+    except ImportError as exc:
+        raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})")
+    s = settings
+    args = (s["input_size"], s["device"], s["precision"], s["max_depth"], s["compile_"],
+            s["channels_last"], threads, s["backend"])
+    try:
+        cfg = ray_config(image_model, s["weights"], *args)
+    except DepthCliError as exc:
+        raise click.ClickException(str(exc)) from None
+    vcfg = None
+    if video_model != image_model:
+        try:
+            vcfg = ray_config(video_model, None, *args)
+        except DepthCliError:  # resolved again on the actors, when a video needs it
+            vcfg = EstimatorConfig(video_model, None, max_depth=s["max_depth"],
+                                   device=s["device"], precision=s["precision"],
+                                   input_size=s["input_size"], compile=s["compile_"],
+                                   channels_last=s["channels_last"], threads=threads,
+                                   backend=s["backend"])
+
+    def run(report: Any, progress: Any) -> Any:
+        summary = run_predict_ray(opts, cfg, RayOptions(*ray), report=report, progress=progress,
+                                  video_cfg=vcfg, started=STARTED)
+        return summary, {"engine": "ray", "models": summary.models,
+                         "formats": list(opts.output.formats), "batch_size": opts.batch_size,
+                         "output": str(opts.out_dir), "ray_address": ray[0]}
+
+    return run
+
+
+def _finish(run: Any, opts: Any, *, as_json: bool, list_outputs: bool, quiet: bool,
+            verbose: int) -> None:
+    """Run with a progress bar, then the summary line / JSON and the exit code."""
     bar = Progress(not quiet, total=_known_total(opts.inputs))
     try:
-        with torch_threads(threads):
-            summary = run_predict(opts, models, report=bar.write, progress=bar, started=STARTED)
+        summary, settings = run(bar.write, bar)
     except DepthCliError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         bar.close()
     if as_json:
-        click.echo(json.dumps(summary.as_dict(_settings(models, opts, threads), list_outputs)))
+        click.echo(json.dumps(summary.as_dict(settings, list_outputs)))
     if list_outputs and verbose and not as_json:
         for p in summary.outputs:
             click.echo(p, err=True)
@@ -224,7 +285,7 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
         used[kind] = {"model": name, "backend": est.backend.name, "device": str(est.device),
                       "precision": est.backend.precision,
                       "input_size": est.preprocess.input_size}
-    return {"models": used, "formats": list(opts.output.formats),
+    return {"engine": "local", "models": used, "formats": list(opts.output.formats),
             "batch_size": opts.batch_size, "workers": opts.workers, "threads": threads,
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
             "video_norm": opts.video_norm}

@@ -1,6 +1,6 @@
 """Video files through PyAV: probe, tolerant frame decoding, H.264 mp4 encoding, audio pass-through.
 
-No torch here. The depth pipeline that uses these lives in `depthcli.video`.
+No torch here. The video runner that uses these lives in `depthcli.runners.video`.
 
 Decisions (also in `depthcli.video`'s docstring):
 - Frames are decoded to BGR uint8 (`bgr24`), the order cv2 and the model preprocessing expect;

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import outputs
 from ..engine import DepthEstimator
-from ..errors import InputError
+from ..errors import InputError, strip_path
 from ..io import images
 from ..io.atomic import remove_stale_temps
 from ..io.images import Discovery, InputItem
@@ -140,9 +140,3 @@ def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, re
         s.load_seconds = models.load_seconds
         s.seconds = time.perf_counter() - t0
     return run.summary
-
-
-def strip_path(reason: str, path: str) -> str:
-    """A reason without a leading `path: ` (the error line adds the path itself)."""
-    prefix = f"{path}: "
-    return reason[len(prefix):] if reason.startswith(prefix) else reason

@@ -75,7 +75,7 @@ import numpy as np
 import torch
 
 from .. import outputs
-from ..errors import DepthCliError, InputError
+from ..errors import DepthCliError, InputError, strip_path
 from ..io import video as vio
 from ..io.atomic import atomic_dir, atomic_path
 from ..outputs.clipstats import ClipStats
@@ -134,8 +134,6 @@ class _Progress:
 def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
               run: ImageRun) -> None:
     """One video of a `predict` run: outputs, then its lines in the run's summary."""
-    from .images import strip_path
-
     try:
         rep = predict_video(item.src, base, est, opts)
     except DepthCliError as exc:

@@ -1,0 +1,365 @@
+"""`depthcli predict --engine ray`: the local job, run by Ray Data across a cluster.
+
+The driver discovers inputs (streaming) and names outputs with the local engine's
+`OutputMapper`, so names, `--skip-existing` decisions and error lines are the local ones. Rows
+go to Ray Data in chunks (the first after at most a second of discovery, so a huge tree starts
+at once; then up to `RayOptions.chunk` rows while discovery runs ahead in a thread):
+
+    rows -> read + decode + preprocess (CPU tasks) -> model (actor pool, one DepthEstimator
+    per actor, one GPU each when the cluster has GPUs) -> render + encode + atomic write
+    (CPU tasks) -> one small result row per input back to the driver (summary, progress)
+
+Ray Data's streaming executor bounds memory (backpressure between operators). Faults: actors
+restart and their tasks are retried, tasks are retried; a row that still does not come back
+is run once more in a fresh dataset, then reported as failed. Writes are atomic, so a retried
+input rewrites the same bytes and a killed writer leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.data
+
+from .. import outputs
+from ..errors import DepthCliError
+from ..io import images
+from ..io.atomic import remove_stale_temps
+from ..io.images import Discovery
+from .options import PredictOptions, Summary
+from .paths import OutputMapper, output_exists, overlaps
+from .ray_stages import DepthPredictor, EstimatorConfig, ModelStage, read_stage, strip_path, write_stage
+
+__all__ = ["DepthPredictor", "EstimatorConfig", "RayOptions", "ray_config", "run_predict_ray"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how big: the cluster address and the sizes of the actor pool and tasks."""
+
+    address: str | None = None  # None: $RAY_ADDRESS, else a local instance for this run
+    actors: int | None = None  # model actors; None: one per GPU, or per spare CPU group
+    actor_cpus: float | None = None  # CPUs reserved per actor (= its torch threads on CPU)
+    task_cpus: float = 0.5  # per read / write task: fractional so 2-CPU nodes make progress
+    chunk: int = 10_000  # most rows handed to one Ray Data run (driver memory bound)
+    first_chunk_s: float = 1.0  # the first run starts after at most this much discovery
+
+
+def ray_config(model: str, weights: str | os.PathLike[str] | None, input_size: int | None,
+               device: str, precision: str, max_depth: float | None, compile_: bool = False,
+               channels_last: bool = False, threads: int | None = None,
+               backend: str = "auto") -> EstimatorConfig:
+    """The actors' model, with the checkpoint resolved here on the driver (cache or download).
+
+    Actors get the path, never the weights: each loads the very file the driver resolved
+    (it must be readable on every node: a shared filesystem, or the same cache path).
+    """
+    from ..models.registry import get_spec, is_hf_repo_name
+    from ..weights import resolve
+
+    path = resolve(get_spec(model), weights, prefer_hf=is_hf_repo_name(model))
+    return EstimatorConfig(model, str(Path(path).resolve()), max_depth, device, precision,
+                           input_size, compile_, channels_last, threads, backend)
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """The actor pool decided from the cluster's resources (see `plan_pool`)."""
+
+    actors: int
+    actor_cpus: float
+    actor_gpus: float
+    device: str
+
+
+def plan_pool(cfg: EstimatorConfig, ropts: RayOptions, nodes: list[dict[str, float]]) -> PoolPlan:
+    """Size the model actor pool for `nodes` (each node's total Ray resources).
+
+    GPUs (unless --device cpu): one actor per GPU, 1 CPU each. CPU only: each node keeps
+    min(1, cpus/2) CPUs for read/write tasks and gives the rest to actors: an actor that takes
+    every CPU starves the reads and the pipeline stalls (measured: 2 actors on 2 CPUs hung).
+    """
+    gpus = sum(n.get("GPU", 0.0) for n in nodes)
+    if cfg.device == "cuda" and gpus < 1:
+        raise ValueError("--device cuda: the Ray cluster has no GPUs")
+    if cfg.device in ("auto", "cuda") and gpus >= 1:
+        actors = ropts.actors or int(gpus)
+        return PoolPlan(actors, ropts.actor_cpus or 1.0, 1.0, "cuda")
+    if cfg.device == "mps":
+        raise ValueError("--device mps cannot be used with --engine ray")
+    cpus = [n.get("CPU", 0.0) for n in nodes if n.get("CPU", 0.0) > 0] or [1.0]
+    spare = [c - min(1.0, c / 2) for c in cpus]
+    per_actor = ropts.actor_cpus or max(0.5, min(spare))
+    actors = ropts.actors or max(1, sum(int(s // per_actor) for s in spare))
+    return PoolPlan(actors, per_actor, 0.0, "cpu")
+
+
+@contextlib.contextmanager
+def connected(address: str | None) -> Iterator[None]:
+    """Connect to `address` / $RAY_ADDRESS, or start a local instance and stop it after.
+
+    An already initialised Ray (Python API use) is used as it is and left running.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    addr = address or os.environ.get("RAY_ADDRESS") or None
+    quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
+    if addr:
+        ray.init(address=addr, **quiet)  # type: ignore[arg-type]
+    else:
+        # "local": always a new instance. A bare ray.init() would join whatever `ray start`
+        # cluster /tmp/ray/ray_current_cluster names (another user's, or a dead one: a hang).
+        ray.init(address="local", include_dashboard=False, **quiet)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _configure_ray_data() -> None:
+    """Progress is ours (one bar, on the driver); Ray Data's own bars and banners are off."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    ctx.execution_options.verbose_progress = False
+    for name in ("ray.data", "ray"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+# ------------------------------------------------------------------------------ driver: rows
+
+class _Feed:
+    """Discovery in a driver thread: input items -> rows, with output names and skip-existing.
+
+    The mapping runs once, in discovery order, exactly as the local engine does it. The queue
+    is bounded, so discovery never runs more than a chunk ahead of the cluster.
+    """
+
+    _END = object()
+
+    def __init__(self, opts: PredictOptions, tally: _Tally, ropts: RayOptions) -> None:
+        self.opts, self.tally, self.ropts = opts, tally, ropts
+        self.state = Discovery()
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
+
+    def _mapper(self) -> OutputMapper:
+        suffixes = outputs.output_suffixes(self.opts.output.formats)
+        tag = "_depth" if overlaps(self.opts.out_dir, self.opts.inputs) else ""
+        return OutputMapper(self.opts.out_dir, suffixes, tag)
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        mapper, fmt = self._mapper(), self.opts.output.formats
+        for idx, item in enumerate(images.discover(self.opts.inputs, self.state)):
+            base = mapper.base(item)
+            row = {"idx": idx, "src": str(item.src), "kind": item.kind, "base": str(base),
+                   "paths": "{}"}
+            if item.kind == "image":
+                paths = outputs.image_paths(base, fmt)
+                if self.opts.skip_existing:
+                    paths = {f: p for f, p in paths.items() if not output_exists(p)}
+                    if not paths:
+                        self.tally.skipped()
+                        continue
+                row["paths"] = json.dumps({f: str(p) for f, p in paths.items()})
+            yield row
+
+    def _run(self) -> None:
+        try:
+            for row in self._rows():
+                while not self.stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        self.q.put(row, timeout=0.2)
+                        break
+                if self.stop.is_set():
+                    return
+            self.q.put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+            self.q.put(exc)
+
+    def chunks(self) -> Iterator[list[dict[str, Any]]]:
+        """Lists of rows: the first after <= first_chunk_s, later ones up to `chunk` rows."""
+        self.thread.start()
+        deadline = time.monotonic() + self.ropts.first_chunk_s
+        done = False
+        while not done:
+            rows: list[dict[str, Any]] = []
+            while len(rows) < self.ropts.chunk:
+                wait = max(0.0, deadline - time.monotonic()) if rows else None
+                try:
+                    got = self.q.get(timeout=wait) if wait is None or wait > 0 else self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if got is self._END:
+                    done = True
+                    break
+                if isinstance(got, BaseException):
+                    raise got
+                rows.append(got)
+            deadline = time.monotonic()  # later chunks: whatever discovery has ready
+            if rows:
+                yield rows
+
+
+# --------------------------------------------------------------------------- driver: results
+
+class _Tally:
+    """Turns result rows into the local engine's summary counts and error lines."""
+
+    def __init__(self, summary: Summary, report: Callable[[str], None],
+                 progress: Callable[[int], None] | None) -> None:
+        self.summary, self.report, self.progress = summary, report, progress
+        self.lock = threading.Lock()
+        self.kinds: set[str] = set()  # "images" / "videos" processed
+
+    def skipped(self) -> None:
+        with self.lock:
+            self.summary.skipped += 1
+        if self.progress:
+            self.progress(1)
+
+    def fail(self, path: str, reason: str) -> None:
+        self.summary.fail(path, reason)
+        self.report(f"error: {reason}" if reason.startswith(path) else f"error: {path}: {reason}")
+
+    def add(self, row: dict[str, Any]) -> None:
+        src, status, error = str(row["src"]), str(row["status"]), str(row["error"])
+        self.kinds.add(f"{row['kind']}s")
+        if row["kind"] == "video":
+            self._video(src, status, error, int(row["frames"]), json.loads(str(row["verrors"])))
+            return
+        if status == "written":
+            with self.lock:
+                self.summary.written += 1
+        else:
+            self.fail(src, strip_path(error, src))
+        if self.progress:
+            self.progress(1)
+
+    def _video(self, src: str, status: str, error: str, frames: int, errors: list[str]) -> None:
+        """As runners.images._run_video: one failed input, however many lines describe it."""
+        if status == "failed":
+            self.fail(src, error)
+            return
+        if status == "skipped":
+            with self.lock:
+                self.summary.skipped += 1
+            return
+        with self.lock:
+            self.summary.frames += frames
+            self.summary.written += status == "written"
+        for i, reason in enumerate(errors):
+            if i == 0:
+                self.fail(src, reason)
+            else:
+                self.report(f"error: {src}: {reason}")
+
+
+# ---------------------------------------------------------------------------- driver: dataset
+
+def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EstimatorConfig,
+             video_cfg: EstimatorConfig | None, plan: PoolPlan, ropts: RayOptions) -> Any:
+    """rows -> read (tasks) -> model (actor pool) -> write (tasks): a lazy Ray Dataset."""
+    prep = cfg.preprocess()
+    task = dict(num_cpus=ropts.task_cpus)  # Ray retries a task whose worker died (3 times)
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    ds = ds.map_batches(read_stage, batch_size=1, batch_format="numpy", fn_kwargs=dict(
+        prep=prep, max_pixels=opts.max_pixels, keep_image=outputs.needs_image(opts.output.formats)),
+        **task)
+    ds = ds.map_batches(
+        ModelStage, batch_size=max(1, opts.batch_size), batch_format="numpy",
+        fn_constructor_kwargs=dict(cfg=cfg, opts=opts, prep=prep, video_cfg=video_cfg),
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        # Ray Data's actor defaults, max_restarts=-1 and max_task_retries=-1: a killed actor
+        # comes back and its batches rerun (named remote args are deprecated in Ray 2.60).
+        num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus)
+    return ds.map_batches(write_stage, batch_size=1, batch_format="numpy",
+                          fn_kwargs=dict(output=opts.output), **task)
+
+
+def _run_chunk(rows: list[dict[str, Any]], tally: _Tally, build: Callable[[list[dict[str, Any]]], Any]) -> None:
+    """Run one chunk; rows that do not come back get one more run, then an error line."""
+    pending = {r["idx"]: r for r in rows}
+    last: BaseException | None = None
+    for _attempt in range(2):
+        try:
+            for out in build(list(pending.values())).iter_rows():
+                if pending.pop(int(out["idx"]), None) is not None:  # retried duplicates dropped
+                    tally.add(out)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Ray gave up on part of the run; redo the rest
+            _logger.warning("Ray run failed (%s); %d input(s) left", exc, len(pending))
+            last = exc
+        if not pending:
+            return
+    for r in pending.values():
+        tally.fail(r["src"], f"not processed on the Ray cluster: {str(last).splitlines()[0] if last else 'lost'}")
+
+
+def run_predict_ray(
+    opts: PredictOptions,
+    cfg: EstimatorConfig,
+    ropts: RayOptions | None = None,
+    *,
+    report: Callable[[str], None],
+    progress: Callable[[int], None] | None = None,
+    video_cfg: EstimatorConfig | None = None,
+    started: float | None = None,
+) -> Summary:
+    """The local `run_predict` contract (same outputs, lines and summary) on a Ray cluster.
+
+    Raises DepthCliError when the cluster cannot run the job at all (no GPU for --device cuda).
+    """
+    ropts = ropts or RayOptions()
+    t0 = started if started is not None else time.perf_counter()
+    stale = remove_stale_temps(opts.out_dir)
+    if stale:
+        _logger.info("removed %d temporary files left by an interrupted run", stale)
+    summary = Summary()
+    tally = _Tally(summary, report, progress)
+    feed = _Feed(opts, tally, ropts)
+    try:
+        with connected(ropts.address):
+            _configure_ray_data()
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            try:
+                plan = plan_pool(cfg, ropts, nodes)
+            except ValueError as exc:
+                raise DepthCliError(str(exc)) from None
+            threads = None if plan.device != "cpu" else max(1, math.floor(plan.actor_cpus))
+            run_cfg = cfg.on(plan.device, threads)
+            run_vcfg = video_cfg.on(plan.device, threads) if video_cfg is not None else None
+            _logger.info("Ray pool: %s", plan)
+            for rows in feed.chunks():
+                _run_chunk(rows, tally,
+                           lambda rs: _dataset(rs, opts, run_cfg, run_vcfg, plan, ropts))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        feed.stop.set()
+        remove_stale_temps(opts.out_dir)  # temporaries of killed workers (all ours are done)
+        for path, reason in feed.state.errors or []:
+            tally.fail(path, reason)
+        summary.not_images = feed.state.skipped_other
+        names = {"images": cfg.model, "videos": (video_cfg or cfg).model}
+        summary.models = {k: names[k] for k in ("images", "videos") if k in tally.kinds}
+        summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,345 @@
+"""The work that runs on Ray workers for `predict --engine ray`, and the public `DepthPredictor`.
+
+Kept apart from the driver (`runners/ray.py`) so that it imports without Ray: the stage
+functions are plain `dict of numpy columns -> dict of numpy columns` callables, testable on
+their own and usable from any Ray Data pipeline.
+
+Rows carry only plain columns (ints, strings, bytes): arrays travel as `.npy` bytes. Ragged
+tensors of many shapes and absent values (a video row has no tensor) then never meet Ray
+Data's tensor-column inference, and every stage sees exactly what the previous one wrote.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import DepthCliError, strip_path
+from ..errors import reason as _reason
+from ..io.images import decode_image, read_bytes
+from ..transforms import Preprocess
+
+if TYPE_CHECKING:  # torch only where a model runs: read / write task workers skip it
+    from ..engine import DepthEstimator
+
+_logger = logging.getLogger(__name__)
+
+Batch = dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- rows, arrays
+
+def pack(arr: np.ndarray | None) -> bytes:
+    """An array as `.npy` bytes (b"" for none): shape and dtype travel with the data."""
+    if arr is None:
+        return b""
+    bio = io.BytesIO()
+    np.save(bio, np.ascontiguousarray(arr), allow_pickle=False)
+    return bio.getvalue()
+
+
+def unpack(data: bytes | None) -> np.ndarray | None:
+    """Inverse of `pack`."""
+    if not data:
+        return None
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def column(values: Iterable[Any]) -> np.ndarray:
+    """A 1-D object column (bytes / str / ints of any length stay as they are)."""
+    items = list(values)
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+def is_uri(path: str) -> bool:
+    """True for `scheme://...` inputs and outputs, which go through fsspec."""
+    return "://" in path and not path.startswith("file:///dev/")
+
+
+def read_source(src: str) -> bytes:
+    """The bytes of one input: a local (or shared-filesystem) path, or an fsspec URI."""
+    if not is_uri(src):
+        return read_bytes(Path(src))
+    import fsspec
+
+    try:
+        with fsspec.open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DepthCliError(f"{src}: no such file") from None
+    except OSError as exc:
+        raise DepthCliError(f"{src}: cannot read ({exc})") from None
+    if not data:
+        raise DepthCliError(f"{src}: empty file")
+    return data
+
+
+# -------------------------------------------------------------------------- estimator config
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """How to build the model on an actor: names and a resolved checkpoint path, never weights.
+
+    The driver resolves `weights` (a file, the cache, or a download) once, so every actor
+    loads the very checkpoint the driver saw; the path must be readable on every node (shared
+    filesystem, or the same cache path on each).
+    """
+
+    model: str
+    weights: str | None = None
+    max_depth: float | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    input_size: int | None = None
+    compile: bool = False
+    channels_last: bool = False
+    threads: int | None = None
+    backend: str = "auto"
+
+    def build(self) -> DepthEstimator:
+        """The actor's estimator (torch threads set first: Ray gives actors 1 by default)."""
+        import torch
+
+        from ..engine import DepthEstimator
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return DepthEstimator.from_name(
+            self.model, weights=self.weights, max_depth=self.max_depth, device=self.device,
+            precision=self.precision, input_size=self.input_size, compile=self.compile,  # type: ignore[arg-type]
+            channels_last=self.channels_last, backend=self.backend,
+        )
+
+    def preprocess(self) -> Preprocess:
+        """The preprocessing the actors' estimator will use, decided without loading a model.
+
+        Float32 models take the exact float64 resize; half precision the float32 one (see
+        transforms.Preprocess), so this depends on the device the actors get.
+        """
+        from ..models.registry import get_spec
+
+        spec = get_spec(self.model)
+        half = self.precision in ("fp16", "bf16") or (
+            self.precision == "auto" and self.device == "cuda")
+        return Preprocess(self.input_size or spec.input_size, spec.mean, spec.std, exact=not half)
+
+    def on(self, device: str, threads: int | None) -> EstimatorConfig:
+        """The same model placed on `device` with `threads` torch threads (unless set)."""
+        return replace(self, device=device, threads=self.threads or threads)
+
+
+# ------------------------------------------------------------------------------ stage 1: read
+
+def read_stage(batch: Batch, *, prep: Preprocess, max_pixels: int, keep_image: bool) -> Batch:
+    """Read, decode and preprocess each image row (CPU task); videos pass through untouched.
+
+    Adds `x` (network input, npy bytes), `h`, `w` (original size), `img` (the decoded BGR
+    image when a format needs it) and `error` (a one-line reason, "" when fine).
+    """
+    xs, imgs, hs, ws, errors = [], [], [], [], []
+    for src, kind in zip(batch["src"], batch["kind"]):
+        x = img = None
+        error = ""
+        if kind == "image":
+            try:
+                img = decode_image(read_source(str(src)), str(src), max_pixels)  # type: ignore[arg-type]
+                x = prep(img)
+            except Exception as exc:  # noqa: BLE001 - one bad input is one error line
+                error = _reason(exc)
+        xs.append(pack(x))
+        imgs.append(pack(img if keep_image else None))
+        hs.append(0 if img is None else img.shape[0])
+        ws.append(0 if img is None else img.shape[1])
+        errors.append(error)
+    out = dict(batch)
+    out.update(x=column(xs), img=column(imgs), h=np.array(hs, np.int64),
+               w=np.array(ws, np.int64), error=column(errors))
+    return out
+
+
+# ----------------------------------------------------------------------------- stage 2: model
+
+def forward_groups(est: DepthEstimator, tensors: list[np.ndarray], sizes: list[tuple[int, int]],
+                   batch_size: int) -> list[np.ndarray | Exception]:
+    """Depth for each tensor: equal network shapes share forward passes of <= batch_size.
+
+    A failing pass fails only its own inputs (as `DepthEstimator.run` does locally).
+    """
+    out: list[np.ndarray | Exception] = [Exception("not run")] * len(tensors)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    for idxs in groups.values():
+        for k in range(0, len(idxs), max(1, batch_size)):
+            part = idxs[k:k + max(1, batch_size)]
+            try:
+                depth = est.forward_batch(np.stack([tensors[i] for i in part]))
+                for i, d in zip(part, depth):
+                    out[i] = est.postprocess(d, sizes[i])
+            except Exception as exc:  # noqa: BLE001 - reported per input
+                for i in part:
+                    out[i] = exc
+    return out
+
+
+class ModelStage:
+    """One `DepthEstimator` per Ray actor: images in equal-shape batches, a video whole.
+
+    Constructed from an `EstimatorConfig` (not a model object), so each actor loads the same
+    checkpoint file from its own node; a restarted actor simply loads it again.
+    """
+
+    def __init__(self, cfg: EstimatorConfig, opts: Any, prep: Preprocess,
+                 video_cfg: EstimatorConfig | None = None) -> None:
+        from ..models.registry import get_spec
+
+        self.opts = opts  # runners.options.PredictOptions, for videos
+        self.cfg, self.video_cfg = cfg, video_cfg or cfg
+        self._video_est: DepthEstimator | None = None
+        self.est: DepthEstimator | None = None
+        self.image_error = ""
+        if get_spec(cfg.model).temporal:  # a video-only model: images get one line each
+            self.image_error = (f"model {cfg.model} needs a video (it is a temporal video "
+                                "model); use an image model such as da2-small for images")
+            return
+        self.est = cfg.build()
+        if self.est.preprocess != prep:  # the read tasks must have prepared what we expect
+            raise DepthCliError(f"preprocessing mismatch: tasks {prep}, actor {self.est.preprocess}")
+
+    def video_estimator(self) -> DepthEstimator:
+        """The video model, loaded when the first video comes (the image one if the same)."""
+        if self.video_cfg == self.cfg and self.est is not None:
+            return self.est
+        if self._video_est is None:
+            self._video_est = self.video_cfg.build()
+        return self._video_est
+
+    def __call__(self, batch: Batch) -> Batch:
+        n = len(batch["src"])
+        depth: list[bytes] = [b""] * n
+        errors = [str(e) for e in batch["error"]]
+        frames, vstatus, verrors = [0] * n, [""] * n, ["[]"] * n
+        if self.est is None:
+            errors = [self.image_error if batch["kind"][i] == "image" and not e else e
+                      for i, e in enumerate(errors)]
+        todo = [i for i in range(n) if batch["kind"][i] == "image" and not errors[i]]
+        tensors = [unpack(batch["x"][i]) for i in todo]
+        sizes = [(int(batch["h"][i]), int(batch["w"][i])) for i in todo]
+        for i, res in zip(todo, forward_groups(self.est, tensors, sizes,  # type: ignore[arg-type]
+                                               self.opts.batch_size)):
+            if isinstance(res, Exception):
+                errors[i] = f"inference failed: {res}"
+            else:
+                depth[i] = pack(res)
+        for i in range(n):
+            if batch["kind"][i] == "video":
+                frames[i], vstatus[i], verrors[i], errors[i] = self._video(
+                    str(batch["src"][i]), str(batch["base"][i]))
+        out = {k: v for k, v in batch.items() if k != "x"}
+        out.update(depth=column(depth), error=column(errors), frames=np.array(frames, np.int64),
+                   vstatus=column(vstatus), verrors=column(verrors))
+        return out
+
+    def _video(self, src: str, base: str) -> tuple[int, str, str, str]:
+        """(frames, status, json errors, error) for one whole video, as the local engine does."""
+        from .video import predict_video
+
+        try:
+            rep = predict_video(Path(src), Path(base), self.video_estimator(), self.opts)
+        except Exception as exc:  # noqa: BLE001 - DepthCliError locally; anything else too here
+            return 0, "failed", "[]", strip_path(str(exc).splitlines()[0] if str(exc) else
+                                                type(exc).__name__, src)
+        status = "skipped" if rep.skipped else "written" if rep.written else "none"
+        return rep.frames, status, json.dumps(rep.errors), ""
+
+
+# ----------------------------------------------------------------------------- stage 3: write
+
+def write_stage(batch: Batch, *, output: Any) -> Batch:
+    """Render, encode and atomically write each finished image (CPU task).
+
+    Returns the small result rows the driver needs for its summary: no arrays go back.
+    """
+    from ..outputs import write_image_outputs
+
+    statuses, errors = [], []
+    for i, src in enumerate(batch["src"]):
+        error = str(batch["error"][i])
+        status = "failed" if error else "written"
+        if batch["kind"][i] == "video":
+            status = "failed" if error else str(batch["vstatus"][i])
+        elif not error:
+            paths = {f: Path(p) for f, p in json.loads(str(batch["paths"][i])).items()}
+            try:
+                write_image_outputs(unpack(batch["depth"][i]), unpack(batch["img"][i]),  # type: ignore[arg-type]
+                                    paths, output, Path(str(src)))
+            except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
+                status, error = "failed", f"cannot write output: {exc}"
+        statuses.append(status)
+        errors.append(error)
+    return {"idx": batch["idx"], "src": batch["src"], "kind": batch["kind"],
+            "status": column(statuses), "error": column(errors), "frames": batch["frames"],
+            "verrors": batch["verrors"]}
+
+
+# -------------------------------------------------------------------------- public predictor
+
+class DepthPredictor:
+    """Depth for a Ray Dataset you already hold: a `map_batches`-ready callable class.
+
+    Reads column `image` (RGB uint8 arrays, as `ray.data.read_images` gives) or `bytes`
+    (encoded files, as `ray.data.read_binary_files` gives) and adds `depth`: float32 (H, W)
+    arrays at each input's size (relative inverse depth, or metres for metric models).
+
+    >>> import ray
+    >>> from depthcli import DepthPredictor
+    >>> ds = ray.data.read_images("s3://bucket/photos/", mode="RGB")     # doctest: +SKIP
+    >>> ds = ds.map_batches(DepthPredictor, batch_size=8, concurrency=2, num_gpus=1,
+    ...                     fn_constructor_kwargs={"model": "da2-small"})  # doctest: +SKIP
+    >>> ds.select_columns(["depth"]).write_numpy("s3://bucket/depth/", column="depth")  # doctest: +SKIP
+
+    Each actor builds its own model from the name / checkpoint path (a path readable on every
+    node); nothing but the arguments is shipped.
+    """
+
+    def __init__(self, model: str = "da2-small", *, weights: str | os.PathLike[str] | None = None,
+                 input_size: int | None = None, device: str = "auto", precision: str = "auto",
+                 max_depth: float | None = None, batch_size: int = 8,
+                 output_column: str = "depth") -> None:
+        cfg = EstimatorConfig(model, None if weights is None else str(weights), max_depth,
+                              device, precision, input_size)
+        self.est = cfg.build()
+        self.batch_size = batch_size
+        self.output_column = output_column
+
+    def _images(self, batch: Batch) -> list[np.ndarray]:
+        if "image" in batch:  # RGB, as read_images gives
+            return [np.ascontiguousarray(np.asarray(a)[..., ::-1]) if np.asarray(a).ndim == 3
+                    else np.asarray(a) for a in batch["image"]]
+        if "bytes" in batch:
+            return [decode_image(bytes(b), Path("<bytes>")) for b in batch["bytes"]]
+        raise KeyError("DepthPredictor needs an 'image' (RGB arrays) or 'bytes' column")
+
+    def __call__(self, batch: Batch) -> Batch:
+        images = self._images(batch)
+        tensors = [self.est.preprocess(img) for img in images]
+        sizes = [img.shape[:2] for img in images]
+        results = forward_groups(self.est, tensors, sizes, self.batch_size)  # type: ignore[arg-type]
+        for res in results:
+            if isinstance(res, Exception):
+                raise res
+        out = dict(batch)
+        shapes = {r.shape for r in results}  # type: ignore[union-attr]
+        out[self.output_column] = (np.stack(results) if len(shapes) == 1  # type: ignore[arg-type]
+                                   else column(results))
+        return out

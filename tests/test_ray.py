@@ -1,0 +1,138 @@
+"""`predict --engine ray`: same outputs as the local engine, clusters, lost actors, resume.
+
+Ray binds every network interface it finds, so each scenario runs in a private network
+namespace whose only interface is loopback (`unshare -n`, root): nothing here can reach, or
+be reached from, another machine. Skipped where Ray is not installed or namespaces are not
+permitted. The scenarios themselves live in tests/ray_scenarios.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, write_image
+
+pytest.importorskip("ray.data", reason="Ray is not installed (pip install 'depthcli[ray]')")
+
+NETNS = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
+
+
+@cache
+def _netns_ok() -> bool:
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    try:
+        r = subprocess.run([*NETNS, "true"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+needs_netns = pytest.mark.skipif("not _netns_ok()",
+                                 reason="no loopback-only network namespace (unshare -n)")
+
+
+def scenario(name: str, work: Path, ckpt: Path, timeout: int = 240) -> str:
+    """Run one scenario of ray_scenarios.py inside a loopback-only namespace."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)
+    r = subprocess.run([*NETNS, sys.executable, str(ROOT / "tests" / "ray_scenarios.py"), name,
+                        str(work), str(ckpt)], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=timeout)
+    assert r.returncode == 0, f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return r.stdout
+
+
+@needs_netns
+def test_local_vs_ray_identical(tmp_path, small_ckpt) -> None:
+    """Sizes, subfolders, a bad file, a video: same files, lines, summary and exit code."""
+    assert "parity: ok" in scenario("parity", tmp_path, small_ckpt)
+
+
+@needs_netns
+def test_two_node_cluster_and_skip_existing_across_engines(tmp_path, small_ckpt) -> None:
+    assert "cluster2: ok" in scenario("cluster2", tmp_path, small_ckpt)
+
+
+@needs_netns
+def test_killed_actor_through_ray_address(tmp_path, small_ckpt) -> None:
+    """`ray start` cluster reached through RAY_ADDRESS; the model actor SIGKILLed mid-run."""
+    out = scenario("killed_actor", tmp_path, small_ckpt)
+    assert "killed_actor: ok" in out, out
+
+
+# --------------------------------------------------------------- no cluster needed below
+
+def test_pool_sizing_leaves_cpus_for_tasks() -> None:
+    """2 CPUs: one 1-CPU actor (two would starve the read tasks: measured hang)."""
+    from depthcli.runners.ray import EstimatorConfig, PoolPlan, RayOptions, plan_pool
+
+    cfg = EstimatorConfig("da2-small", device="auto")
+    assert plan_pool(cfg, RayOptions(), [{"CPU": 2.0}]) == PoolPlan(1, 1.0, 0.0, "cpu")
+    assert plan_pool(cfg, RayOptions(), [{"CPU": 2.0}, {"CPU": 2.0}]).actors == 2
+    assert plan_pool(cfg, RayOptions(), [{"CPU": 1.0}]) == PoolPlan(1, 0.5, 0.0, "cpu")
+    assert plan_pool(cfg, RayOptions(), [{"CPU": 16.0}]) == PoolPlan(1, 15.0, 0.0, "cpu")
+    gpu = plan_pool(cfg, RayOptions(), [{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}])
+    assert gpu == PoolPlan(4, 1.0, 1.0, "cuda")
+    cpu_only = EstimatorConfig("da2-small", device="cpu")
+    assert plan_pool(cpu_only, RayOptions(actors=3, actor_cpus=2), [{"CPU": 8, "GPU": 1}]) == \
+        PoolPlan(3, 2, 0.0, "cpu")
+    with pytest.raises(ValueError, match="no GPUs"):
+        plan_pool(EstimatorConfig("da2-small", device="cuda"), RayOptions(), [{"CPU": 4.0}])
+
+
+def test_stages_without_ray(tmp_path, small_ckpt) -> None:
+    """read -> model -> write as plain functions equal the local engine's outputs."""
+    from depthcli.io.images import read_image
+    from depthcli.outputs import OutputOptions
+    from depthcli.runners.options import PredictOptions
+    from depthcli.runners.ray_stages import (EstimatorConfig, ModelStage, column, read_stage,
+                                             write_stage)
+
+    srcs = [write_image(tmp_path / f"i{k}.png", 30 + 9 * k, 44, seed=k) for k in range(3)]
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    srcs.append(tmp_path / "bad.png")
+    cfg = EstimatorConfig("da2-small", str(small_ckpt), device="cpu", input_size=56)
+    opts = PredictOptions(inputs=(), out_dir=tmp_path / "o", output=OutputOptions(("npy",)),
+                          batch_size=2)
+    paths = [json.dumps({"npy": str(tmp_path / "o" / f"{p.stem}.npy")}) for p in srcs]
+    batch = {"idx": np.arange(4), "src": column(map(str, srcs)), "kind": column(["image"] * 4),
+             "base": column([""] * 4), "paths": column(paths)}
+    prep = cfg.preprocess()
+    model = ModelStage(cfg, opts, prep)
+    res = write_stage(model(read_stage(batch, prep=prep, max_pixels=10**8, keep_image=False)),
+                      output=opts.output)
+    assert list(res["status"]) == ["written"] * 3 + ["failed"]
+    assert "not a decodable image" in res["error"][3]
+    for p in srcs[:3]:
+        ref = model.est.infer(read_image(p))
+        got = np.load(tmp_path / "o" / f"{p.stem}.npy")
+        assert np.abs(ref - got).max() <= 1e-5 * (ref.max() - ref.min())
+
+
+def test_depth_predictor_callable(small_ckpt, tmp_path) -> None:
+    """The map_batches class on plain numpy batches: RGB arrays and encoded bytes."""
+    import cv2
+
+    from depthcli import DepthPredictor
+
+    pred = DepthPredictor("da2-small", weights=small_ckpt, input_size=56, device="cpu")
+    bgr = cv2.imread(str(write_image(tmp_path / "a.png", 40, 50)))
+    rgb = bgr[..., ::-1]
+    out = pred({"image": np.stack([rgb, rgb])})
+    assert out["depth"].shape == (2, 40, 50) and out["depth"].dtype == np.float32
+    ref = pred.est.infer(bgr)
+    assert np.abs(out["depth"][0] - ref).max() <= 1e-5 * (ref.max() - ref.min())
+    other = cv2.imencode(".png", cv2.resize(bgr, (30, 20)))[1].tobytes()
+    mixed = pred({"bytes": np.array([(tmp_path / "a.png").read_bytes(), other], dtype=object)})
+    assert [d.shape for d in mixed["depth"]] == [(40, 50), (20, 30)]

@@ -82,7 +82,21 @@ class _Progress:
             self.bar.close()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The root group: Ctrl-C anywhere in a command (model loading included) exits 130 quietly.
+
+    click itself turns KeyboardInterrupt into "Aborted!" and exit status 1.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="depthcli")
 def main() -> None:
     """Monocular depth (Depth Anything V1/V2, relative and metric) for images, folders, videos."""

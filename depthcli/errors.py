@@ -17,3 +17,15 @@ class WeightsError(DepthCliError):
 
 class InputError(DepthCliError):
     """One input (image, video, list file) cannot be processed; the rest of the run goes on."""
+
+
+class UnsafeOutputError(InputError):
+    """An input's output would leave the output folder (a symbolic link on the way); refused."""
+
+
+class DiskFullError(DepthCliError):
+    """The output file system is full (ENOSPC) or over quota (EDQUOT): the run stops at once.
+
+    Every later write would fail the same way, so one error line replaces one per remaining
+    input; finished outputs are kept and `--skip-existing` resumes after space is freed.
+    """

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from . import outputs
 from .engine import DepthEstimator, default_workers
-from .errors import DepthCliError
-from .io import images
-from .io.atomic import remove_stale_temps
+from .errors import DepthCliError, UnsafeOutputError
+from .io import confine, images
+from .io.atomic import as_disk_full, is_disk_full, remove_stale_temps
 from .io.images import Discovery, InputItem
 
 _logger = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class OutputMapper:
     deterministic, so reruns map the same way (which `--skip-existing` relies on). When the
     output folder overlaps an input folder, stems get a `_depth` tag so that outputs do not
     shadow inputs, and an output path equal to its own input is never used.
+    Confinement (`depthcli.io.confine`): `rel` is made safe (`..` -> `_up/`), a folder that
+    resolves outside -o is refused (UnsafeOutputError), and a name held by a link or special
+    file is passed over like a claimed one.
     """
 
     def __init__(self, out_dir: Path, suffixes: tuple[str, ...], tag: str = "") -> None:
@@ -93,9 +96,13 @@ class OutputMapper:
         self.suffixes = suffixes
         self.tag = tag
         self._claimed: set[str] = set()
+        self._root = confine.real_root(out_dir)
 
     def base(self, item: InputItem) -> Path:
-        rel = item.rel
+        rel = confine.safe_rel(item.rel)
+        why = confine.check_dir(self._root, self.out_dir / rel.parent)
+        if why is not None:
+            raise UnsafeOutputError(f"{item.src}: {why}")
         stem = rel.with_suffix("").name
         names = [stem + self.tag, rel.name + self.tag]
         n = 2
@@ -103,7 +110,9 @@ class OutputMapper:
             for name in names:
                 base = self.out_dir / rel.parent / name
                 key = str(base).casefold()
-                if key not in self._claimed and not self._is_input(base, item.src):
+                if (key not in self._claimed and not self._is_input(base, item.src)
+                        and not any(confine.occupied(base.parent / (base.name + s))
+                                    for s in self.suffixes)):
                     self._claimed.add(key)
                     return base
             names = [f"{rel.name}~{n}{self.tag}"]
@@ -169,6 +178,7 @@ def run_predict(
     keep = outputs.needs_image(fmt)
     videos: list[tuple[InputItem, Path]] = []
     lock = threading.Lock()
+    full = threading.Event()  # disk full / quota: stop the run, one error line
 
     def fail(path: str, reason: str) -> None:
         with lock:
@@ -178,7 +188,13 @@ def run_predict(
 
     def jobs() -> Iterator[tuple[object, Callable[[], object]]]:
         for item in images.discover(opts.inputs, state):
-            base = mapper.base(item)
+            if full.is_set():
+                return
+            try:
+                base = mapper.base(item)
+            except DepthCliError as exc:
+                fail(str(item.src), _strip_path(str(exc), str(item.src)))
+                continue
             if item.kind == "video":
                 videos.append((item, base))
                 continue
@@ -198,13 +214,27 @@ def run_predict(
     slots = threading.BoundedSemaphore(max(4, opts.batch_size * 2, workers * 2))
     futures: list[Future[None]] = []
 
+    def disk_full(exc: BaseException, where: object) -> None:
+        """First disk-full error: one line; later ones (writes in flight) are silent."""
+        with lock:
+            first = not full.is_set()
+            full.set()
+        if first:
+            msg = str(as_disk_full(exc, str(where)))
+            fail(msg.split(": ", 1)[0], msg)
+
     def write(src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
         try:
+            if full.is_set():
+                return
             outputs.write_image_outputs(depth, image, paths, opts.output, src)  # type: ignore[arg-type]
             with lock:
                 summary.written += 1
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
-            fail(str(src), f"cannot write output: {exc}")
+            if is_disk_full(exc):
+                disk_full(exc, src)
+            else:
+                fail(str(src), f"cannot write output: {exc}")
         finally:
             slots.release()
             if progress:
@@ -213,6 +243,8 @@ def run_predict(
     try:
         for res in estimator.run(jobs(), batch_size=opts.batch_size, workers=workers,
                                  keep_images=keep):
+            if full.is_set():
+                break
             src, paths = res.key  # type: ignore[misc]
             if res.error is not None:
                 _logger.info("failure on %s", src, exc_info=res.exc)  # traceback with -v
@@ -224,7 +256,12 @@ def run_predict(
             futures.append(writer.submit(write, src, paths, res.depth, res.image))
             futures = [f for f in futures if not f.done()]
         for item, base in videos:
-            _run_video(item, base, opts, estimator, summary, fail, report)
+            if full.is_set():
+                break
+            try:
+                _run_video(item, base, opts, estimator, summary, fail, report)
+            except DepthCliError as exc:  # disk full (re-raised by _run_video)
+                disk_full(exc, item.src)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -249,6 +286,8 @@ def _run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEsti
     try:
         rep = video.predict_video(item.src, base, est, opts)
     except DepthCliError as exc:
+        if is_disk_full(exc):
+            raise
         fail(str(item.src), _strip_path(str(exc), str(item.src)))
         return
     if rep.skipped:

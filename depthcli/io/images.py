@@ -1,7 +1,8 @@
 """Input discovery (files, folders, .txt lists, globs), decoding, and output path mapping.
 
 Discovery is a generator: a 100k-file tree starts producing work at once and memory stays flat
-(one directory listing at a time, plus the set of claimed output paths).
+(one directory listing at a time, plus the set of claimed output paths and of inputs seen).
+Each input file is yielded once, however many arguments name it (`confine.identity`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from . import confine
 
 _logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class Discovery:
     """Counters that discovery fills in as it streams (skipped non-images, bad arguments)."""
 
     skipped_other: int = 0
+    duplicates: int = 0  # inputs named again (same real file) and not processed twice
     errors: list[tuple[str, str]] | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +107,19 @@ def _glob_root(pattern: str) -> Path:
 
 
 def discover(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]:
+    """Expand CLI arguments into input items, streaming, each real file once (see `_expand`)."""
+    seen: set[str] = set()
+    for item in _expand(args, state):
+        key = confine.identity(item.src)
+        if key in seen:
+            state.duplicates += 1
+            _logger.info("%s: named more than once; processed once", item.src)
+            continue
+        seen.add(key)
+        yield item
+
+
+def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]:
     """Expand CLI arguments into input items, streaming.
 
     - a directory: recursive, extension allow-list (case-insensitive), others counted and skipped;

@@ -32,9 +32,11 @@ def create_model(
     relative/metric checkpoints are indistinguishable by keys.
     """
     spec = get_spec(name)
-    model = DepthAnything(spec, max_depth=max_depth)
-    if pretrained or weights is not None:
+    path = None
+    if pretrained or weights is not None:  # first: a missing checkpoint fails before the build
         path = _weights.resolve(spec, weights, prefer_hf=is_hf_repo_name(name))
+    model = DepthAnything(spec, max_depth=max_depth)
+    if path is not None:
         sd = _weights.to_internal(_weights.read_state_dict(path))
         _weights.load_into(model, sd, str(path))
         _logger.info("loaded %s from %s", spec.name, path)

@@ -265,7 +265,7 @@ def test_two_processes_same_output(tmp_path: Path, small_ckpt: Path) -> None:
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err
     for i in range(10):
-        img = cv2.imread(str(out / f"im{i}_color.png"))
+        img = cv2.imread(str(out / f"im{i}.png"))
         assert img is not None and img.shape == (40 + i, 48, 3)
         assert np.load(out / f"im{i}.npy").shape == (40 + i, 48)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -101,7 +101,8 @@ def seed_video(kind: str, path: Path, rng: random.Random) -> None:
 
     w, h = rng.choice([(48, 32), (32, 32), (64, 48)])
     n = rng.randint(3, 10)
-    with av.open(str(path), "w", format="matroska" if kind == "mkv" else "mp4") as c:
+    with av.open(str(path), "w", format="matroska" if kind == "mkv" else "mp4",
+                 options={"fflags": "+bitexact"}) as c:  # no random ids or dates
         vs = c.add_stream("libx264", rate=Fraction(rng.choice([25, 30])))
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         vs.codec_context.gop_size = rng.choice([1, 4, 12])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import outputs
 from .engine import DepthEstimator, default_workers
-from .errors import DepthCliError, UnsafeOutputError
+from .errors import DepthCliError, DiskFullError, UnsafeOutputError
 from .io import confine, images
 from .io.atomic import as_disk_full, is_disk_full, remove_stale_temps
 from .io.images import Discovery, InputItem
@@ -289,6 +289,12 @@ def _run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEsti
         if is_disk_full(exc):
             raise
         fail(str(item.src), _strip_path(str(exc), str(item.src)))
+        return
+    except Exception as exc:  # noqa: BLE001 - a damaged file must cost one line, not the run
+        if is_disk_full(exc):
+            raise DiskFullError(f"{item.src}: {exc}") from exc
+        _logger.info("unexpected failure on %s", item.src, exc_info=True)
+        fail(str(item.src), f"cannot process video ({type(exc).__name__}: {exc})")
         return
     if rep.skipped:
         summary.skipped += 1

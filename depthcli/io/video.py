@@ -127,6 +127,18 @@ def _check_size(path: Path, w: int, h: int, max_pixels: int | None, what: str) -
 
 
 def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
+    """See `_probe`; anything unexpected a damaged file makes PyAV do is one InputError too."""
+    try:
+        return _probe(path, max_pixels)
+    except InputError:
+        raise
+    except (av.error.FFmpegError, AttributeError, TypeError, ValueError, ArithmeticError,
+            OSError) as exc:  # e.g. a stream whose codec PyAV does not know (no codec context)
+        _logger.debug("probe failure on %s", path, exc_info=True)
+        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+
+
+def _probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
     """Open `path`, check it has a decodable video stream and at least one frame.
 
     A frame size over `max_pixels` declared by the stream header is refused before any frame is
@@ -139,6 +151,8 @@ def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
             raise InputError(f"{path}: no video stream")
         vs = c.streams.video[0]
         cc = vs.codec_context
+        if cc is None:
+            raise InputError(f"{path}: video stream has an unknown codec")
         if not cc.width or not cc.height:
             raise InputError(f"{path}: video stream has no frame size")
         _check_size(path, cc.width, cc.height, max_pixels, "the video's frame size")
@@ -158,7 +172,8 @@ def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
         sar = Fraction(sar) if sar and sar > 0 and sar != 1 else None
         if sar is not None and rot in (90, 270):
             sar = 1 / sar
-        audio = c.streams.audio[0].codec_context.name if c.streams.audio else None
+        acc = c.streams.audio[0].codec_context if c.streams.audio else None
+        audio = acc.name if acc is not None else None
         end: float | None = None
         if vs.duration:
             end = float(((vs.start_time or 0) + vs.duration) * tb)

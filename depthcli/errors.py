@@ -29,3 +29,15 @@ def strip_path(text: str, path: str) -> str:
     """'PATH: why' → 'why' (an error line adds the path itself)."""
     prefix = f"{path}: "
     return text[len(prefix):] if text.startswith(prefix) else text
+
+
+class UnsafeOutputError(InputError):
+    """An input's output would leave the output folder (a symbolic link on the way); refused."""
+
+
+class DiskFullError(DepthCliError):
+    """The output file system is full (ENOSPC) or over quota (EDQUOT): the run stops at once.
+
+    Every later write would fail the same way, so one error line replaces one per remaining
+    input; finished outputs are kept and `--skip-existing` resumes after space is freed.
+    """

@@ -4,14 +4,25 @@ Resolution order: an explicit file → $DEPTHCLI_WEIGHTS_DIR (default: the check
 holding the official file name → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
 Only `torch.load(weights_only=True)` and safetensors are used: a pickle that carries code is
 refused, never executed.
+
+Without network: before asking the hub, a TCP connection to its endpoint (or to the proxy the
+environment names) is tried for at most HUB_PROBE_TIMEOUT_S seconds, DNS included; when it
+fails the run answers at once with the one actionable error line instead of spending ~30 s in
+the hub client's retries. When it connects, the real download runs as before (its retries
+included), with the hub's log lines printed once (its own handler, not also ours).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
-from collections.abc import Mapping
+import socket
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +37,9 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 HF_FILE = "model.safetensors"
+# Seconds to wait for a TCP connection to the hub (or proxy) before calling the hub offline;
+# $DEPTHCLI_HUB_PROBE_TIMEOUT overrides it (0 skips the probe).
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def weights_dir() -> Path:
@@ -91,24 +105,94 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
         _logger.info("using cached weights %s", found)
         return found
     repo, fname = (spec.hf_repo, HF_FILE) if prefer_hf else (spec.hub_repo, spec.hub_file)
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    try:
-        _logger.info("downloading %s/%s", repo, fname)
-        return Path(hf_hub_download(repo_id=repo, filename=fname))
-    except LocalEntryNotFoundError as exc:
-        raise WeightsError(
-            f"weights for {spec.name} are not available offline: {repo}/{fname} is not in the "
-            f"Hugging Face cache; download it on a connected machine ('depthcli download "
+    def offline(why: str) -> WeightsError:
+        return WeightsError(
+            f"weights for {spec.name} are not available offline ({why}): {repo}/{fname} is not "
+            f"in the Hugging Face cache; download it on a connected machine ('depthcli download "
             f"{spec.name}'), or put {spec.hub_file if not prefer_hf else fname} in "
             f"{weights_dir()} (or set DEPTHCLI_WEIGHTS_DIR), or pass --weights FILE"
-        ) from exc
+        )
+
+    if not constants.HF_HUB_OFFLINE:
+        why = hub_unreachable(constants.ENDPOINT, _probe_timeout())
+        if why is not None:
+            raise offline(why)
+    try:
+        _logger.info("downloading %s/%s", repo, fname)
+        with _hub_logs_once():
+            return Path(hf_hub_download(repo_id=repo, filename=fname))
+    except LocalEntryNotFoundError as exc:
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
+        raise offline(why) from exc
     except Exception as exc:  # network, auth, missing file on the hub
         raise WeightsError(
             f"cannot download {repo}/{fname}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
             f"put the file in {weights_dir()} or pass --weights FILE"
         ) from exc
+
+
+def _probe_timeout() -> float:
+    try:
+        return float(os.environ.get("DEPTHCLI_HUB_PROBE_TIMEOUT", HUB_PROBE_TIMEOUT_S))
+    except ValueError:
+        return HUB_PROBE_TIMEOUT_S
+
+
+def _probe_target(endpoint: str) -> tuple[str, int] | None:
+    """(host, port) a download from `endpoint` connects to first: the proxy when one applies."""
+    url = urllib.parse.urlsplit(endpoint)
+    if not url.hostname:
+        return None
+    scheme = url.scheme or "https"
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.hostname):
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            return p.hostname, p.port or (443 if p.scheme == "https" else 80)
+    return url.hostname, url.port or (443 if scheme == "https" else 80)
+
+
+def hub_unreachable(endpoint: str, timeout: float) -> str | None:
+    """None if a TCP connection to the hub (or its proxy) opens within `timeout` s, else why.
+
+    Runs in a daemon thread so that a slow DNS lookup (which has no timeout of its own) is
+    bounded too. `timeout <= 0` skips the check.
+    """
+    target = _probe_target(endpoint)
+    if timeout <= 0 or target is None:
+        return None
+    result: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection(target, timeout=timeout):
+                result.append(None)
+        except OSError as exc:
+            result.append(exc.strerror or type(exc).__name__)
+
+    t = threading.Thread(target=connect, name="depthcli-hub-probe", daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    where = f"{target[0]}:{target[1]}"
+    if not result:
+        return f"no answer from {where} within {timeout:g} s"
+    return None if result[0] is None else f"{where}: {result[0].lower()}"
+
+
+@contextlib.contextmanager
+def _hub_logs_once() -> Iterator[None]:
+    """The hub logger has its own stderr handler: keep its records from reaching ours too."""
+    log = logging.getLogger("huggingface_hub")
+    old = log.propagate
+    log.propagate = not log.handlers
+    try:
+        yield
+    finally:
+        log.propagate = old
 
 
 def read_state_dict(path: Path) -> StateDict:

@@ -1,19 +1,69 @@
 """Atomic file writes: temporary file in the destination folder, fsync, then os.replace.
 
 A killed run can leave a `.<name>.<random>.tmp` behind, never a partial file under the final name.
+
+A full disk or an exhausted quota (ENOSPC, EDQUOT) while writing raises `DiskFullError` after
+the temporary file is removed, so the caller can stop the whole run with one message instead
+of failing every remaining input the same way. A symbolic link (or other non-regular file) at
+the destination is never replaced: it is not one of our outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..errors import DiskFullError, UnsafeOutputError
+
 TMP_SUFFIX = ".tmp"
+_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+_FULL_TEXT = ("no space left on device", "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True if `exc` or anything in its cause/context chain is ENOSPC/EDQUOT.
+
+    Writers that wrap OS errors (PyAV, our own InputError) keep the original as the cause;
+    some keep only the message, hence the text check.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFullError):
+            return True
+        if getattr(exc, "errno", None) in _FULL_ERRNOS:
+            return True
+        if any(t in str(exc).lower() for t in _FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def as_disk_full(exc: BaseException, where: str | Path) -> DiskFullError:
+    """The DiskFullError in `exc`'s chain, or one made for `where` (for wrapped errors)."""
+    e: BaseException | None = exc
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return e
+        e = e.__cause__ or e.__context__
+    return disk_full_error(Path(where), exc)
+
+
+def disk_full_error(dst: Path, exc: BaseException) -> DiskFullError:
+    """The one-line error that stops a run (see `is_disk_full`)."""
+    why = getattr(exc, "strerror", None) or "no space left on device or quota exceeded"
+    return DiskFullError(
+        f"{dst}: cannot write: {why}; stopping the run (finished outputs are kept: free some "
+        "space and rerun with --skip-existing to finish)")
 
 
 def _umask() -> int:
@@ -34,10 +84,16 @@ def atomic_path(dst: Path, suffix: str | None = None) -> Iterator[Path]:
     `suffix` keeps the real extension on the temporary name for writers that pick the format
     from it (cv2, PyAV).
     """
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    refuse_non_regular(dst)
     sfx = (suffix if suffix is not None else dst.suffix) + TMP_SUFFIX
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=sfx,
-                                    dir=dst.parent)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=sfx,
+                                        dir=dst.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(dst, exc) from exc
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -45,10 +101,24 @@ def atomic_path(dst: Path, suffix: str | None = None) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _MODE)
+        refuse_non_regular(dst)  # a link planted while we wrote is not replaced either
         os.replace(tmp, dst)
+    except Exception as exc:
+        if not isinstance(exc, DiskFullError) and is_disk_full(exc):
+            raise disk_full_error(dst, exc) from exc
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def refuse_non_regular(dst: Path) -> None:
+    """Raise UnsafeOutputError if a link or special file sits at `dst` (never ours)."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        st = os.lstat(dst)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            raise UnsafeOutputError(f"{dst}: a symbolic link or special file is there; "
+                                    "it is not replaced")
 
 
 def write_bytes(dst: Path, data: bytes) -> None:

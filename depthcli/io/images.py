@@ -1,7 +1,8 @@
 """Input discovery (files, folders, .txt lists, globs), decoding, and output path mapping.
 
 Discovery is a generator: a 100k-file tree starts producing work at once and memory stays flat
-(one directory listing at a time, plus the set of claimed output paths).
+(one directory listing at a time, plus the set of claimed output paths and of inputs seen).
+Each input file is yielded once, however many arguments name it (`confine.identity`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from . import confine
 
 _logger = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class Discovery:
     """Counters that discovery fills in as it streams (skipped non-images, bad arguments)."""
 
     skipped_other: int = 0
+    duplicates: int = 0  # inputs named again (same real file) and not processed twice
     errors: list[tuple[str, str]] | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +107,19 @@ def glob_root(pattern: str) -> Path:
 
 
 def discover(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]:
+    """Expand CLI arguments into input items, streaming, each real file once (see `_expand`)."""
+    seen: set[str] = set()
+    for item in _expand(args, state):
+        key = confine.identity(item.src)
+        if key in seen:
+            state.duplicates += 1
+            _logger.info("%s: named more than once; processed once", item.src)
+            continue
+        seen.add(key)
+        yield item
+
+
+def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]:
     """Expand CLI arguments into input items, streaming.
 
     - a directory: recursive, extension allow-list (case-insensitive), others counted and skipped;
@@ -215,6 +231,53 @@ def _header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
         return None
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand one input byte to more than ~1032 bytes
+
+
+def _png_chunk_overrun(data: bytes) -> bool:
+    """True if a PNG chunk claims more bytes than the file has left.
+
+    OpenCV's PNG reader allocates a chunk's declared length before reading it: one flipped bit
+    in a length field of a 1 kB file costs 2 GB and seconds. Such a file is truncated or
+    corrupt whatever the decoder would make of it, so it is refused up front.
+    """
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    at, n = 8, len(data)
+    while at + 8 <= n:
+        length = int.from_bytes(data[at:at + 4], "big")
+        if at + 12 + length > n:
+            return True
+        if data[at + 4:at + 8] == b"IEND":
+            return False
+        at += 12 + length
+    return False
+
+
+def _min_bytes(data: bytes, w: int, h: int) -> int:
+    """A lower bound on the file size a complete image of w x h needs (0: no bound known).
+
+    A few hundred bytes claiming 10000 x 10000 pixels are certainly truncated or forged; the
+    bound refuses them before the decoder allocates (and touches) gigabytes for them. Exact
+    bounds only: PNG (deflate's maximal ratio over the raw rows) and baseline JPEG (at least
+    two Huffman bits per 8x8 luma block).
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 26:
+        depth, ctype = data[24], data[25]
+        bits = max(1, depth) * _PNG_CHANNELS.get(ctype, 1)
+        raw = h * (1 + (w * bits + 7) // 8)
+        return raw // _DEFLATE_MAX_RATIO
+    if data[:2] == b"\xff\xd8":
+        i = data.find(b"\xff\xc0")
+        j = data.find(b"\xff\xc1")
+        if i < 0 and j < 0:
+            return 0  # progressive / arithmetic: EOB runs make tiny files possible
+        blocks = ((w + 7) // 8) * ((h + 7) // 8)
+        return blocks * 2 // 8
+    return 0
+
+
 def decode_image(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode to BGR uint8 (H, W, 3) as cv2.imread does (EXIF orientation applied, alpha dropped).
 
@@ -230,6 +293,12 @@ def decode_image(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) 
             f"{path}: image is {size[0]}x{size[1]} pixels, over the limit of {max_pixels} "
             "(raise it with --max-pixels)"
         )
+    if _png_chunk_overrun(data):
+        raise InputError(f"{path}: truncated or corrupt image (a PNG chunk runs past the end "
+                         "of the file)")
+    if size is not None and len(data) < _min_bytes(data, size[0], size[1]):
+        raise InputError(f"{path}: truncated or corrupt image (the header says {size[0]}x"
+                         f"{size[1]} pixels, far more than {len(data)} bytes can hold)")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         reason = "truncated or corrupt image" if size is not None else "not a decodable image"

@@ -89,6 +89,7 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None
     audio_codec: str | None  # first audio stream's codec, None without audio
     end_time: float | None = None  # where the video stream should end (s), when known
+    max_pixels: int | None = None  # frames over this are skipped as damaged (None: no limit)
 
     @property
     def nominal_step(self) -> int:
@@ -118,18 +119,42 @@ def _rotation_of(frame: av.VideoFrame) -> int:
     return r
 
 
-def probe(path: Path) -> VideoInfo:
+def _check_size(path: Path, w: int, h: int, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and w * h > max_pixels:
+        raise InputError(f"{path}: {what} is {w}x{h} pixels, over the limit of {max_pixels} "
+                         "(raise it with --max-pixels)")
+
+
+def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
+    """See `_probe`; anything unexpected a damaged file makes PyAV do is one InputError too."""
+    try:
+        return _probe(path, max_pixels)
+    except InputError:
+        raise
+    except (av.error.FFmpegError, AttributeError, TypeError, ValueError, ArithmeticError,
+            OSError) as exc:  # e.g. a stream whose codec PyAV does not know (no codec context)
+        _logger.debug("probe failure on %s", path, exc_info=True)
+        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+
+
+def _probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
     """Open `path`, check it has a decodable video stream and at least one frame.
 
-    Raises InputError (one line, starting with the path) for anything that is not a video.
+    A frame size over `max_pixels` declared by the stream header is refused before any frame is
+    decoded (as `--max-pixels` does for images); frames that turn out larger later are skipped
+    by `iter_frames`. Raises InputError (one line, starting with the path) for anything that is
+    not a video.
     """
     with _open_input(path) as c:
         if not c.streams.video:
             raise InputError(f"{path}: no video stream")
         vs = c.streams.video[0]
         cc = vs.codec_context
+        if cc is None:
+            raise InputError(f"{path}: video stream has an unknown codec")
         if not cc.width or not cc.height:
             raise InputError(f"{path}: video stream has no frame size")
+        _check_size(path, cc.width, cc.height, max_pixels, "the video's frame size")
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         rate = Fraction(rate) if rate and rate > 0 else DEFAULT_RATE
         tb = Fraction(vs.time_base) if vs.time_base else 1 / rate
@@ -137,6 +162,7 @@ def probe(path: Path) -> VideoInfo:
         first = next(_decode(c, vs, lambda r: None, lambda r: None), None)
         if first is None:
             raise InputError(f"{path}: no decodable video frames")
+        _check_size(path, first.width, first.height, max_pixels, "the first frame")
         rot = _rotation_of(first)
         w, h = first.width, first.height
         if rot in (90, 270):
@@ -145,13 +171,15 @@ def probe(path: Path) -> VideoInfo:
         sar = Fraction(sar) if sar and sar > 0 and sar != 1 else None
         if sar is not None and rot in (90, 270):
             sar = 1 / sar
-        audio = c.streams.audio[0].codec_context.name if c.streams.audio else None
+        acc = c.streams.audio[0].codec_context if c.streams.audio else None
+        audio = acc.name if acc is not None else None
         end: float | None = None
         if vs.duration:
             end = float(((vs.start_time or 0) + vs.duration) * tb)
         elif c.duration and len(c.streams) == 1:  # the container's length is the video's
             end = ((c.start_time or 0) + c.duration) / av.time_base
-        return VideoInfo(path, w, h, rate, tb, int(vs.frames or 0), rot, sar, audio, end)
+        return VideoInfo(path, w, h, rate, tb, int(vs.frames or 0), rot, sar, audio, end,
+                         max_pixels)
 
 
 @dataclass
@@ -259,6 +287,9 @@ def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
         for fr in _decode(c, vs, lambda r: log.error(index, r), stopped):
+            if info.max_pixels is not None and fr.width * fr.height > info.max_pixels:
+                log.error(index, f"frame is {fr.width}x{fr.height} pixels, over --max-pixels")
+                continue  # never converted: a damaged header must not allocate gigabytes
             yield convert(fr)
 
 

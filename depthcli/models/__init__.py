@@ -44,10 +44,12 @@ def create_model(
     from .video_depth_anything import VideoDepthAnything
 
     spec = get_spec(name)
+    path = None
+    if pretrained or weights is not None:  # first: a missing checkpoint fails before the build
+        path = _weights.resolve(spec, weights, prefer_hf=is_hf_repo_name(name))
     model: torch.nn.Module = (VideoDepthAnything(spec) if spec.temporal
                               else DepthAnything(spec, max_depth=max_depth))
-    if pretrained or weights is not None:
-        path = _weights.resolve(spec, weights, prefer_hf=is_hf_repo_name(name))
+    if path is not None:
         sd = to_internal(_weights.read_state_dict(path))
         _weights.load_into(model, sd, str(path))
         _logger.info("loaded %s from %s", spec.name, path)

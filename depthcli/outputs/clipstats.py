@@ -25,6 +25,8 @@ class ClipStats:
         self.per_frame = 4096
         self.samples: list[np.ndarray] = []
         self.size = 0
+        self.stride = 1  # sample every stride-th frame once per_frame is down to one value
+        self.seen = 0
 
     def update(self, depth: torch.Tensor) -> None:
         flat = depth.reshape(-1)
@@ -36,14 +38,21 @@ class ClipStats:
             self.lo = min(self.lo, float(lo))
             self.hi = max(self.hi, float(hi))
             return
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
         step = max(1, fin.numel() // self.per_frame)
         s = fin[::step][: self.per_frame].float().cpu().numpy()
         self.samples.append(s)
         self.size += s.size
         if self.size > PERCENTILE_SAMPLE:  # thin every frame alike: all frames weigh the same
-            self.samples = [a[::2] for a in self.samples]
+            if self.per_frame > 1:
+                self.samples = [a[::2].copy() for a in self.samples]
+                self.per_frame //= 2
+            else:  # one value a frame: halve the frames instead (bounded, O(1) amortised)
+                self.samples = self.samples[::2]
+                self.stride *= 2
             self.size = sum(a.size for a in self.samples)
-            self.per_frame = max(1, self.per_frame // 2)
 
     def value_range(self) -> tuple[float, float]:
         if self.percentile:

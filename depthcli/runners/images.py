@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import outputs
 from ..engine import DepthEstimator
-from ..errors import InputError, strip_path
+from ..errors import DepthCliError, DiskFullError, InputError, strip_path
 from ..io import images
-from ..io.atomic import remove_stale_temps
+from ..io.atomic import as_disk_full, is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
 from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
@@ -42,16 +43,32 @@ class _Run:
         tag = "_depth" if overlaps(opts.out_dir, opts.inputs) else ""
         self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)
         self.videos: list[tuple[InputItem, Path]] = []
+        self.full = threading.Event()  # disk full / over quota: the run stops, one error line
 
     def fail(self, path: str, reason: str) -> None:
         self.summary.fail(path, reason)
         self.report(f"error: {reason}" if reason.startswith(path) else f"error: {path}: {reason}")
 
+    def disk_full(self, exc: BaseException, where: object) -> None:
+        """The first disk-full error is one line; later ones (writes in flight) are silent."""
+        with self.summary._lock:
+            first = not self.full.is_set()
+            self.full.set()
+        if first:
+            msg = str(as_disk_full(exc, str(where)))
+            self.fail(msg.split(": ", 1)[0], msg)
+
     def image_jobs(self) -> Iterator[tuple[object, Callable[[], object]]]:
         """Engine jobs for the images still to do; videos are set aside for later."""
         opts = self.opts
         for item in images.discover(opts.inputs, self.state):
-            base = self.mapper.base(item)
+            if self.full.is_set():
+                return
+            try:
+                base = self.mapper.base(item)
+            except DepthCliError as exc:  # its output would leave -o: refused, the run goes on
+                self.fail(str(item.src), strip_path(str(exc), str(item.src)))
+                continue
             if item.kind == "video":
                 self.videos.append((item, base))
                 continue
@@ -67,10 +84,15 @@ class _Run:
 
     def write(self, src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
         try:
+            if self.full.is_set():
+                return
             outputs.write_image_outputs(depth, image, paths, self.opts.output, src)  # type: ignore[arg-type]
             self.summary.add_written(list(paths.values()))
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
-            self.fail(str(src), f"cannot write output: {exc}")
+            if is_disk_full(exc):
+                self.disk_full(exc, src)
+            else:
+                self.fail(str(src), f"cannot write output: {exc}")
         finally:
             self.progress(1)
 
@@ -95,6 +117,8 @@ class _Run:
         try:
             for res in est.run(jobs, batch_size=opts.batch_size, workers=workers,
                                keep_images=keep):
+                if self.full.is_set():
+                    break
                 src, paths = res.key  # type: ignore[misc]
                 if res.error is not None:
                     _logger.info("failure on %s", src, exc_info=res.exc)  # traceback with -v
@@ -109,7 +133,12 @@ class _Run:
         from .video import run_video
 
         for item, base in self.videos:
-            run_video(item, base, self.opts, self.models.for_videos(), self)
+            if self.full.is_set():
+                break
+            try:
+                run_video(item, base, self.opts, self.models.for_videos(), self)
+            except DiskFullError as exc:
+                self.disk_full(exc, item.src)
 
 
 def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, report: Report,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..io import images
+from ..errors import UnsafeOutputError
+from ..io import confine, images
 from ..io.images import InputItem
 
 
@@ -16,6 +17,9 @@ class OutputMapper:
     deterministic, so reruns map the same way (which `--skip-existing` relies on). When the
     output folder overlaps an input folder, stems get a `_depth` tag so that outputs do not
     shadow inputs, and an output path equal to its own input is never used.
+    Confinement (`depthcli.io.confine`): `rel` is made safe (`..` -> `_up/`), a folder that
+    resolves outside -o is refused (UnsafeOutputError), and a name held by a link or special
+    file is passed over like a claimed one.
     """
 
     def __init__(self, out_dir: Path, suffixes: tuple[str, ...], tag: str = "") -> None:
@@ -23,9 +27,13 @@ class OutputMapper:
         self.suffixes = suffixes
         self.tag = tag
         self._claimed: set[str] = set()
+        self._root = confine.real_root(out_dir)
 
     def base(self, item: InputItem) -> Path:
-        rel = item.rel
+        rel = confine.safe_rel(item.rel)
+        why = confine.check_dir(self._root, self.out_dir / rel.parent)
+        if why is not None:
+            raise UnsafeOutputError(f"{item.src}: {why}")
         stem = rel.with_suffix("").name
         names = [stem + self.tag, rel.name + self.tag]
         n = 2
@@ -33,7 +41,9 @@ class OutputMapper:
             for name in names:
                 base = self.out_dir / rel.parent / name
                 key = str(base).casefold()
-                if key not in self._claimed and not self._is_input(base, item.src):
+                if (key not in self._claimed and not self._is_input(base, item.src)
+                        and not any(confine.occupied(base.parent / (base.name + s))
+                                    for s in self.suffixes)):
                     self._claimed.add(key)
                     return base
             names = [f"{rel.name}~{n}{self.tag}"]

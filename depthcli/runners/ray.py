@@ -168,7 +168,11 @@ class _Feed:
     def _rows(self) -> Iterator[dict[str, Any]]:
         mapper, fmt = self._mapper(), self.opts.output.formats
         for idx, item in enumerate(images.discover(self.opts.inputs, self.state)):
-            base = mapper.base(item)
+            try:
+                base = mapper.base(item)
+            except DepthCliError as exc:  # its output would leave -o: refused, as locally
+                self.tally.fail(str(item.src), strip_path(str(exc), str(item.src)))
+                continue
             row = {"idx": idx, "src": str(item.src), "kind": item.kind, "base": str(base),
                    "paths": "{}"}
             if item.kind == "image":

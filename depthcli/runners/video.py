@@ -77,7 +77,7 @@ import torch
 from .. import outputs
 from ..errors import DepthCliError, InputError, strip_path
 from ..io import video as vio
-from ..io.atomic import atomic_dir, atomic_path
+from ..io.atomic import as_disk_full, atomic_dir, atomic_path, is_disk_full
 from ..outputs.clipstats import ClipStats
 from ..outputs.sinks import FrameOut, frames_sink, mp4_sink, stack_sink, visual_sink
 from ..outputs.stacks import RawStack
@@ -137,7 +137,15 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
     try:
         rep = predict_video(item.src, base, est, opts)
     except DepthCliError as exc:
+        if is_disk_full(exc):
+            raise as_disk_full(exc, item.src) from exc
         run.fail(str(item.src), strip_path(str(exc), str(item.src)))
+        return
+    except Exception as exc:  # noqa: BLE001 - a damaged file must cost one line, not the run
+        if is_disk_full(exc):
+            raise as_disk_full(exc, item.src) from exc
+        _logger.info("unexpected failure on %s", item.src, exc_info=True)
+        run.fail(str(item.src), f"cannot process video ({type(exc).__name__}: {exc})")
         return
     finally:
         run.progress(1)
@@ -181,7 +189,7 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
         if not paths:
             _logger.info("%s: outputs exist; skipped", src)
             return VideoReport(skipped=True)
-    info = vio.probe(src)
+    info = vio.probe(src, opts.max_pixels)
     try:
         return _VideoRun(src, paths, est, opts, info, norm).run()
     except (DepthCliError, KeyboardInterrupt):

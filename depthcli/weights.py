@@ -195,11 +195,35 @@ def _hub_logs_once() -> Iterator[None]:
         log.propagate = old
 
 
+ACCEPTED = ("an official .pth/.bin (PyTorch state_dict) or a transformers .safetensors file")
+
+
+def checkpoint_kind(path: Path) -> str:
+    """'zip' (torch.save), 'pickle' (legacy torch.save), 'safetensors', or 'other', from the
+    first bytes: so that a text file or an image is named as such, not as a KeyError."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 32:
+        return "safetensors"
+    return "other"
+
+
 def read_state_dict(path: Path) -> StateDict:
     """Read tensors from .safetensors or a torch pickle restricted to plain tensors."""
     import torch
 
-    if path.suffix == ".safetensors":
+    kind = checkpoint_kind(path)
+    if kind == "other":
+        raise WeightsError(f"{path}: not a checkpoint (neither a PyTorch nor a safetensors "
+                           f"file); --weights takes {ACCEPTED}")
+    if kind == "safetensors" or path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
@@ -214,7 +238,9 @@ def read_state_dict(path: Path) -> StateDict:
             "allow-list (weights_only=True); only plain state_dicts are loaded"
         ) from exc
     except Exception as exc:
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: damaged or truncated checkpoint ({why.split('. ')[0]}); "
+                           f"download it again; --weights takes {ACCEPTED}") from exc
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
             obj = obj[wrapper]

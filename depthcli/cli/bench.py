@@ -22,9 +22,9 @@ Examples:
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint file [default: synthetic recipe weights built in memory].")
 @click.option("--device", default="auto", show_default=True,
-              type=click.Choice(DEVICES))
+              type=click.Choice(DEVICES), help="auto = cuda, then mps, then cpu.")
 @click.option("--precision", default="fp32", show_default=True,
-              type=click.Choice(PRECISIONS))
+              type=click.Choice(PRECISIONS), help="Precision of ours (auto: half on CUDA).")
 @click.option("--peer-precision", default=None, type=click.Choice(["fp32", "fp16", "bf16"]),
               help="Precision of the transformers peer [default: the same as --precision; "
                    "auto resolves first].")

@@ -315,6 +315,8 @@ def download(names: tuple[str, ...], hf: bool) -> None:
 
 
 def _register_optional_commands() -> None:
+    from .backends.export_command import export
+    main.add_command(export)
     try:
         from .bench import bench
     except ImportError:

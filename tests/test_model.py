@@ -89,7 +89,9 @@ def test_pos_embed_rule_matches_official_formula() -> None:
     grid = pe[:, 1:].reshape(1, 37, 37, 8).permute(0, 3, 1, 2)
     ref = torch.nn.functional.interpolate(grid, scale_factor=(37.1 / 37, 56.1 / 37),
                                           mode="bicubic", antialias=False)
-    assert torch.equal(out[:, 1:], ref.permute(0, 2, 3, 1).reshape(1, -1, 8))
+    # Float rounding only: the matrix form (exportable with dynamic sizes) vs PyTorch's kernel.
+    ref = ref.permute(0, 2, 3, 1).reshape(1, -1, 8)
+    assert float((out[:, 1:] - ref).abs().max()) <= 2e-6 * float(ref.abs().max())
     # The 37-row axis is still resampled (unlike a size-based rule): rows differ from the table.
     assert not torch.allclose(out[:, 1:].reshape(1, 37, 56, 8)[:, :, 0], grid.permute(0, 2, 3, 1)[:, :, 0])
 

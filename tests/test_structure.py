@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "depthcli"
 def test_cli_imports_no_torch() -> None:
     """`depthcli --help`, `models`, `--version` and usage errors must not pay for torch."""
     code = ("import sys, depthcli.cli, depthcli.cli.predict, depthcli.cli.models, "
-            "depthcli.cli.download, depthcli.cli.bench\n"
+            "depthcli.cli.download, depthcli.cli.bench, depthcli.cli.export\n"
             "from click.testing import CliRunner\n"
             "from depthcli.cli import main\n"
             "for args in (['--help'], ['models'], ['--version'], ['predict', '--help'], "

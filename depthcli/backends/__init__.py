@@ -6,11 +6,21 @@ the runtime behind it; torch is the first backend, OpenVINO and ONNX Runtime sit
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from ..errors import DepthCliError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+    from ..models import DepthAnything
+    from ..models.registry import ModelSpec
+
+_logger = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("auto", "torch", "openvino", "onnxruntime")
 
@@ -29,15 +39,114 @@ class Backend(Protocol):
         ...
 
 
+class BackendError(DepthCliError):
+    """A runtime backend cannot run this model/precision/device, or does not reproduce torch."""
+
+
+RUNTIME_BACKENDS = ("openvino", "onnxruntime")
+_INSTALL = {"openvino": "pip install 'depthcli[openvino]'", "onnxruntime": "pip install 'depthcli[onnx]'"}
+_MODULES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx", "onnxscript")}
+
+
+def available(name: str) -> bool:
+    """Whether a runtime backend's packages are installed (found, not imported: instant)."""
+    return all(importlib.util.find_spec(m) is not None for m in _MODULES.get(name, ()))
+
+
+def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
+                    precision: str | None = None) -> str:
+    """The concrete backend for `--backend name` on a device of type `device_type`.
+
+    `auto` picks the fastest backend that keeps the official numbers: OpenVINO on CPUs where it
+    is installed (and, for bf16/fp16, where the CPU runs that precision natively), torch on GPUs
+    and MPS. Temporal (video) models run on torch whatever is asked: the runtime backends do
+    not export them yet; an explicit request logs one line. Explicit choices that cannot work
+    here fail with a one-line reason instead of silently running something else.
+    """
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
+    if temporal:
+        if name in RUNTIME_BACKENDS:
+            _logger.warning("--backend %s does not run temporal (video) models yet; using torch",
+                            name)
+        return "torch"
+    if name == "auto":
+        if device_type == "cpu" and available("openvino"):
+            if precision in (None, "fp32") or _openvino_supports(precision):
+                return "openvino"
+        return "torch"
+    if name == "openvino":
+        if not available("openvino"):
+            raise BackendError(f"--backend openvino: OpenVINO is not installed ({_INSTALL[name]})")
+        if device_type != "cpu":
+            raise BackendError(f"--backend openvino runs on the CPU here, not {device_type}; "
+                               "use --device cpu or --backend torch")
+    if name == "onnxruntime":
+        if not available("onnxruntime"):
+            raise BackendError(f"--backend onnxruntime: ONNX Runtime/onnx/onnxscript are not "
+                               f"installed ({_INSTALL[name]})")
+        if device_type not in ("cpu", "cuda"):
+            raise BackendError(f"--backend onnxruntime runs on cpu or cuda, not {device_type}")
+    return name
+
+
+def _openvino_supports(precision: str) -> bool:
+    from .openvino import cpu_supports
+
+    try:
+        return cpu_supports(precision)
+    except Exception:  # noqa: BLE001 - a broken install means: not this backend
+        return False
+
+
+def create_runtime_backend(name: str, model: DepthAnything, spec: ModelSpec | None = None, *,
+                           precision: str, cache_dir: str | os.PathLike[str] | None = None,
+                           device: str = "cpu", threads: int | None = None) -> Backend:
+    """An OpenVINO or ONNX Runtime backend for a loaded fp32 DepthAnything `model`.
+
+    The caller's module is never modified. Conversion happens once per checkpoint/model/runtime
+    version and is cached (backends/cache.py). torch backends come from backends/torch.py.
+    """
+    if name == "openvino":
+        from .openvino import OpenVINOBackend
+
+        return OpenVINOBackend(model, spec, precision=precision, cache_dir=cache_dir,
+                               threads=threads)
+    if name == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, spec, precision=precision, device=device,
+                                  cache_dir=cache_dir, threads=threads)
+    raise BackendError(f"{name!r} is not a runtime backend ({', '.join(RUNTIME_BACKENDS)})")
+
+
+def host_array(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A C-contiguous float32 numpy view/copy of a batch, wherever the tensor lives."""
+    import numpy as np
+
+    if not isinstance(x, np.ndarray):
+        x = x.detach().to("cpu").numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.device,
                    dtype: torch.dtype, **torch_options: object) -> Backend:
-    """A ready backend for `model`: `name` is a backend name or an already built Backend."""
+    """A ready backend for `model`: `name` is a backend name or an already built Backend.
+
+    `auto` and explicit names resolve through `resolve_backend` (OpenVINO on CPUs where
+    installed, torch on GPUs and for temporal models); the runtime backends convert the fp32
+    model once (cached on disk) and never change the caller's module.
+    """
     if not isinstance(name, str):
         return name
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"backend {name!r}: use one of {', '.join(BACKEND_NAMES)}")
-    if name in ("auto", "torch"):
+    from ..device import precision_name
+
+    precision = precision_name(dtype)
+    chosen = resolve_backend(name, device.type, temporal=bool(getattr(model, "temporal", False)),
+                             precision=precision)
+    if chosen == "torch":
         from .torch import TorchBackend
 
         return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]
-    raise ValueError(f"backend {name!r} is not available in this build")
+    return create_runtime_backend(chosen, model, getattr(model, "spec", None),
+                                  precision=precision, device=device.type)

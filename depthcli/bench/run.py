@@ -79,6 +79,7 @@ class Bench:
             self.peer = Peer(self.spec, official_state_dict(net), net.max_depth,
                              o.input_size or self.spec.input_size, self.dev, peer_dtype,
                              self.peer_prec)
+        self.net = net  # the fp32 module: FLOPs are counted on it whatever runs the model
         self.est = DepthEstimator(net, device=self.dev, precision=self.prec,  # type: ignore[arg-type]
                                   input_size=o.input_size, compile=o.compile,
                                   channels_last=o.channels_last, backend=o.backend,
@@ -104,8 +105,7 @@ class Bench:
     def flops_of(self, shape: tuple[int, int]) -> int:
         """FLOPs once per network input shape (the peer's shapes too: its resize rule differs)."""
         if shape not in self.flops:
-            net = self.est.model if self.est.model is not None else self.ref_net
-            self.flops[shape] = count_flops(net, (1, 3, *shape), self.dev)
+            self.flops[shape] = count_flops(self.net, (1, 3, *shape), self.dev)
         return self.flops[shape]
 
     def track(self, name: str) -> None:

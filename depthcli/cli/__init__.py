@@ -22,6 +22,7 @@ _COMMANDS = {  # name -> (module, attribute, one-line help shown by `depthcli --
     "predict": ("predict", "predict", "Depth for images, folders, lists, globs and videos."),
     "models": ("models", "models", "List the models: size, licence, kind, weights on disk."),
     "download": ("download", "download", "Download checkpoints for offline use."),
+    "export": ("export", "export", "Export a model to ONNX, checked against PyTorch."),
     "bench": ("bench", "bench", "Benchmark speed, memory and accuracy vs the transformers pipeline."),
 }
 

@@ -1,0 +1,135 @@
+"""OpenVINO backend: the torch model converted once (dynamic shapes), compiled for the CPU.
+
+Why: on CPUs OpenVINO's fused kernels beat eager PyTorch (ViT-S 518x784 on this 2-core EPYC:
+see the README/bench), and with `INFERENCE_PRECISION_HINT=bf16` it uses AVX512-BF16/AMX where
+the CPU has them. The conversion traces the module with dynamic batch, height and width, so a
+run with mixed image sizes converts once (the CPU plugin keeps its own per-shape kernels), and
+the converted IR is cached on disk (backends/cache.py), so later runs start in about a second.
+
+Numbers: the IR is stored in fp32 and checked against the torch model right after conversion
+(two shapes, <= 1e-4 of the range, else a clear error: never silently different numbers). fp32
+compiles with an explicit f32 precision hint (the CPU plugin would otherwise pick bf16 on AMX
+machines); bf16/fp16 only where the CPU reports the capability, and a non-finite half-precision
+output is redone with an fp32 compilation, as the torch engine does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import BackendError, host_array
+from .cache import RuntimeCache, model_cache_key
+from .export import fp32_cpu
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import DepthAnything
+    from ..models.registry import ModelSpec
+
+_logger = logging.getLogger(__name__)
+
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
+CHECK_SHAPES = ((2, 70, 98), (1, 42, 140))  # (B, H, W): batch and both axes move
+
+
+def cpu_supports(precision: str) -> bool:
+    """Whether OpenVINO's CPU plugin can run `precision` natively on this machine."""
+    if precision == "fp32":
+        return True
+    import openvino as ov
+
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return _CAPABILITY.get(precision, "?") in caps
+
+
+class OpenVINOBackend:
+    """`Backend` running a DepthAnything module through OpenVINO on the CPU."""
+
+    name = "openvino"
+    device = "cpu"
+
+    def __init__(self, model: DepthAnything, spec: ModelSpec | None = None, *,
+                 precision: str = "fp32", cache_dir: str | os.PathLike[str] | None = None,
+                 threads: int | None = None) -> None:
+        import openvino as ov
+
+        if precision not in _HINTS:
+            raise BackendError(f"OpenVINO backend: unknown precision {precision!r}")
+        if not cpu_supports(precision):
+            raise BackendError(f"OpenVINO: this CPU has no native {precision} support; "
+                               "use --precision fp32 or --backend torch")
+        self.precision = precision
+        self.spec = spec or model.spec
+        self._core = ov.Core()
+        self._threads = threads
+        self._net = fp32_cpu(model)
+        key = model_cache_key(self._net, "openvino", "fp32", "dynamic", {"openvino": ov.__version__})
+        self.cache = RuntimeCache(cache_dir)
+        # OpenVINO keys its compiled blobs itself (model, config, device, version).
+        self._blob_dir = self.cache.root / "openvino" / "compiled"
+        self._ir, self.built = self.cache.get(key, self._convert, self._read)
+        self._compiled = self._compile(precision)
+        self._request = self._compiled.create_infer_request()
+        self._fp32_request: object | None = None if precision != "fp32" else self._request
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ build
+
+    def _convert(self, folder: os.PathLike[str]) -> None:
+        """Trace + convert with dynamic (B, 3, H, W), check against torch, save the IR."""
+        import openvino as ov
+        import torch
+
+        from .export import compare
+
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes on shape arithmetic: checked below
+            ir = ov.convert_model(self._net, example_input=torch.zeros(1, 3, 70, 98),
+                                  input=[ov.PartialShape([-1, 3, -1, -1])])
+        compiled = self._core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        checks = compare(self._net, lambda x: request.infer([x])[0].copy(), CHECK_SHAPES)
+        bad = [c for c in checks if not c.max_dev <= 1e-4]
+        if bad:
+            raise BackendError(f"OpenVINO conversion of {self._net.spec.name} does not reproduce "
+                               f"torch ({'; '.join(map(str, bad))}); use --backend torch")
+        _logger.debug("OpenVINO conversion checked: %s", "; ".join(map(str, checks)))
+        ov.save_model(ir, os.path.join(folder, "model.xml"), compress_to_fp16=False)
+
+    def _read(self, entry: os.PathLike[str]) -> object:
+        return self._core.read_model(os.path.join(entry, "model.xml"))
+
+    def _compile(self, precision: str) -> object:
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": _HINTS[precision],
+                                     "PERFORMANCE_HINT": "LATENCY"}
+        if self._threads:
+            config["INFERENCE_NUM_THREADS"] = int(self._threads)
+        try:
+            return self._core.compile_model(self._ir, "CPU",
+                                            {**config, "CACHE_DIR": str(self._blob_dir)})
+        except Exception as exc:  # noqa: BLE001 - a bad compiled-blob cache must not be fatal
+            _logger.warning("OpenVINO compile with cache %s failed (%s); compiling without it",
+                            self._blob_dir, exc)
+            return self._core.compile_model(self._ir, "CPU", config)
+
+    # -------------------------------------------------------------------- run
+
+    def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(B, 3, H, W) normalised float32 → (B, H, W) float32 depth (a fresh array)."""
+        x = host_array(batch)
+        with self._lock:  # one infer request: not re-entrant
+            out = self._request.infer([x])[0].copy()  # type: ignore[attr-defined]
+            if self.precision != "fp32" and not np.isfinite(out).all():
+                _logger.warning("non-finite output in %s; redoing the batch in fp32", self.precision)
+                if self._fp32_request is None:
+                    self._fp32_request = self._compile("fp32").create_infer_request()  # type: ignore[attr-defined]
+                out = self._fp32_request.infer([x])[0].copy()  # type: ignore[attr-defined]
+        return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,10 @@ import torch
 from recipe import recipe_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Command-line tests run the torch backend unless they name one: the default (`auto`) converts
+# each checkpoint to OpenVINO once, which tests/test_backends.py covers on its own.
+os.environ.setdefault("DEPTHCLI_BACKEND", "torch")
 SHARED = ROOT.parent / "shared"
 
 

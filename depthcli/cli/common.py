@@ -100,8 +100,9 @@ def model_options(default_model: str | None) -> Callable[[Any], Any]:
                          type=click.Choice(PRECISIONS),
                          help="auto = bf16 (or fp16) on CUDA, fp32 elsewhere."),
             click.option("--backend", default="auto", show_default=True,
-                         type=click.Choice(BACKENDS),
-                         help="Runtime: auto = OpenVINO on CPUs where installed, torch on GPUs."),
+                         type=click.Choice(BACKENDS), envvar="DEPTHCLI_BACKEND",
+                         help="Runtime: auto = OpenVINO on CPUs where installed, torch on GPUs "
+                              "and for video models [env: DEPTHCLI_BACKEND]."),
             click.option("--max-depth", type=click.FloatRange(min=0, min_open=True),
                          default=None,
                          help="Metric models: metres at the top of the sigmoid "

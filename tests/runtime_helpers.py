@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from depthcli.models import DepthAnything, create_model
+from depthcli.models import DepthAnything, ModelSpec, create_model
 from depthcli.transforms import Preprocess, upsample
 from recipe import recipe_state_dict
 
@@ -43,7 +43,8 @@ def golden_model(tag: str, golden_keys: dict, folder: Path) -> DepthAnything:
     return create_model(tag, weights=path)
 
 
-def golden_case(golden_dir: Path, tag: str, entry: str, spec) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+def golden_case(golden_dir: Path, tag: str, entry: str,
+                spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     """(normalised (1, 3, H, W) input, golden (h, w) depth) for `entry` like 'square@518'."""
     name, size = entry.split("@")
     img = cv2.imread(str(golden_dir / f"{name}.png"))
@@ -51,7 +52,7 @@ def golden_case(golden_dir: Path, tag: str, entry: str, spec) -> tuple[np.ndarra
     return x, np.load(golden_dir / f"{tag}.npz")[entry]
 
 
-def to_original(depth: np.ndarray, gold: np.ndarray, spec) -> np.ndarray:  # type: ignore[no-untyped-def]
+def to_original(depth: np.ndarray, gold: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Network-size (1, H, W) depth → (h, w) as the engine's postprocessing does."""
     t = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))
     return upsample(t, gold.shape, spec.upsample_align_corners)[0].numpy()

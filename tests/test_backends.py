@@ -163,7 +163,8 @@ def test_openvino_parity_with_official(tag, models, cache_dir, golden_dir) -> No
     assert out.shape == x.shape[:1] + x.shape[2:] and out.dtype == np.float32
     assert rel_err(to_original(out, gold, model.spec), gold) < 1e-4
     after = model.state_dict()
-    assert before.keys() == after.keys() and all(torch.equal(v, after[k]) for k, v in before.items())
+    assert before.keys() == after.keys()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
 
 
 def test_openvino_cache_reuse_mixed_sizes_and_corrupt_entry(models, cache_dir, monkeypatch,

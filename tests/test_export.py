@@ -39,7 +39,8 @@ def _shared_exports():
 class _PosEmbed(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.pe = torch.nn.Parameter(torch.randn(1, 1 + 37 * 37, 16, generator=torch.Generator().manual_seed(0)))
+        g = torch.Generator().manual_seed(0)
+        self.pe = torch.nn.Parameter(torch.randn(1, 1 + 37 * 37, 16, generator=g))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return interpolate_pos_embed(self.pe, x.shape[2] // 14, x.shape[3] // 14)
@@ -170,7 +171,8 @@ def test_export_cli_static_and_failure(golden_keys, tmp_path, monkeypatch) -> No
     assert r.exit_code == 0, r.output
     assert "1x3x70x98: max" in r.output and "2x3x70x98: max" in r.output
     meta = read_metadata(out)
-    assert meta["shapes"] == "static 70x98" and meta["max_depth"] == "20" and meta["units"] == "metres"
+    assert meta["shapes"] == "static 70x98" and meta["max_depth"] == "20"
+    assert meta["units"] == "metres"
     sess = ort.InferenceSession(str(out))
     assert sess.get_inputs()[0].shape[2:] == [70, 98]
 

@@ -44,7 +44,8 @@ class BackendError(DepthCliError):
 
 
 RUNTIME_BACKENDS = ("openvino", "onnxruntime")
-_INSTALL = {"openvino": "pip install 'depthcli[openvino]'", "onnxruntime": "pip install 'depthcli[onnx]'"}
+_INSTALL = {"openvino": "pip install 'depthcli[openvino]'",
+            "onnxruntime": "pip install 'depthcli[onnx]'"}
 _MODULES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx", "onnxscript")}
 
 

@@ -198,8 +198,9 @@ def model_cache_key(model: torch.nn.Module, runtime: str, precision: str, shapes
     from .. import __version__
 
     spec = model.spec  # type: ignore[attr-defined]
+    max_depth = float(model.max_depth)  # type: ignore[attr-defined]
     head = {"layers": ",".join(map(str, spec.layers)), "output": spec.output,
-            "max_depth": f"{model.max_depth:g}", "family": spec.family}  # type: ignore[attr-defined]
+            "max_depth": f"{max_depth:g}", "family": spec.family}
     return CacheKey(runtime=runtime, model=spec.name, weights=state_dict_digest(model),
                     precision=precision, shapes=shapes,
                     versions={**versions, "torch": torch.__version__, "depthcli": __version__},

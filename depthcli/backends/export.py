@@ -70,7 +70,8 @@ def require_onnx() -> None:
     """Raise a one-line install hint when the export stack is missing."""
     import importlib.util
 
-    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime")
+               if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'depthcli[onnx]'")
 
@@ -121,7 +122,8 @@ def _inputs(shape: tuple[int, int, int, int], seed: int = 0) -> torch.Tensor:
     yy = torch.linspace(0, 1, h)[:, None]
     xx = torch.linspace(0, 1, w)[None, :]
     phase = torch.rand(b, c, 1, 1, generator=g) * 6
-    return (torch.sin(phase + 5 * xx + 3 * yy) * 1.5 + 0.1 * torch.randn(shape, generator=g)).float()
+    noise = 0.1 * torch.randn(shape, generator=g)
+    return (torch.sin(phase + 5 * xx + 3 * yy) * 1.5 + noise).float()
 
 
 def compare(model: DepthAnything, run: object, shapes: Sequence[tuple[int, int, int]],
@@ -147,7 +149,8 @@ def compare(model: DepthAnything, run: object, shapes: Sequence[tuple[int, int, 
 def _check_hw(static_hw: tuple[int, int]) -> tuple[int, int]:
     h, w = (int(v) for v in static_hw)
     if h <= 0 or w <= 0 or h % MULTIPLE or w % MULTIPLE:
-        raise ExportError(f"static size {h}x{w}: both sides must be positive multiples of {MULTIPLE}")
+        raise ExportError(
+            f"static size {h}x{w}: both sides must be positive multiples of {MULTIPLE}")
     return h, w
 
 
@@ -199,8 +202,8 @@ def export_onnx(
             )
     except Exception as exc:  # noqa: BLE001 - exporter failures surface as one clear error
         _logger.debug("exporter output:\n%s", log.getvalue())
-        raise ExportError(f"torch.onnx.export failed for {net.spec.name}: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ExportError(f"torch.onnx.export failed for {net.spec.name}: {first}") from exc
     _logger.debug("exporter output:\n%s", log.getvalue())
     assert program is not None
     program.model.metadata_props.update({k: str(v) for k, v in meta.items()})

@@ -79,10 +79,11 @@ class OnnxRuntimeBackend:
         return ort_session(os.path.join(entry, "model.onnx"), self._providers, self._threads)
 
     def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        """(B, 3, H, W) normalised float32 → (B, H, W) float32 depth (session.run is thread-safe)."""
+        """(B, 3, H, W) normalised float32 → (B, H, W) float32 depth (thread-safe)."""
         from .export import INPUT_NAME, OUTPUT_NAME
 
-        return self._session.run([OUTPUT_NAME], {INPUT_NAME: host_array(batch)})[0]  # type: ignore[attr-defined]
+        feed = {INPUT_NAME: host_array(batch)}
+        return self._session.run([OUTPUT_NAME], feed)[0]  # type: ignore[attr-defined]
 
 
 def _version(module: str) -> str:

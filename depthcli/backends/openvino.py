@@ -71,7 +71,8 @@ class OpenVINOBackend:
         self._core = ov.Core()
         self._threads = threads
         self._net = fp32_cpu(model)
-        key = model_cache_key(self._net, "openvino", "fp32", "dynamic", {"openvino": ov.__version__})
+        key = model_cache_key(self._net, "openvino", "fp32", "dynamic",
+                              {"openvino": ov.__version__})
         self.cache = RuntimeCache(cache_dir)
         # OpenVINO keys its compiled blobs itself (model, config, device, version).
         self._blob_dir = self.cache.root / "openvino" / "compiled"
@@ -128,8 +129,10 @@ class OpenVINOBackend:
         with self._lock:  # one infer request: not re-entrant
             out = self._request.infer([x])[0].copy()  # type: ignore[attr-defined]
             if self.precision != "fp32" and not np.isfinite(out).all():
-                _logger.warning("non-finite output in %s; redoing the batch in fp32", self.precision)
+                _logger.warning("non-finite output in %s; redoing the batch in fp32",
+                                self.precision)
                 if self._fp32_request is None:
-                    self._fp32_request = self._compile("fp32").create_infer_request()  # type: ignore[attr-defined]
+                    compiled = self._compile("fp32")
+                    self._fp32_request = compiled.create_infer_request()
                 out = self._fp32_request.infer([x])[0].copy()  # type: ignore[attr-defined]
         return out

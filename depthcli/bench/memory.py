@@ -8,7 +8,7 @@ import tempfile
 
 def measure_memory(weights: str | os.PathLike[str], frames: int, *,
                    size: tuple[int, int] = (320, 240), input_size: int = 70,
-                   formats: tuple[str, ...] = ("color",),
+                   formats: tuple[str, ...] = ("color",), model: str | None = None,
                    workdir: str | os.PathLike[str] | None = None) -> dict[str, float]:
     """Peak RSS of `depthcli predict` on a synthetic `frames`-frame clip, in a fresh process.
 
@@ -43,7 +43,7 @@ with av.open(str(src), "w") as c:
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 args = ["predict", str(src), "-o", str(wd / "out"), "--weights", sys.argv[2], "-q",
-        "--input-size", "{input_size}", "--device", "cpu"]
+        "--input-size", "{input_size}", "--device", "cpu"] + {(["--model", model] if model else [])!r}
 for f in {list(formats)!r}:
     args += ["-f", f]
 r = CliRunner().invoke(main, args)
@@ -56,3 +56,23 @@ print(json.dumps({{"frames": n, "seconds": round(time.perf_counter() - t0, 2),
         out = subprocess.run([sys.executable, "-c", code, wd, str(weights)], check=True,
                              capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """`python -m depthcli.bench.memory WEIGHTS FRAMES [--model M] [--input-size N]`."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m depthcli.bench.memory",
+                                 description="Peak RSS of depthcli predict on a synthetic clip.")
+    ap.add_argument("weights")
+    ap.add_argument("frames", type=int)
+    ap.add_argument("--model", default=None, help="e.g. vda-small [default: da2-small]")
+    ap.add_argument("--input-size", type=int, default=70)
+    a = ap.parse_args()
+    result = measure_memory(a.weights, a.frames, input_size=a.input_size, model=a.model)
+    print(json.dumps({"model": a.model or "da2-small", "input_size": a.input_size, **result}))
+
+
+if __name__ == "__main__":
+    main()

@@ -89,6 +89,7 @@ def test_summary_fields_and_settings(tmp_path: Path, small_ckpt: Path) -> None:
     used = s["settings"]["models"]["images"]
     assert used["model"] == "da2-small" and used["precision"] == "fp32" and used["input_size"] == 28
     assert used["backend"] and used["device"] == "cpu"
+    assert s["settings"]["workers"] == 2 and s["settings"]["threads"] >= 1
     assert s["outputs"] == [str(tmp_path / "o" / "a.npy")]
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("written 1, skipped 0, failed 0, not images 1;")

@@ -278,15 +278,20 @@ def _finish(run: Any, opts: Any, *, as_json: bool, list_outputs: bool, quiet: bo
 
 
 def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
-    """The settings a run used, for --json: what ran, where, how."""
+    """The settings a run used, for --json: what ran, where, how (defaults resolved)."""
+    import torch
+
     used = {}
     for kind, name in models.used().items():
         est = models.estimator(name)
         used[kind] = {"model": name, "backend": est.backend.name, "device": str(est.device),
                       "precision": est.backend.precision,
                       "input_size": est.preprocess.input_size}
+    device = next((v["device"] for v in used.values()), "cpu")
     return {"engine": "local", "models": used, "formats": list(opts.output.formats),
-            "batch_size": opts.batch_size, "workers": opts.workers, "threads": threads,
+            "batch_size": opts.batch_size,
+            "workers": opts.host_workers(str(device).split(":")[0]),
+            "threads": threads or torch.get_num_threads(),
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
             "video_norm": opts.video_norm}
 

@@ -218,6 +218,52 @@ def test_fuzz_small_corpus(tmp_path: Path, small_ckpt: Path) -> None:
     assert res.written >= 8 and res.named_failures >= 10
 
 
+# A child process that captures native stderr as the CLI does, then lets C code and Python
+# threads write at once. libpng writes "libpng error: MSG" and "\n" in two writes; before the
+# capture a line of ours written between them was glued to it (the fuzz run's lost file names).
+_NATIVE_RACE = r"""
+import logging, os, sys, threading
+import cv2, numpy as np
+from depthcli.cli.native_stderr import capture_native_stderr
+assert capture_native_stderr()
+logging.basicConfig(level=logging.DEBUG if sys.argv[1] == "debug" else logging.WARNING,
+                    format="%(levelname)s: %(message)s", stream=sys.stderr)
+ok, buf = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+png = bytearray(buf.tobytes()); png[20] ^= 0xFF  # IHDR CRC error
+png = np.frombuffer(bytes(png), np.uint8)
+def c_side():
+    for _ in range(300):
+        assert cv2.imdecode(png, cv2.IMREAD_COLOR) is None
+        os.write(2, b"libpng error: simulated"); os.write(2, b"\n")
+def ours(k):
+    for i in range(300):
+        logging.getLogger("t").error("/data/img_%d_%03d.png: truncated or corrupt image", k, i)
+ts = [threading.Thread(target=c_side) for _ in range(2)] + [
+    threading.Thread(target=ours, args=(k,)) for k in range(2)]
+[t.start() for t in ts]; [t.join() for t in ts]
+import time; time.sleep(0.3)  # let the drain thread log the last native lines
+"""
+
+
+@pytest.mark.parametrize("level", ["warning", "debug"])
+def test_native_stderr_never_splits_our_lines(level: str) -> None:
+    r = subprocess.run([sys.executable, "-c", _NATIVE_RACE, level], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stderr.splitlines()
+    ours = [ln for ln in lines if ln.startswith("ERROR: /data/img_")]
+    assert sorted(ours) == sorted(f"ERROR: /data/img_{k}_{i:03d}.png: truncated or corrupt image"
+                                  for k in range(2) for i in range(300))
+    native = [ln for ln in lines if ln not in ours]
+    if level == "warning":  # the C libraries' anonymous lines are not shown at all
+        assert native == []
+    else:  # -vv: each native line whole, as a debug line of its own
+        assert native and all(ln.startswith("DEBUG: native: ") for ln in native), native[:5]
+        assert "DEBUG: native: libpng error: IHDR: CRC error" in native
+        # (two C threads may still glue their own anonymous lines together: noise, not ours)
+        assert "DEBUG: native: libpng error: simulated" in native
+
+
 # --------------------------------------------------------------------------- video limits
 
 def test_video_frame_size_refused_from_header(tmp_path: Path, small_ckpt: Path) -> None:

@@ -46,7 +46,14 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Ctrl-C anywhere (model loading included) exits 130 without a traceback."""
+        """Ctrl-C anywhere (model loading included) exits 130 without a traceback.
+
+        Native libraries' stderr is filtered first (see native_stderr) so that no C message can
+        split one of our lines.
+        """
+        from .native_stderr import capture_native_stderr
+
+        capture_native_stderr()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:

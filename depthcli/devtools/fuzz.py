@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -397,6 +398,9 @@ def _bisect(samples: list[Sample], work: Path, weights: Path, timeout: float,
     return found
 
 
+_SUMMARY_LINE = re.compile(r"^(written \d+, |\d+ input\(s\) failed$)")
+
+
 def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
               timeout: float | None = None, input_size: int = 28,
               extra: tuple[str, ...] = (), bisect: bool = True) -> FuzzResult:
@@ -422,7 +426,13 @@ def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
     for line in stderr.splitlines():
         if line.startswith("error: "):
             path, _, reason = line[len("error: "):].partition(": ")
+            if path in errors:
+                res.problems.append(f"{Path(path).name}: named more than once")
             errors.setdefault(path, reason.strip())
+        elif line.strip() and not _SUMMARY_LINE.match(line):
+            # a C library's own message, or one of ours split by it: each bad file costs
+            # exactly its one `error: PATH: reason` line
+            res.problems.append(f"stray line on stderr: {line[:200]!r}")
     for s in samples:
         name = s.path.stem + (".mp4" if s.is_video else ".png")
         dst = out / name

@@ -81,7 +81,7 @@ class Da3DPTHead(DPTHead):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         h0, w0 = feats[0].shape[-2:]
-        size = (int(h0) * PATCH, int(w0) * PATCH)
+        size = (h0 * PATCH, w0 * PATCH)
         if not self.dual:
             feat = self.fuse(self.reassemble(feats), size)
             depth = self.scratch.output_conv2(feat).exp()

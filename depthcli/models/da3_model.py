@@ -25,6 +25,7 @@ class Da3Model(nn.Module):
     """A DA3 registry model: normalised (B, 3, H, W) → packed (B, K, H, W) (module docstring)."""
 
     temporal = False
+    max_depth = 1.0  # not a sigmoid-scaled model: metres come from focal / 300 (da3_post)
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()

@@ -237,12 +237,17 @@ def test_output_size_da2(small_ckpt: Path, tmp_path) -> None:
     assert sizes == {"input": (40, 60), "network": lower_bound_size(40, 60, 70)}
 
 
-def test_onnxruntime_backend_mono(estimators: dict, golden_dir: Path) -> None:
-    """The monocular configuration through ONNX Runtime: the same depth, sky and fill."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+@pytest.mark.slow  # ~50 s here: the OpenVINO conversion of the ViT-S model
+def test_openvino_backend_mono(estimators: dict, golden_dir: Path, tmp_path) -> None:
+    """The monocular configuration through OpenVINO (no new operators): the same depth, sky
+    and fill as the official code."""
+    pytest.importorskip("openvino")
+    from depthcli.backends import create_runtime_backend
+
     base = estimators["da3mono-small-test", 140]
-    est = DepthEstimator(base.model, device="cpu", backend="onnxruntime", input_size=140,
+    backend = create_runtime_backend("openvino", base.model, base.spec, precision="fp32",
+                                     cache_dir=tmp_path)
+    est = DepthEstimator(base.model, device="cpu", backend=backend, input_size=140,
                          output_size="network")
     gold = np.load(golden_dir / "da3mono-small-test.npz")
     for name in ("landscape", "square"):

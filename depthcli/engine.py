@@ -13,7 +13,8 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,11 +25,14 @@ from .errors import reason
 from .models import create_model
 from .models.registry import DEFAULT_MODEL, ModelSpec
 from .threads import prefetch
-from .transforms import Preprocess, upsample
+from .transforms import Da3Preprocess, Preprocess, upsample
 
 _logger = logging.getLogger(__name__)
 
-Job = tuple[Hashable, Callable[[], np.ndarray]]
+# (key, load) or (key, load, source path): the path is read only for an EXIF focal length
+# (da3-metric-large's metres).
+Job = tuple[Any, ...]
+OutputSize = Literal["input", "network"]
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Prepared:
     tensor: np.ndarray  # (3, H', W') float32, normalised
     size: tuple[int, int]  # original (h, w)
     image: np.ndarray | None  # the decoded BGR image, kept only if the caller wants it back
+    source: object = None  # the file, for EXIF (DA3 metric scaling)
 
 
 @dataclass
@@ -50,6 +55,9 @@ class Result:
     image: np.ndarray | None = None
     error: str | None = None
     exc: BaseException | None = None
+    # Depth Anything 3, at the depth's size: `conf` (any-view), `sky` (bool mask, mono/metric),
+    # `intrinsics` (3x3 lists, any-view), `sky_fill`, `focal_px`/`focal_source` (metric).
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class DepthEstimator:
@@ -70,6 +78,8 @@ class DepthEstimator:
         compile: bool = False,
         backend: str | Backend = "torch",
         owns_model: bool = False,
+        output_size: OutputSize = "input",
+        camera: dict[str, object] | None = None,
     ) -> None:
         from .backends import create_backend
 
@@ -80,7 +90,13 @@ class DepthEstimator:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self.spec: ModelSpec = model.spec  # type: ignore[assignment]
-        self.preprocess = Preprocess(
+        if output_size not in ("input", "network"):
+            raise ValueError(f"output size {output_size!r}: use 'input' or 'network'")
+        self.output_size = output_size
+        # --focal-px / --fov-deg / --cx / --cy (input pixels): da3-metric-large's metres
+        self.camera = dict(camera or {})
+        pre = Da3Preprocess if self.spec.family == "v3" else Preprocess
+        self.preprocess = pre(
             input_size or self.spec.input_size, self.spec.mean, self.spec.std,
             exact=self.dtype == torch.float32,
         )
@@ -111,8 +127,22 @@ class DepthEstimator:
     def forward_batch(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalised (B, 3, H', W') → (B, H', W') float32 depth (on the device for torch).
 
-        CUDA out-of-memory halves the batch and retries.
+        Depth Anything 3: the depth after the sky fill, without metric scaling (`forward_full`).
         """
+        return self.forward_full(batch)[0]
+
+    def forward_full(self, batch: np.ndarray | torch.Tensor
+                     ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """(B, H', W') depth and per-image extras (Depth Anything 3; empty dicts otherwise)."""
+        out = self._run(batch)
+        if self.spec.family != "v3":
+            return out, [{} for _ in range(len(out))]
+        from .models.da3_post import unpack
+
+        return unpack(self.spec, out)
+
+    def _run(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The backend's raw output; CUDA out-of-memory halves the batch and retries."""
         try:
             return torch.as_tensor(self.backend.run(batch))
         except torch.cuda.OutOfMemoryError:
@@ -123,19 +153,55 @@ class DepthEstimator:
             half = n // 2
             _logger.warning("CUDA out of memory at batch %d; retrying as %d + %d",
                             n, half, n - half)
-            return torch.cat([self.forward_batch(batch[:half]), self.forward_batch(batch[half:])])
+            return torch.cat([self._run(batch[:half]), self._run(batch[half:])])
 
     def postprocess(self, depth: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        """(H', W') network-size depth → (h, w) float32 numpy at the original size."""
+        """(H', W') network-size depth → float32 numpy at the original (h, w) size, or as it is
+        with output_size="network" (exactly the official API's array for DA3)."""
+        if self.output_size == "network":
+            return depth.float().cpu().numpy()
         up = upsample(depth[None], size, self.spec.upsample_align_corners)[0]
         return up.float().cpu().numpy()
 
+    def finish(self, depth: torch.Tensor, extras: dict[str, Any], size: tuple[int, int],
+               source: object = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """One image's network-size depth + extras → output-size arrays (see `Result`)."""
+        if self.spec.family != "v3":
+            return self.postprocess(depth, size), {}
+        from .models.da3_post import (
+            SKY_MASK_THRESHOLD,
+            metric_scale,
+            network_focal,
+            scale_intrinsics,
+        )
+
+        net = (int(depth.shape[-2]), int(depth.shape[-1]))
+        out: dict[str, Any] = {}
+        if self.spec.output == "metric":
+            focal, src = network_focal(size, net, self.camera, source)  # type: ignore[arg-type]
+            depth = metric_scale(depth, focal)
+            out.update(focal_px=focal, focal_source=src)
+        final = self.postprocess(depth, size)
+        if "conf" in extras:
+            out["conf"] = self.postprocess(extras["conf"], size)
+            out["intrinsics"] = scale_intrinsics(extras["intrinsics"], net, final.shape)
+        if "sky_map" in extras:
+            out["sky"] = self.postprocess(extras["sky_map"], size) >= SKY_MASK_THRESHOLD
+            out["sky_fill"] = extras["sky_fill"]
+        return final, out
+
     def infer(self, bgr: np.ndarray) -> np.ndarray:
         """One BGR uint8 image (as cv2.imread gives) → (H, W) float32 depth."""
+        return self.infer_full(bgr).depth  # type: ignore[return-value]
+
+    def infer_full(self, bgr: np.ndarray, source: object = None) -> Result:
+        """One BGR image → a Result with depth and (Depth Anything 3) extras: confidence, sky
+        mask and camera intrinsics at the output's size; `source` is read for EXIF only."""
         _check_image(bgr)
         x = self.preprocess(bgr)
-        out = self.forward_batch(x[None])
-        return self.postprocess(out[0], bgr.shape[:2])
+        out, extras = self.forward_full(x[None])
+        depth, more = self.finish(out[0], extras[0], bgr.shape[:2], source)
+        return Result(None, depth, extras=more)
 
     def infer_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """Same as `infer` for an RGB array (PIL/imageio order)."""
@@ -145,19 +211,21 @@ class DepthEstimator:
     # -------------------------------------------------------------- streaming
 
     def _prepare(self, job: Job, keep: bool) -> Prepared:
-        key, load = job
+        key, load = job[0], job[1]
         img = load()
-        return Prepared(key, self.preprocess(img), img.shape[:2], img if keep else None)
+        return Prepared(key, self.preprocess(img), img.shape[:2], img if keep else None,
+                        job[2] if len(job) > 2 else None)
 
     def _flush(self, items: list[Prepared]) -> Iterator[Result]:
         try:
-            out = self.forward_batch(np.stack([p.tensor for p in items]))
+            out, extras = self.forward_full(np.stack([p.tensor for p in items]))
         except Exception as exc:  # noqa: BLE001 - reported per input, the run goes on
             for p in items:
                 yield Result(p.key, image=p.image, error=f"inference failed: {exc}", exc=exc)
             return
-        for p, d in zip(items, out):
-            yield Result(p.key, self.postprocess(d, p.size), image=p.image)
+        for p, d, ex in zip(items, out, extras):
+            depth, more = self.finish(d, ex, p.size, p.source)
+            yield Result(p.key, depth, image=p.image, extras=more)
 
     def run(self, jobs: Iterable[Job], *, batch_size: int = 1, workers: int = 2,
             keep_images: bool = False, max_buffered: int | None = None) -> Iterator[Result]:
@@ -174,12 +242,12 @@ class DepthEstimator:
         buffered = 0
         pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="depthcli-load")
         try:
-            for (key, _), fut in prefetch(lambda j: self._prepare(j, keep_images), jobs, pool,
+            for job, fut in prefetch(lambda j: self._prepare(j, keep_images), jobs, pool,
                                           ahead=max(batch_size * 2, workers * 2), ordered=False):
                 try:
                     prep = fut.result()
                 except Exception as exc:  # noqa: BLE001 - per-input failure
-                    yield Result(key, error=reason(exc), exc=exc)
+                    yield Result(job[0], error=reason(exc), exc=exc)
                     continue
                 bucket = buckets.setdefault(prep.tensor.shape, [])
                 bucket.append(prep)

@@ -94,8 +94,45 @@ def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
     return out
 
 
+DA3_PREFIX = "model."
+# Parts of a DA3 hub file that a one-image-per-scene model does not run: the DualDPT ray branch
+# (computed and discarded upstream; its four LayerNorm entries are one shared module, so a file
+# may hold 2 or 8 of those names), the camera encoder (only with user-given poses) and the
+# giant's 3D-Gaussian head. They are accepted and left out.
+DA3_UNUSED = ("model.cam_enc.", "model.gs_head.", "model.gs_adapter.")
+
+
+def is_da3_layout(sd: Mapping[str, torch.Tensor]) -> bool:
+    """A Depth Anything 3 hub file (`model.backbone.pretrained.*`, `model.head.*`)."""
+    return any(k.startswith("model.backbone.pretrained.") for k in sd)
+
+
+def _from_da3(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """DA3 hub layout → internal keys (DESIGN.md §10.2): `encoder.vit.*` (timm), `encoder.
+    camera_token`, `head.*`, `cam_dec.*`; the unused parts (DA3_UNUSED, `*_aux`) dropped."""
+    out: StateDict = {}
+    for key, v in sd.items():
+        if key.startswith(DA3_UNUSED) or re.match(r"model\.head\.scratch\.\w+_aux\.", key):
+            continue
+        if key.startswith("model.backbone.pretrained."):
+            rest = key[len("model.backbone.pretrained."):]
+            if rest == "camera_token":
+                out["encoder.camera_token"] = v
+                continue
+            rest = re.sub(r"\.mlp\.w12\.", ".mlp.fc1.", rest)  # vitg SwiGLU → timm names
+            rest = re.sub(r"\.mlp\.w3\.", ".mlp.fc2.", rest)
+            out["encoder.vit." + rest] = v
+        elif key.startswith(DA3_PREFIX):
+            out[key[len(DA3_PREFIX):]] = v  # head.*, cam_dec.*
+        else:
+            out[key] = v  # unknown: left for the strict check to report
+    return out
+
+
 def to_internal(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """Official or transformers layout → the DepthAnything module's own keys."""
+    """Official, DA3 hub or transformers layout → the depthcli module's own keys."""
+    if is_da3_layout(sd):
+        return _from_da3(sd)
     if any(k.startswith(("backbone.", "neck.")) for k in sd):
         sd = _from_transformers(sd)
     out: StateDict = {}
@@ -134,9 +171,20 @@ def is_swiglu(model: torch.nn.Module) -> bool:
     return model.spec.encoder.name == "vitg"  # type: ignore[union-attr]
 
 
+def da3_official_name(key: str, swiglu: bool = False) -> str:
+    """Internal DA3 module key → DA3 hub key (inverse of `_from_da3`)."""
+    if key == "encoder.camera_token":
+        return "model.backbone.pretrained.camera_token"
+    if key.startswith("encoder.vit."):
+        return "model.backbone." + official_name(key, swiglu)
+    return DA3_PREFIX + key
+
+
 def official_names(model: torch.nn.Module) -> dict[str, str]:
     """Internal → official key of every entry of `model`'s state_dict."""
     sw, video = is_swiglu(model), bool(getattr(model, "temporal", False))
+    if getattr(model.spec, "family", "") == "v3":
+        return {k: da3_official_name(k, sw) for k in model.state_dict()}
     return {k: official_name(k, sw, video) for k in model.state_dict()}
 
 
@@ -225,6 +273,6 @@ def official_keys(model: torch.nn.Module) -> list[tuple[str, list[int]]]:
     out: list[tuple[str, list[int]]] = []
     for k, v in model.state_dict().items():
         out.append((names[k], list(v.shape)))
-        if k == "encoder.vit.pos_embed":
+        if k == "encoder.vit.pos_embed" and getattr(model.spec, "family", "") != "v3":
             out.append(("pretrained.mask_token", [1, int(v.shape[-1])]))
     return out

@@ -34,6 +34,11 @@ def recipe_tensor(key: str, shape: tuple[int, ...], salt: str = "") -> torch.Ten
         v = 0.02 * z
     if key.endswith("scratch.output_conv2.2.bias"):
         v = v + 1.0
+    # DA3 (golden/README.md): without this the camera's FoV ReLU is 0 for nearly every input.
+    if key == "model.cam_dec.fc_fov.0.weight":
+        v = v * 0.1
+    elif key == "model.cam_dec.fc_fov.0.bias":
+        v = v + 1.0
     return torch.from_numpy(v.astype(np.float32))
 
 

@@ -69,6 +69,72 @@ class Preprocess:
         return out
 
 
+@dataclass(frozen=True)
+class Da3Preprocess:
+    """Depth Anything 3's transform (DESIGN.md §10.3.1): long side to `input_size`, then each
+    side to its nearest multiple of 14, both as uint8 cv2 resizes (cubic when a side grows,
+    area otherwise), then /255 and ImageNet normalisation in float32.
+
+    Not DA2's rule (float64, always cubic, short side): on DA3 that costs 0.14 of the range.
+    """
+
+    input_size: int = 504
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    exact: bool = True  # uint8 resizing is the official path at every precision
+
+    def bound_size(self, h: int, w: int) -> tuple[int, int]:
+        """Step 1: (h, w) with the long side at `input_size` (Python round, half to even)."""
+        if self.input_size < 1:
+            raise ValueError(f"input size must be positive, got {self.input_size}")
+        longest = max(h, w)
+        if longest == self.input_size:
+            return h, w
+        scale = self.input_size / longest
+        return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+    def target_size(self, h: int, w: int) -> tuple[int, int]:
+        """Network input (H, W): step 1, then each side to the nearest multiple of 14, ties up."""
+        bh, bw = self.bound_size(h, w)
+        return _nearest_multiple(bh), _nearest_multiple(bw)
+
+    def resize(self, bgr: np.ndarray) -> np.ndarray:
+        """The two uint8 resizes of the official input processor: (H, W, 3) uint8 BGR."""
+        img = to_bgr3(bgr)
+        if img.dtype != np.uint8:  # 16-bit sources: the 8 bits PIL's RGB conversion keeps
+            img = (img >> 8).astype(np.uint8)
+        h, w = img.shape[:2]
+        bh, bw = self.bound_size(h, w)
+        if (bh, bw) != (h, w):
+            grow = self.input_size > max(h, w)
+            img = cv2.resize(img, (bw, bh), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        th, tw = _nearest_multiple(bh), _nearest_multiple(bw)
+        if (th, tw) != (bh, bw):
+            grow = th > bh or tw > bw
+            img = cv2.resize(img, (tw, th), interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        return img
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray:
+        """BGR uint8 (H, W, 3) → normalised float32 (3, H', W') RGB."""
+        small = self.resize(bgr)
+        th, tw = small.shape[:2]
+        if (th // MULTIPLE) * (tw // MULTIPLE) > MAX_TOKENS:
+            raise ValueError(f"aspect ratio {bgr.shape[1]}x{bgr.shape[0]} is too extreme: the "
+                             f"network input would be {tw}x{th}; crop the image")
+        out = np.empty((3, th, tw), np.float32)
+        for c in range(3):  # RGB from BGR planes, float32 like torchvision's ToTensor/Normalize
+            plane = small[:, :, 2 - c].astype(np.float32) / np.float32(255.0)
+            out[c] = (plane - np.float32(self.mean[c])) / np.float32(self.std[c])
+        return out
+
+
+def _nearest_multiple(n: int) -> int:
+    """The nearest multiple of 14 to n (a tie goes up; never 0)."""
+    down = n // MULTIPLE * MULTIPLE
+    up = down + MULTIPLE
+    return up if down == 0 or up - n <= n - down else down
+
+
 def _multiple(x: float, min_val: int) -> int:
     y = int(np.round(x / MULTIPLE) * MULTIPLE)
     if y < min_val:

@@ -53,6 +53,10 @@ def weights_dir() -> Path:
 def local_candidates(spec: ModelSpec) -> list[Path]:
     """Files in the weights folder that would be taken for `spec`, in order of preference."""
     root = weights_dir()
+    if spec.family == "v3":  # `model.safetensors` is too generic: the repo's folder or name
+        repo = spec.hub_repo.split("/")[-1] or spec.name
+        return [root / repo / HF_FILE, root / f"{repo}.safetensors",
+                root / f"{spec.name}.safetensors"]
     names = [spec.hub_file, *LOCAL_ALIASES.get(spec.name, ())]
     if spec.hub_file == "pytorch_model.bin":  # too generic a name for a shared folder
         names = list(LOCAL_ALIASES.get(spec.name, ())) + [f"{spec.hub_repo.split('/')[-1]}.bin"]
@@ -97,6 +101,8 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
     """Return a local checkpoint path for `spec`, downloading from the hub if needed."""
     if weights is not None:
         path = Path(weights).expanduser()
+        if path.is_dir():
+            return _from_folder(spec, path)
         if not path.is_file():
             raise WeightsError(f"{path}: weights file not found")
         return path
@@ -108,11 +114,18 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    local_name = fname if prefer_hf else spec.hub_file
+    if spec.family == "v3":
+        local_name = str(local_candidates(spec)[0].relative_to(weights_dir()))
+    if not repo:
+        raise WeightsError(f"{spec.name} is a test configuration with no published weights; "
+                           "pass --weights FILE")
+
     def offline(why: str) -> WeightsError:
         return WeightsError(
             f"weights for {spec.name} are not available offline ({why}): {repo}/{fname} is not "
             f"in the Hugging Face cache; download it on a connected machine ('depthcli download "
-            f"{spec.name}'), or put {spec.hub_file if not prefer_hf else fname} in "
+            f"{spec.name}'), or put {local_name} in "
             f"{weights_dir()} (or set DEPTHCLI_WEIGHTS_DIR), or pass --weights FILE"
         )
 
@@ -132,6 +145,28 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
             f"cannot download {repo}/{fname}: {type(exc).__name__}: {str(exc).splitlines()[0]}; "
             f"put the file in {weights_dir()} or pass --weights FILE"
         ) from exc
+
+
+def _from_folder(spec: ModelSpec, folder: Path) -> Path:
+    """A hub-style folder (`model.safetensors` + `config.json`, as `save_pretrained` writes):
+    the file, after checking that config.json's `model_name` (DA3) is this model's."""
+    path = folder / HF_FILE
+    if not path.is_file():
+        raise WeightsError(f"{folder}: a folder without {HF_FILE}; pass the checkpoint file")
+    cfg = folder / "config.json"
+    if spec.da3 is not None and cfg.is_file():
+        import json
+
+        try:
+            name = json.loads(cfg.read_text()).get("model_name")
+        except (ValueError, AttributeError, OSError):
+            name = None
+        if isinstance(name, str) and name != spec.da3.config:
+            other = next((n for n, s in MODEL_SPECS.items()
+                          if s.da3 is not None and s.da3.config == name), name)
+            raise WeightsError(f"{folder}: config.json says model_name {name!r} ({other}), "
+                               f"not {spec.da3.config!r} ({spec.name}); use --model {other}")
+    return path
 
 
 def _probe_timeout() -> float:
@@ -263,9 +298,14 @@ def describe(sd: Mapping[str, torch.Tensor]) -> str:
         return f"an unknown encoder with width {dim}"
     depth = len({k.split(".")[3] for k in sd if k.startswith("encoder.vit.blocks.")})
     temporal = any(".motion_modules." in k for k in sd)
+    any_view = "encoder.camera_token" in sd
+    da3 = any_view or "head.scratch.sky_output_conv2.0.weight" in sd
     names = [n for n, s in MODEL_SPECS.items()
-             if s.encoder.name == enc.name and s.temporal == temporal]
+             if s.encoder.name == enc.name and s.temporal == temporal and s.listed
+             and (s.da3 is not None) == da3 and (not da3 or s.da3.any_view == any_view)]  # type: ignore[union-attr]
     kind = "a Video Depth Anything (temporal) " if temporal else "a "
+    if da3:
+        kind = f"a Depth Anything 3 {'any-view' if any_view else 'monocular/metric'} "
     return (
         f"{kind}ViT-{enc.name[3:].upper()} model ({dim} wide, {depth} blocks): one of "
         f"{', '.join(names) or 'no registry model'}"

@@ -88,12 +88,14 @@ def model_options(default_model: str | None) -> Callable[[Any], Any]:
         for opt in reversed([
             click.option("--model", "-m", default=default_model,
                          show_default=default_model is not None, help=model_help),
-            click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
-                         help="Checkpoint file: official .pth/.bin or transformers "
-                              ".safetensors (-hf layout)."),
+            click.option("--weights", type=click.Path(path_type=Path),
+                         help="Checkpoint file: official .pth/.bin, transformers "
+                              ".safetensors (-hf layout) or a DA3 model.safetensors (or the "
+                              "folder holding it with its config.json)."),
             click.option("--input-size", type=click.IntRange(min=1), default=None,
                          help="Short side of the network input; sides are rounded to "
-                              "multiples of 14 as the official Resize does [default: 518]."),
+                              "multiples of 14 as the official Resize does [default: 518]; "
+                              "Depth Anything 3: the long side [default: 504]."),
             click.option("--device", default="auto", show_default=True,
                          type=click.Choice(DEVICES), help="auto = cuda, then mps, then cpu."),
             click.option("--precision", default="auto", show_default=True,
@@ -133,8 +135,11 @@ def check_device(device: str) -> None:
 
 def estimator_loader(*, weights: Path | None, input_size: int | None, device: str,
                      precision: str, backend: str, max_depth: float | None, compile_: bool,
-                     channels_last: bool) -> Callable[[str], DepthEstimator]:
-    """`load(model_name)` → a DepthEstimator with these settings (called when first needed)."""
+                     channels_last: bool, output_size: str = "input",
+                     camera: dict[str, object] | None = None) -> Callable[[str], DepthEstimator]:
+    """`load(model_name)` → a DepthEstimator with these settings (called when first needed).
+
+    `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres."""
 
     def load(model: str) -> DepthEstimator:
         from ..engine import DepthEstimator
@@ -144,6 +149,7 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                 model, weights=weights, max_depth=max_depth, device=device,
                 precision=precision, input_size=input_size, compile=compile_,
                 channels_last=channels_last, backend=backend,
+                output_size=output_size, camera=camera,  # type: ignore[arg-type]
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

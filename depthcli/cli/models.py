@@ -6,7 +6,14 @@ import json
 
 import click
 
-from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, MODEL_SPECS
+from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, MODEL_SPECS, ModelSpec, list_models
+
+
+def _output(s: ModelSpec) -> str:
+    """'relative inverse depth', 'relative depth', 'metric (0-20 m)', 'metric depth (f/300)'."""
+    if s.output == "metric":
+        return f"metric (0-{s.max_depth:g} m)" if s.max_depth else "metric depth (f/300)"
+    return "relative inverse depth" if s.near_is_large else "relative depth"
 
 
 @click.command(epilog="\b\nExamples:\n  depthcli models\n  depthcli models --json")
@@ -16,12 +23,13 @@ def models(as_json: bool) -> None:
     from ..weights import cached_path
 
     rows = []
-    for name, s in MODEL_SPECS.items():
+    for name in list_models():
+        s = MODEL_SPECS[name]
         path = cached_path(s)
         rows.append({
             "name": name, "kind": "video" if getattr(s, "temporal", False) else "image",
             "params_m": s.params_m, "encoder": s.encoder.name,
-            "output": s.output + (f" (0-{s.max_depth:g} m)" if s.max_depth else ""),
+            "output": _output(s), "quantity": s.quantity,
             "licence": s.licence, "repo": s.hub_repo, "file": s.hub_file,
             "hf_repo": s.hf_repo or None, "cached": path is not None,
             "path": str(path) if path else None,
@@ -31,10 +39,10 @@ def models(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     lic = max(len(str(r["licence"])) for r in rows) + 2
-    click.echo(f"{'name':<27}{'kind':<7}{'params':>8}  {'output':<20}{'licence':<{lic}}cached")
+    click.echo(f"{'name':<27}{'kind':<7}{'params':>8}  {'output':<24}{'licence':<{lic}}cached")
     for r in rows:
         star = "*" if r["default"] else " "
         click.echo(f"{r['name'] + star:<27}{r['kind']:<7}{r['params_m']:>7.1f}M  "
-                   f"{r['output']:<20}{str(r['licence']):<{lic}}{'yes' if r['cached'] else 'no'}")
+                   f"{r['output']:<24}{str(r['licence']):<{lic}}{'yes' if r['cached'] else 'no'}")
     click.echo(f"* default ({DEFAULT_MODEL} for images, {DEFAULT_VIDEO_MODEL} for videos). "
                "Weights: --weights FILE, $DEPTHCLI_WEIGHTS_DIR, or the Hugging Face hub.")

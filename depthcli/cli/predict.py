@@ -23,7 +23,7 @@ from .common import (
     spec_or_usage,
 )
 
-FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply")
+FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply", "conf", "sky")
 CMAP_NAMES = ("spectral_r", "spectral", "inferno", "magma", "viridis", "plasma", "turbo",
               "cividis", "jet", "twilight", "gray")
 
@@ -36,6 +36,7 @@ Examples:
   depthcli predict photos/ -m da2-metric-indoor-small -f png16,ply   # metres, point clouds
   depthcli predict photos/ --weights depth_anything_v2_vits.pth      # a downloaded file
   depthcli predict photos/ --skip-existing        # resume an interrupted run
+  depthcli predict photos/ -m da3-small -f npy,conf --output-size network --json
 
 Exit codes: 0 all written, 1 some input failed, 2 usage error, 130 interrupted.
 """
@@ -86,9 +87,22 @@ def _models(model: str | None, weights: Path | None) -> tuple[str, str]:
     return model, model
 
 
+def _check_da3_formats(fmts: tuple[str, ...], spec: ModelSpec) -> None:
+    """conf needs an any-view Depth Anything 3 model, sky a monocular/metric one."""
+    da3 = spec.da3
+    if "conf" in fmts and not (da3 is not None and da3.any_view):
+        raise click.UsageError(f"--format conf needs an any-view Depth Anything 3 model "
+                               f"(da3-small, -base, -large, -giant); {spec.name} has no confidence")
+    if "sky" in fmts and not (da3 is not None and not da3.any_view):
+        raise click.UsageError(f"--format sky needs da3-mono-large or da3-metric-large; "
+                               f"{spec.name} predicts no sky")
+
+
 def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str, Any],
                        quiet: bool) -> None:
     if "ply" in fmts and spec.output != "metric" and extras["assume_scale"] is None:
+        if spec.da3 is not None and spec.da3.any_view:
+            return  # relative depth with a predicted camera: points up to one global scale
         raise click.UsageError(
             f"--format ply needs metric depth, and {spec.name} predicts relative inverse depth, "
             "which has no scale; use a da2-metric-* model, or pass --assume-scale S to treat "
@@ -119,6 +133,10 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str,
               help="Value range of visual formats: auto (per-image min-max), pLO,HI "
                    "(percentiles), LO,HI (fixed, in output units).")
 @click.option("--invert", is_flag=True, help="Swap near/far in visual formats.")
+@click.option("--output-size", type=click.Choice(["input", "network"]), default="input",
+              show_default=True,
+              help="input: every format at the input image's size (bilinear upsampling of the "
+                   "network output); network: the network-size output as the model gives it.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Inputs per forward pass (images of the same network size are batched; "
                    "video frames per pass for per-frame models).")
@@ -160,7 +178,8 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str,
 def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: Path | None,
             input_size: int | None, device: str, precision: str, backend: str,
             max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
-            formats: tuple[str, ...], cmap: str, range_: str, invert: bool, batch_size: int,
+            formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
+            batch_size: int,
             workers: int | None, skip_existing: bool, max_pixels: int, video_norm: str,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
@@ -183,12 +202,14 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     extras = {"ply_stride": ply_stride, "focal_px": focal_px, "fov_deg": fov_deg, "cx": cx,
               "cy": cy, "assume_scale": assume_scale}
     _check_point_cloud(fmts, spec, extras, quiet)
+    _check_da3_formats(fmts, spec)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
     silence_opencv()
     opts = PredictOptions(
         inputs=inputs, out_dir=_out_dir(out_dir),
-        output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric", extras=extras),
+        output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric", extras=extras,
+                                     near_is_large=spec.near_is_large),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         max_pixels=max_pixels, video_norm=video_norm,
     )
@@ -196,10 +217,16 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                     backend=backend, max_depth=max_depth, compile_=compile_,
                     channels_last=channels_last)
     if engine == "ray":
+        if output_size != "input" or spec.family == "v3":
+            raise click.UsageError("--engine ray runs Depth Anything 1/2 models at the input "
+                                   "size; use --engine local for Depth Anything 3 models and "
+                                   "--output-size network")
         run = _ray_run(opts, image_model, video_model, settings, threads,
                        (ray_address, ray_actors, ray_actor_cpus))
     else:
-        models = Estimators(estimator_loader(**settings), image_model, video_model)
+        camera = {k: extras[k] for k in ("focal_px", "fov_deg", "cx", "cy")}
+        models = Estimators(estimator_loader(**settings, output_size=output_size,
+                                             camera=camera), image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
 

@@ -37,7 +37,8 @@ def create_model(
 
     Family, head kind and max_depth come from the name, never from the checkpoint keys: V1/V2 and
     relative/metric checkpoints are indistinguishable by keys. Temporal (`vda-*`) names give a
-    VideoDepthAnything, whose forward takes (B, T, 3, H, W) windows of frames.
+    VideoDepthAnything, whose forward takes (B, T, 3, H, W) windows of frames; Depth Anything 3
+    names a Da3Model (packed depth + confidence/sky + camera, models/da3_model.py).
     """
     from .. import weights as _weights
     from ..layouts import to_internal
@@ -49,6 +50,10 @@ def create_model(
     if pretrained or weights is not None:  # first: a missing checkpoint fails before the build
         path = _weights.resolve(spec, weights, prefer_hf=is_hf_repo_name(name))
     def build() -> torch.nn.Module:
+        if spec.family == "v3":
+            from .da3_model import Da3Model
+
+            return Da3Model(spec)
         return (VideoDepthAnything(spec) if spec.temporal
                 else DepthAnything(spec, max_depth=max_depth))
 

@@ -96,20 +96,29 @@ class DPTHead(nn.Module):
         s = self.scratch
         return [rn(x) for x, rn in zip(layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn))]
 
-    def fine(self, p3: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor,
-             size: tuple[int, int]) -> torch.Tensor:
-        """refinenet2, refinenet1 and the output convolutions: (B, 1, *size)."""
+    def fine_features(self, p3: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor,
+                      size: tuple[int, int]) -> torch.Tensor:
+        """refinenet2, refinenet1, output_conv1 and the upsample: (B, features/2, *size), the
+        map every output convolution (depth, DA3's sky) reads."""
         s = self.scratch
         p2 = s.refinenet2(p3, l2, size=l1.shape[2:])
         p1 = s.refinenet1(p2, l1)
         out = s.output_conv1(p1)
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
-        return s.output_conv2(out)
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=True)
+
+    def fine(self, p3: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor,
+             size: tuple[int, int]) -> torch.Tensor:
+        """refinenet2, refinenet1 and the output convolutions: (B, 1, *size)."""
+        return self.scratch.output_conv2(self.fine_features(p3, l2, l1, size))
+
+    def fuse(self, layers: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Reassembled maps → `fine_features` at `size` (the whole fusion chain)."""
+        s = self.scratch
+        l1, l2, l3, l4 = self.to_features(layers)
+        p4 = s.refinenet4(l4, size=l3.shape[2:])
+        p3 = s.refinenet3(p4, l3, size=l2.shape[2:])
+        return self.fine_features(p3, l2, l1, size)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         h0, w0 = feats[0].shape[-2:]
-        s = self.scratch
-        l1, l2, l3, l4 = self.to_features(self.reassemble(feats))
-        p4 = s.refinenet4(l4, size=l3.shape[2:])
-        p3 = s.refinenet3(p4, l3, size=l2.shape[2:])
-        return self.fine(p3, l2, l1, (h0 * 14, w0 * 14))
+        return self.scratch.output_conv2(self.fuse(self.reassemble(feats), (h0 * 14, w0 * 14)))

@@ -11,6 +11,9 @@ from typing import Literal
 from ..errors import UnknownModelError
 
 OutputKind = Literal["relative", "metric"]
+# What the number means: DA1/DA2 relative models give inverse depth (near = large), DA3 and every
+# metric model give depth (near = small).
+Quantity = Literal["inverse", "depth"]
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,34 @@ class EncoderSpec:
 
 
 @dataclass(frozen=True)
+class Da3Arch:
+    """What a Depth Anything 3 configuration adds to the DINOv2 + DPT recipe (DESIGN.md §10.1).
+
+    Any-view models (`alt_start >= 0`) add a camera token, QK-norm, 2-D RoPE and alternating
+    attention from block `alt_start` on, read out cat(local, global) tokens (head input 2C) and
+    predict depth + confidence + the camera; mono/metric ones are DA2's encoder with a DPT head
+    that predicts depth + a sky map.
+    """
+
+    config: str  # the official config name (config.json's `model_name`)
+    alt_start: int  # camera token / QK-norm / RoPE / alternation start; -1 = monocular
+    head_dim_in: int
+
+    @property
+    def any_view(self) -> bool:
+        return self.alt_start >= 0
+
+    @property
+    def output_dim(self) -> int:
+        return 2 if self.any_view else 1
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One published Depth Anything checkpoint: architecture, weights source, pre/postprocessing."""
 
     name: str
-    family: Literal["v1", "v2"]
+    family: Literal["v1", "v2", "v3"]
     encoder: EncoderSpec
     layers: tuple[int, int, int, int]  # 0-based blocks whose (normed) tokens feed the head
     features: int
@@ -48,6 +74,9 @@ class ModelSpec:
     temporal: bool = False  # Video Depth Anything: frames go through 32-frame windows
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    quantity: Quantity = "inverse"
+    da3: Da3Arch | None = None  # Depth Anything 3 only
+    listed: bool = True  # False: a test configuration, resolvable by name but not listed
 
     @property
     def size(self) -> str:
@@ -60,7 +89,16 @@ class ModelSpec:
 
     @property
     def unit(self) -> str:
-        return "metres" if self.output == "metric" else "relative inverse depth (unitless)"
+        if self.output == "metric":
+            return "metres"
+        if self.quantity == "depth":
+            return "relative depth (unitless, larger = farther)"
+        return "relative inverse depth (unitless)"
+
+    @property
+    def near_is_large(self) -> bool:
+        """Whether larger output values are nearer (inverse depth), for colour maps."""
+        return self.quantity == "inverse"
 
 
 ENCODERS: dict[str, EncoderSpec] = {
@@ -153,7 +191,48 @@ def _build() -> dict[str, ModelSpec]:
     return specs
 
 
-MODEL_SPECS: dict[str, ModelSpec] = _build()
+# Depth Anything 3 (DESIGN.md §10.1.1): name, official config, hub repo, encoder, out layers,
+# alt_start, head dim_in, output, licence, values in the checkpoint (M).
+_DA3 = (
+    ("da3-small", "da3-small", "DA3-SMALL", "vits", (5, 7, 9, 11), 4, 768, "relative",
+     "Apache-2.0", 34.3),
+    ("da3-base", "da3-base", "DA3-BASE", "vitb", (5, 7, 9, 11), 4, 1536, "relative",
+     "Apache-2.0", 135.4),
+    ("da3-large", "da3-large", "DA3-LARGE-1.1", "vitl", (11, 15, 19, 23), 8, 2048, "relative",
+     _NC, 410.9),
+    ("da3-giant", "da3-giant", "DA3-GIANT-1.1", "vitg", (19, 27, 33, 39), 13, 3072, "relative",
+     _NC, 1355.7),
+    ("da3-mono-large", "da3mono-large", "DA3MONO-LARGE", "vitl", (4, 11, 17, 23), -1, 1024,
+     "relative", "Apache-2.0", 334.2),
+    ("da3-metric-large", "da3metric-large", "DA3METRIC-LARGE", "vitl", (4, 11, 17, 23), -1,
+     1024, "metric", "Apache-2.0", 334.2),
+    # Not a published model: da3mono-large's code path at ViT-S cost (golden files, tests).
+    ("da3mono-small-test", "da3mono-small-test", "", "vits", (2, 5, 8, 11), -1, 384,
+     "relative", "test configuration", 24.7),
+)
+_DA3_HEAD = {"vits": (64, (48, 96, 192, 384)), "vitb": (128, (96, 192, 384, 768)),
+             "vitl": (256, (256, 512, 1024, 1024)), "vitg": (256, (256, 512, 1024, 1024))}
+
+
+def _da3_specs() -> dict[str, ModelSpec]:
+    specs: dict[str, ModelSpec] = {}
+    for name, config, repo, enc, layers, alt, dim_in, output, licence, params in _DA3:
+        features, out_channels = _DA3_HEAD[enc]
+        mono = alt < 0
+        what = ("metric depth (f / 300 scaling)" if output == "metric"
+                else "monocular depth + sky" if mono else "any-view depth + camera")
+        specs[name] = ModelSpec(
+            name=name, family="v3", encoder=ENCODERS[enc], layers=layers,
+            features=features, out_channels=out_channels, output=output,  # type: ignore[arg-type]
+            hub_repo=f"depth-anything/{repo}" if repo else "", hub_file="model.safetensors",
+            hf_repo="", licence=licence, params_m=params, dataset=f"DA3 {what}",
+            input_size=504, quantity="depth", da3=Da3Arch(config, alt, dim_in),
+            listed=bool(repo),
+        )
+    return specs
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {**_build(), **_da3_specs()}
 DEFAULT_MODEL = "da2-small"
 DEFAULT_VIDEO_MODEL = "vda-small"
 
@@ -164,8 +243,8 @@ LOCAL_ALIASES: dict[str, tuple[str, ...]] = {
 
 
 def list_models() -> list[str]:
-    """Registry names, in display order."""
-    return list(MODEL_SPECS)
+    """Registry names, in display order (test configurations left out)."""
+    return [n for n, s in MODEL_SPECS.items() if s.listed]
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -174,9 +253,11 @@ def get_spec(name: str) -> ModelSpec:
         return MODEL_SPECS[name]
     low = name.strip().lower()
     for spec in MODEL_SPECS.values():
-        if low in (spec.hub_repo.lower(), spec.hf_repo.lower()):
+        if low and low in (spec.hub_repo.lower(), spec.hf_repo.lower()):
             return spec
-    close = [n for n in MODEL_SPECS if low and (low in n or n in low)]
+        if spec.da3 is not None and spec.listed and low == spec.da3.config:
+            return spec  # DA3's own config names (da3mono-large, ...) are accepted too
+    close = [n for n in list_models() if low and (low in n or n in low)]
     hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
     raise UnknownModelError(
         f"unknown model {name!r}{hint}; run 'depthcli models' for the list "
@@ -187,4 +268,4 @@ def get_spec(name: str) -> ModelSpec:
 def is_hf_repo_name(name: str) -> bool:
     """True if `name` is the transformers-layout repo of a registry model."""
     low = name.strip().lower()
-    return any(low == s.hf_repo.lower() for s in MODEL_SPECS.values())
+    return any(low and low == s.hf_repo.lower() for s in MODEL_SPECS.values())

@@ -30,7 +30,7 @@ class Format:
     """One output format: how an image's output is named and what a video gets instead."""
 
     name: str
-    kind: Literal["png", "raw", "cloud"]
+    kind: Literal["png", "raw", "cloud", "extra"]
     suffix: str  # file suffix for images (PNG kinds get `_<name>` when several are asked for)
     video: Literal["mp4", "npy", "frames"] | None  # None: per-image only
     help: str
@@ -45,6 +45,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("exr", "raw", ".exr", "frames", "float32 raw depth, OpenEXR"),
     Format("side", "png", ".png", "mp4", "input | gap | colour map"),
     Format("ply", "cloud", ".ply", None, "coloured point cloud (metric depth)"),
+    Format("conf", "extra", "_conf.npy", None, "float32 confidence (DA3 any-view models)"),
+    Format("sky", "extra", "_sky.png", None, "sky mask PNG, 255 = sky (DA3 mono/metric)"),
 )}
 VIDEO_FORMATS = tuple(n for n, f in FORMATS.items() if f.video)
 
@@ -55,6 +57,11 @@ class OutputOptions:
     render: render.RenderOptions = field(default_factory=render.RenderOptions)
     metric: bool = False
     extras: dict[str, object] = field(default_factory=dict)  # point-cloud options
+    near_is_large: bool | None = None  # None: not metric (DA1/DA2); False for depth (DA3)
+
+    def __post_init__(self) -> None:
+        if self.near_is_large is None:
+            object.__setattr__(self, "near_is_large", not self.metric)
 
 
 def parse_formats(values: Sequence[str]) -> tuple[str, ...]:
@@ -123,11 +130,28 @@ def needs_image(formats: Sequence[str]) -> bool:
 
 
 def write_image_outputs(depth: np.ndarray, image: np.ndarray | None, paths: dict[str, Path],
-                        opts: OutputOptions, src: Path | None = None) -> None:
-    """Write every requested format for one image (each file atomically)."""
+                        opts: OutputOptions, src: Path | None = None,
+                        extras: dict[str, object] | None = None) -> None:
+    """Write every requested format for one image (each file atomically).
+
+    `extras` are a Depth Anything 3 result's (`conf`, `sky`, `intrinsics`, engine.Result).
+    With `--output-size network` the image is resized to the depth's size for side and ply.
+    """
+    ex = extras or {}
+    if image is not None and image.shape[:2] != depth.shape:
+        import cv2
+
+        image = cv2.resize(image, (depth.shape[1], depth.shape[0]), interpolation=cv2.INTER_AREA)
     for f, path in paths.items():
         kind = FORMATS[f].kind
-        if kind == "png":
+        if f in ("conf", "sky"):
+            value = ex.get(f)
+            if value is None:
+                raise ValueError(f"{f} format: this model gives no {f} output")
+            arr = np.asarray(value)
+            data = npy_bytes(arr) if f == "conf" else encode_png(arr.astype(np.uint8) * 255)
+            write_bytes(path, data)
+        elif kind == "png":
             write_bytes(path, encode_png(encode_visual(f, depth, image, opts)))
         elif f == "npy":
             write_bytes(path, npy_bytes(depth))
@@ -140,4 +164,5 @@ def write_image_outputs(depth: np.ndarray, image: np.ndarray | None, paths: dict
 
             if image is None:
                 raise ValueError(f"{f} format needs the input image")
-            write_ply_output(depth, image, path, opts, src)
+            write_ply_output(depth, image, path, opts, src,
+                             ex.get("intrinsics"))  # type: ignore[arg-type]

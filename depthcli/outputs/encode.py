@@ -1,12 +1,15 @@
 """Encoding one depth map into each format's bytes or pixels (no files, no registry).
 
 Value conventions (also in the README):
-- npy / pfm / exr: float32 raw model output at the input's size: relative inverse depth
-  (unitless, near = large) or metres (metric models).
+- npy / pfm / exr: float32 raw model output at the input's size (or the network's, with
+  --output-size network): relative inverse depth (DA1/DA2, unitless, near = large), relative
+  depth (DA3, unitless, near = small) or metres (metric models).
 - color: colour map of the normalised range, near = warm (spectral_r: red near, blue far).
 - gray: 8-bit, near = bright.  side: input | 50 px white | color.
-- png16: relative models: the normalised range scaled to 0..65535, near = bright;
-  metric models: millimetres (65535 = 65.535 m and beyond).
+- png16: relative models: the normalised range scaled to 0..65535, near = bright (DA1/DA2
+  inverse depth and DA3 depth alike); metric models: millimetres (65535 = 65.535 m and beyond).
+- Depth Anything 3 relative models give depth (larger = farther), DA1/DA2 relative models
+  inverse depth: `OutputOptions.near_is_large` says which, so near is warm/bright for all.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def encode_visual(fmt: str, depth: np.ndarray, image: np.ndarray | None,
     if fmt == "png16" and opts.metric:
         return np.clip(np.round(depth.astype(np.float64) * 1000.0), 0, 65535).astype(np.uint16)
     rng = vrange if vrange is not None else render.value_range(depth, ropts)
-    t = render.nearness(depth, rng, near_is_large=not opts.metric, invert=ropts.invert)
+    t = render.nearness(depth, rng, near_is_large=bool(opts.near_is_large), invert=ropts.invert)
     if fmt == "png16":
         return render.to_uint16(t)
     idx = render.to_uint8(t)

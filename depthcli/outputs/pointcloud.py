@@ -144,8 +144,10 @@ def exif_focal_35mm(src: str | os.PathLike[str] | None) -> float | None:
 
 
 def resolve_intrinsics(width: int, height: int, extras: Mapping[str, object] | None = None,
-                       src: str | os.PathLike[str] | None = None) -> Intrinsics:
-    """Intrinsics for a W x H image: --focal-px > --fov-deg > EXIF 35 mm focal > 60° hFOV.
+                       src: str | os.PathLike[str] | None = None,
+                       predicted: list[list[float]] | None = None) -> Intrinsics:
+    """Intrinsics for a W x H image: --focal-px > --fov-deg > EXIF 35 mm focal > the model's
+    predicted camera (Depth Anything 3 any-view, at this size) > 60° hFOV.
 
     `extras` holds the CLI options (`focal_px`, `fov_deg`, `cx`, `cy`; None = not given);
     `src` is the source file, read only for its EXIF and only when neither option is given.
@@ -165,6 +167,11 @@ def resolve_intrinsics(width: int, height: int, extras: Mapping[str, object] | N
         if f35 is not None:
             fx = f35 / FILM_LONG_SIDE_MM * max(width, height)
             source, detail = "exif", f"focal_35mm={_fmt(f35)}"
+        elif predicted is not None:
+            fx, fy = float(predicted[0][0]), float(predicted[1][1])
+            return Intrinsics(fx=fx, fy=fy, cx=float(predicted[0][2]), cy=float(predicted[1][2]),
+                              width=int(width), height=int(height), source="predicted",
+                              detail="model=da3")
         else:
             fx = (width / 2.0) / math.tan(math.radians(DEFAULT_HFOV_DEG) / 2.0)
             source, detail = "default", f"fov_deg={_fmt(DEFAULT_HFOV_DEG)}"
@@ -180,10 +187,14 @@ def resolve_intrinsics(width: int, height: int, extras: Mapping[str, object] | N
     )
 
 
-def metric_depth(depth: np.ndarray, metric: bool, assume_scale: float | None) -> np.ndarray:
-    """Model output → metres (float32); NaN where there is no depth (relative output <= 0)."""
+def metric_depth(depth: np.ndarray, metric: bool, assume_scale: float | None,
+                 inverse: bool = True) -> np.ndarray:
+    """Model output → metres (float32); NaN where there is no depth (relative output <= 0).
+
+    `inverse=False` (Depth Anything 3's relative depth): the output itself, in its own unit.
+    """
     d = np.asarray(depth)
-    if metric:
+    if metric or not inverse:
         return d.astype(np.float32, copy=False)
     if assume_scale is None:
         raise ValueError(
@@ -257,7 +268,8 @@ def write_points(f: BinaryIO, z: np.ndarray, rgb: np.ndarray, intr: Intrinsics, 
 
 
 def write_ply_output(depth: np.ndarray, image: np.ndarray, path: Path,
-                     opts: OutputOptions, src: Path | None = None) -> None:
+                     opts: OutputOptions, src: Path | None = None,
+                     camera: list[list[float]] | None = None) -> None:
     """The `ply` format writer (see the module docstring); writes `path` atomically.
 
     `opts.extras` gives ply_stride, focal_px, fov_deg, cx, cy, assume_scale; `src` is the input
@@ -273,12 +285,15 @@ def write_ply_output(depth: np.ndarray, image: np.ndarray, path: Path,
     if stride < 1:
         raise ValueError(f"ply stride must be >= 1, got {stride}")
     scale = ex.get("assume_scale")
-    z = metric_depth(depth[::stride, ::stride], opts.metric, scale)  # type: ignore[arg-type]
+    inverse = opts.near_is_large
+    z = metric_depth(depth[::stride, ::stride], opts.metric, scale, inverse)  # type: ignore[arg-type]
     if opts.metric:
         note = "depth=metric z=model output in metres"
+    elif not inverse:
+        note = "depth=relative z=model output (relative depth: one unknown global scale)"
     else:
         note = f"depth=assume-scale scale={_fmt(scale)} z=scale/output (relative model)"  # type: ignore[arg-type]
-    intr = resolve_intrinsics(w, h, ex, src)
+    intr = resolve_intrinsics(w, h, ex, src, camera)
     n = int(np.count_nonzero(np.isfinite(z) & (z > 0)))
     rgb = _rgb(image)
     write_with(path, lambda tmp: _write_file(tmp, z, rgb, intr, stride, n, note))

@@ -58,7 +58,7 @@ class _Run:
             msg = str(as_disk_full(exc, str(where)))
             self.fail(msg.split(": ", 1)[0], msg)
 
-    def image_jobs(self) -> Iterator[tuple[object, Callable[[], object]]]:
+    def image_jobs(self) -> Iterator[tuple[object, Callable[[], object], Path]]:
         """Engine jobs for the images still to do; videos are set aside for later."""
         opts = self.opts
         for item in images.discover(opts.inputs, self.state):
@@ -80,13 +80,16 @@ class _Run:
                     self.progress(1)
                     continue
             src = item.src
-            yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels))
+            yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels)), src
 
-    def write(self, src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
+    def write(self, src: Path, paths: dict[str, Path], depth: object, image: object,
+              extras: dict[str, object] | None = None) -> None:
         try:
             if self.full.is_set():
                 return
-            outputs.write_image_outputs(depth, image, paths, self.opts.output, src)  # type: ignore[arg-type]
+            outputs.write_image_outputs(depth, image, paths, self.opts.output, src,  # type: ignore[arg-type]
+                                        extras)
+            self.summary.add_camera(str(src), extras)
             self.summary.add_written(list(paths.values()))
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
             if is_disk_full(exc):
@@ -106,7 +109,7 @@ class _Run:
         try:
             est = self.models.for_images()
         except InputError as exc:  # e.g. a video-only model: one line per image, run goes on
-            for (src, _paths), _load in jobs:
+            for (src, _paths), *_ in jobs:
                 self.fail(str(src), str(exc))
                 self.progress(1)
             return
@@ -125,7 +128,7 @@ class _Run:
                     self.fail(str(src), strip_path(res.error, str(src)))
                     self.progress(1)
                     continue
-                writers.submit(self.write, src, paths, res.depth, res.image)
+                writers.submit(self.write, src, paths, res.depth, res.image, res.extras)
         finally:
             writers.close()
 

@@ -122,6 +122,8 @@ class Summary:
     models: dict[str, str] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # with --list-outputs / -v
+    # Depth Anything 3, per image: predicted camera / metric focal / sky fill (--json "images")
+    images: list[dict[str, object]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fail(self, path: str, reason: str) -> None:
@@ -134,6 +136,18 @@ class Summary:
             self.written += n
             if paths:
                 self.outputs.extend(str(p) for p in paths)
+
+    def add_camera(self, path: str, extras: dict[str, object] | None) -> None:
+        """Keep a DA3 image's camera facts: intrinsics at the output's size (any-view), the
+        focal length used for metres (metric), the sky fill value (mono/metric)."""
+        if not extras:
+            return
+        row: dict[str, object] = {"path": path}
+        for k in ("intrinsics", "focal_px", "focal_source", "sky_fill"):
+            if extras.get(k) is not None:
+                row[k] = extras[k]
+        with self._lock:
+            self.images.append(row)
 
     @property
     def rate(self) -> float:
@@ -161,6 +175,8 @@ class Summary:
         d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         if not with_outputs:
             d.pop("outputs")
+        if not self.images:
+            d.pop("images")
         d["img_per_s"] = round(self.rate, 4)  # written inputs (a video counts once) per second
         d["frames_per_s"] = round(self.frame_rate, 4)
         d["seconds"] = round(self.seconds, 3)

@@ -1,0 +1,255 @@
+"""Depth Anything 3: golden parity with the official code (API and CLI), hub-layout loading,
+refusals, --output-size, metric scaling and a runtime backend for the monocular configuration.
+
+Recipe checkpoints are written once per session in the hub layout (`model.safetensors` +
+`config.json`); the golden inputs are small, and the 504-px cases run once per model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_image
+from depthcli.engine import DepthEstimator
+from depthcli.errors import WeightsError
+from depthcli.models import create_model, get_spec
+from recipe import recipe_state_dict
+
+INPUTS = ("landscape", "portrait", "square")
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(a - ref).max() / (ref.max() - ref.min()))
+
+
+@pytest.fixture(scope="session")
+def da3_keys(golden_dir: Path) -> dict:
+    path = golden_dir / "da3-keys.json"
+    if not path.is_file():
+        pytest.skip("../shared/golden/da3-keys.json is absent")
+    return json.loads(path.read_text())
+
+
+def write_hub_folder(folder: Path, keys: list, config: str, salt: str = "",
+                     aliases: bool = False) -> Path:
+    """A `save_pretrained`-style folder; `aliases` adds the six shared-LayerNorm names too."""
+    from safetensors.torch import save_file
+
+    sd = recipe_state_dict(keys, salt)
+    if aliases:
+        for i in (1, 2, 3):
+            for leaf in ("weight", "bias"):
+                src = f"model.head.scratch.output_conv2_aux.0.2.{leaf}"
+                sd[src.replace("aux.0.", f"aux.{i}.")] = sd[src].clone()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_name": config}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def da3_folders(da3_keys: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("da3")
+    return {tag: write_hub_folder(root / tag, da3_keys[tag], tag)
+            for tag in ("da3-small", "da3mono-small-test")}
+
+
+@pytest.fixture(scope="session")
+def estimators(da3_folders: dict[str, Path]) -> dict[tuple[str, int], DepthEstimator]:
+    """One loaded model per tag, an estimator per process size, network-size output."""
+    out = {}
+    for tag, folder in da3_folders.items():
+        est = DepthEstimator.from_name(tag, weights=folder, device="cpu", backend="torch",
+                                       output_size="network")
+        out[tag, 504] = est
+        out[tag, 140] = DepthEstimator(est.model, device="cpu", backend="torch",
+                                       input_size=140, output_size="network")
+    return out
+
+
+def _check_small(gold: np.lib.npyio.NpzFile, key: str, depth: np.ndarray, conf: np.ndarray,
+                 intrinsics: np.ndarray) -> None:
+    assert depth.shape == gold[key].shape and depth.dtype == np.float32
+    assert rel_err(depth, gold[key]) < 1e-4, key
+    assert rel_err(conf, gold[f"{key}:conf"]) < 1e-4, key
+    np.testing.assert_allclose(intrinsics, gold[f"{key}:intrinsics"], rtol=1e-5, atol=1e-4)
+
+
+def _check_mono(gold: np.lib.npyio.NpzFile, key: str, depth: np.ndarray,
+                sky: np.ndarray | None, fill: float | None) -> None:
+    g = gold[key]
+    assert depth.shape == g.shape and depth.dtype == np.float32
+    sky_map = gold[f"{key}:sky_map"]
+    # Pixels within 1e-3 of the 0.3 fill threshold may land on either side of it.
+    outside, inside = sky_map < 0.3 - 1e-3, sky_map >= 0.3 + 1e-3
+    assert np.abs(depth - g)[outside].max() / (g.max() - g.min()) < 1e-4, key
+    if bool(gold[f"{key}:sky_filled"]):
+        exact = float(gold[f"{key}:sky_fill_value_exact"])
+        assert fill is not None and abs(fill - exact) / (g.max() - g.min()) < 1e-4, key
+        assert np.abs(depth[inside] - exact).max() / (g.max() - g.min()) < 1e-4, key
+    if sky is not None:
+        assert (sky == gold[f"{key}:sky"]).mean() > 0.9999, key
+
+
+@pytest.mark.parametrize("tag", ["da3-small", "da3mono-small-test"])
+def test_golden_parity_api(tag: str, golden_dir: Path, estimators: dict) -> None:
+    """Every stored input at 140 and the 504 portrait through `DepthEstimator.infer_full`."""
+    gold = np.load(golden_dir / f"{tag}.npz")
+    for size, names in ((140, INPUTS), (504, ("portrait",))):
+        for name in names:
+            key = f"{name}@{size}"
+            r = estimators[tag, size].infer_full(cv2.imread(str(golden_dir / f"{name}.png")))
+            if tag == "da3-small":
+                _check_small(gold, key, r.depth, r.extras["conf"],
+                             np.asarray(r.extras["intrinsics"]))
+            else:
+                _check_mono(gold, key, r.depth, r.extras["sky"], r.extras["sky_fill"])
+
+
+def _cli(args: list[str]) -> str:
+    from click.testing import CliRunner
+
+    from depthcli.cli import main
+
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+@pytest.mark.parametrize("tag", ["da3-small", "da3mono-small-test"])
+def test_golden_parity_cli(tag: str, golden_dir: Path, da3_folders: dict, tmp_path) -> None:
+    """`predict --format npy --output-size network` (+ conf / sky, --json intrinsics): the
+    504 landscape and every input at 140."""
+    gold = np.load(golden_dir / f"{tag}.npz")
+    extra = "conf" if tag == "da3-small" else "sky"
+    for size, names in ((504, ("landscape",)), (140, INPUTS)):
+        out = tmp_path / str(size)
+        imgs = [str(golden_dir / f"{n}.png") for n in names]
+        text = _cli(["predict", *imgs, "-o", str(out), "--model", tag, "--weights",
+                     str(da3_folders[tag]), "--format", f"npy,{extra}", "--output-size",
+                     "network", "--input-size", str(size), "--device", "cpu", "--precision",
+                     "fp32", "--backend", "torch", "--json", "-q"])
+        rows = {Path(r["path"]).stem: r for r in json.loads(text)["images"]}
+        for n in names:
+            key, depth = f"{n}@{size}", np.load(out / f"{n}.npy")
+            if tag == "da3-small":
+                _check_small(gold, key, depth, np.load(out / f"{n}_conf.npy"),
+                             np.asarray(rows[n]["intrinsics"]))
+            else:
+                sky = cv2.imread(str(out / f"{n}_sky.png"), cv2.IMREAD_UNCHANGED) > 127
+                _check_mono(gold, key, depth, sky, rows[n]["sky_fill"])
+
+
+def test_default_output_is_input_size(estimators: dict, golden_dir: Path) -> None:
+    """Without --output-size network every DA3 output is at the input's size, the camera too."""
+    est = estimators["da3-small", 140]
+    default = DepthEstimator(est.model, device="cpu", backend="torch", input_size=140)
+    img = cv2.imread(str(golden_dir / "landscape.png"))  # 240x160 → network 140x98
+    net, full = est.infer_full(img), default.infer_full(img)
+    assert net.depth.shape == (98, 140) and full.depth.shape == img.shape[:2]
+    assert full.extras["conf"].shape == img.shape[:2]
+    k_net, k_full = np.asarray(net.extras["intrinsics"]), np.asarray(full.extras["intrinsics"])
+    assert k_full[0, 2] == 120 and k_full[1, 2] == 80
+    assert k_full[0, 0] == pytest.approx(k_net[0, 0] * 240 / 140, rel=1e-6)
+
+
+def test_hub_cache_layout_with_aliases(da3_keys: dict, tmp_path, monkeypatch) -> None:
+    """A hub-cache snapshot (other seed, all six aliased LayerNorm names present) loads offline
+    by name, and the `model.safetensors` file alone loads the same way."""
+    from huggingface_hub import constants
+
+    spec = get_spec("da3-small")
+    cache = tmp_path / "hub"
+    folder = cache / ("models--" + spec.hub_repo.replace("/", "--"))
+    snap = write_hub_folder(folder / "snapshots" / COMMIT, da3_keys["da3-small"], "da3-small",
+                            salt="other", aliases=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(COMMIT)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("DEPTHCLI_WEIGHTS_DIR", str(tmp_path / "empty"))
+    a = create_model("da3-small")
+    b = create_model("depth-anything/DA3-SMALL", weights=snap / "model.safetensors")
+    ref = recipe_state_dict(da3_keys["da3-small"][:1], salt="other")
+    key = "model.backbone.pretrained.cls_token"
+    assert torch.equal(a.state_dict()["encoder.vit.cls_token"], ref[key])
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    # DEPTHCLI_WEIGHTS_DIR/<repo>/model.safetensors is found too
+    local = tmp_path / "w" / "DA3-SMALL"
+    shutil.copytree(snap, local)
+    monkeypatch.setenv("DEPTHCLI_WEIGHTS_DIR", str(tmp_path / "w"))
+    from depthcli.weights import cached_path
+
+    assert cached_path(spec) == local / "model.safetensors"
+
+
+def test_mismatched_files_refused(da3_folders: dict, small_ckpt: Path, tmp_path) -> None:
+    with pytest.raises(WeightsError, match="Depth Anything 3 any-view.*da3-small"):
+        create_model("da2-small", weights=da3_folders["da3-small"] / "model.safetensors")
+    with pytest.raises(WeightsError, match="Depth Anything 3 monocular/metric ViT-S"):
+        create_model("da3-small", weights=da3_folders["da3mono-small-test"] / "model.safetensors")
+    with pytest.raises(WeightsError, match="ViT-S model.*da2-small"):
+        create_model("da3-small", weights=small_ckpt)
+    with pytest.raises(WeightsError, match="config.json says model_name 'da3mono-small-test'"):
+        create_model("da3-small", weights=da3_folders["da3mono-small-test"])
+
+
+def test_metric_scaling(estimators: dict, da3_folders: dict, golden_dir: Path) -> None:
+    """da3-metric-large's metres = focal (network px) x output / 300, on the mono test config."""
+    from depthcli.layouts import to_internal
+    from depthcli.models.da3_model import Da3Model
+    from depthcli.weights import read_state_dict
+
+    base = estimators["da3mono-small-test", 140]
+    model = Da3Model(dataclasses.replace(get_spec("da3mono-small-test"), output="metric"))
+    model.load_state_dict(to_internal(read_state_dict(
+        da3_folders["da3mono-small-test"] / "model.safetensors")))
+    img = cv2.imread(str(golden_dir / "portrait.png"))  # 126x203 → network 84x140
+    rel = base.infer_full(img)
+    for camera, focal in (({"focal_px": 252.0}, 252.0 * (84 / 126 + 140 / 203) / 2),
+                          ({"fov_deg": 90.0}, (63 * 84 / 126 + 63 * 140 / 203) / 2)):
+        est = DepthEstimator(model, device="cpu", backend="torch", input_size=140,
+                             output_size="network", camera=camera)
+        r = est.infer_full(img)
+        assert r.extras["focal_px"] == pytest.approx(focal, rel=1e-9)
+        np.testing.assert_allclose(r.depth, rel.depth * focal / 300, rtol=2e-5)
+
+
+def test_output_size_da2(small_ckpt: Path, tmp_path) -> None:
+    """--output-size network gives DA2 the network-size map; the default the input size."""
+    from depthcli.transforms import lower_bound_size
+
+    img = write_image(tmp_path / "in.png", 40, 60)
+    sizes = {}
+    for mode in ("input", "network"):
+        _cli(["predict", str(img), "-o", str(tmp_path / mode), "--weights", str(small_ckpt),
+              "--input-size", "70", "-f", "npy", "--output-size", mode, "--device", "cpu", "-q"])
+        sizes[mode] = np.load(tmp_path / mode / "in.npy").shape
+    assert sizes == {"input": (40, 60), "network": lower_bound_size(40, 60, 70)}
+
+
+@pytest.mark.slow  # ~50 s here: the OpenVINO conversion of the ViT-S model
+def test_openvino_backend_mono(estimators: dict, golden_dir: Path, tmp_path) -> None:
+    """The monocular configuration through OpenVINO (no new operators): the same depth, sky
+    and fill as the official code."""
+    pytest.importorskip("openvino")
+    from depthcli.backends import create_runtime_backend
+
+    base = estimators["da3mono-small-test", 140]
+    backend = create_runtime_backend("openvino", base.model, base.spec, precision="fp32",
+                                     cache_dir=tmp_path)
+    est = DepthEstimator(base.model, device="cpu", backend=backend, input_size=140,
+                         output_size="network")
+    gold = np.load(golden_dir / "da3mono-small-test.npz")
+    for name in ("landscape", "square"):
+        r = est.infer_full(cv2.imread(str(golden_dir / f"{name}.png")))
+        _check_mono(gold, f"{name}@140", r.depth, r.extras["sky"], r.extras["sky_fill"])

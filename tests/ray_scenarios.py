@@ -1,11 +1,9 @@
 """Ray scenarios for tests/test_ray.py, run inside a loopback-only network namespace.
 
-    unshare -n sh -c 'ip link set lo up && python tests/ray_scenarios.py WORKDIR CKPT'
+    unshare -n sh -c 'ip link set lo up && python tests/ray_scenarios.py SCENARIO WORKDIR CKPT'
 
-Every scenario runs once per call (one process, one cluster for the two that need one: starting
-Ray is most of their cost). Each builds its inputs under WORKDIR, runs `depthcli predict` with
-the local engine and with `--engine ray`, asserts, and prints `NAME: ok` or `NAME: FAILED` with
-the traceback; the exit status is 0 only when all passed.
+Each scenario builds its inputs under WORKDIR, runs `depthcli predict` with the local engine and
+with `--engine ray`, asserts, and exits 0 (an AssertionError's traceback says what differed).
 Kept out of pytest's process on purpose: Ray binds every interface it finds, and the test
 process lives in the machine's network namespace.
 """
@@ -103,23 +101,32 @@ def _kill_outputs(out: Path, names: list[str]) -> None:
         (out / n).unlink()
 
 
-def cluster2(work: Path, ckpt: Path, address: str) -> None:
-    """A 2-node cluster; then --skip-existing finishing runs across the engines."""
+def cluster2(work: Path, ckpt: Path) -> None:
+    """A simulated 2-node cluster; then --skip-existing finishing runs across the engines."""
+    from ray.cluster_utils import Cluster
+
     src = build_tree(work / "in", n_extra=6)
-    ray_args = ["--engine", "ray", "--ray-address", address]
-    code_l, sum_l, _ = cli([str(src), "-o", str(work / "local")], ckpt)
-    code_r, sum_r, _ = cli([str(src), "-o", str(work / "ray"), *ray_args], ckpt)
-    assert code_l == code_r == 1 and counts(sum_l) == counts(sum_r), (sum_l, sum_r)
-    same_outputs(work / "local", work / "ray")
-    gone = ["a/x.npy", "b/c/z.png", "v/clip.npy"]
-    _kill_outputs(work / "local", gone)  # ray finishes a local run ...
-    code, summ, _ = cli([str(src), "-o", str(work / "local"), "--skip-existing", *ray_args],
-                        ckpt)
-    assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
-    _kill_outputs(work / "ray", gone)  # ... and the local engine a ray run
-    code, summ, _ = cli([str(src), "-o", str(work / "ray"), "--skip-existing"], ckpt)
-    assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
-    same_outputs(work / "local", work / "ray")
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=2, object_store_memory=200 << 20)
+        cluster.wait_for_nodes()
+        ray_args = ["--engine", "ray", "--ray-address", cluster.address]
+        code_l, sum_l, _ = cli([str(src), "-o", str(work / "local")], ckpt)
+        code_r, sum_r, _ = cli([str(src), "-o", str(work / "ray"), *ray_args], ckpt)
+        assert code_l == code_r == 1 and counts(sum_l) == counts(sum_r), (sum_l, sum_r)
+        same_outputs(work / "local", work / "ray")
+        gone = ["a/x.npy", "b/c/z.png", "v/clip.npy"]
+        _kill_outputs(work / "local", gone)  # ray finishes a local run ...
+        code, summ, _ = cli([str(src), "-o", str(work / "local"), "--skip-existing", *ray_args],
+                            ckpt)
+        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
+        _kill_outputs(work / "ray", gone)  # ... and the local engine a ray run
+        code, summ, _ = cli([str(src), "-o", str(work / "ray"), "--skip-existing"], ckpt)
+        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
+        same_outputs(work / "local", work / "ray")
+    finally:
+        cluster.shutdown()
 
 
 # ------------------------------------------------------------------- killed actor, ray start
@@ -169,109 +176,72 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`ray start ... --block` on 127.0.0.1 in its own process group (stopped by pgid)."""
+def _start_head(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`ray start --head ... --block` on 127.0.0.1 in its own process group (stopped by pgid)."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen(
-        [ray_bin, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
-         "--object-store-memory", str(200 << 20), "--block", *args],
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--include-dashboard", "false", "--block"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-
-def _alive_nodes(address: str) -> int:
-    import ray
-
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    try:
-        return sum(1 for n in ray.nodes() if n.get("Alive"))
-    finally:
-        ray.shutdown()
+    def up() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+    _wait(up, 60, "ray start")
+    return head
 
 
-def _stop(node: subprocess.Popen[bytes]) -> None:
+def _stop(head: subprocess.Popen[bytes]) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(node.pid, sig)
-            node.wait(timeout=15)
+            os.killpg(head.pid, sig)
+            head.wait(timeout=15)
             return
         except (ProcessLookupError, subprocess.TimeoutExpired):
             continue
 
 
-def killed_actor(work: Path, ckpt: Path, address: str, nodes: list[int]) -> None:
-    """RAY_ADDRESS -> the `ray start` cluster; the model actors SIGKILLed mid-run: exit 0, all
-    files, equal to a local run."""
+def killed_actor(work: Path, ckpt: Path) -> None:
+    """RAY_ADDRESS -> a `ray start` cluster; the model actor SIGKILLed mid-run: exit 0, all files."""
     src = build_tree(work / "in", n_extra=40, video=False, bad=False)
-    env = {**os.environ, "RAY_ADDRESS": address,
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    args = [str(src), "-o", str(work / "ray"), "--weights", str(ckpt), *COMMON,
-            "--input-size", "112", "--engine", "ray"]
-    run = subprocess.Popen([sys.executable, "-m", "depthcli", "predict", *args], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def actors() -> list[int]:
-        return [pid for node in nodes for pid in _model_actors(node)]
-    _wait(lambda: bool(actors()) or run.poll() is not None, 120, "an actor")
-    out = work / "ray"
-    _wait(lambda: len(list(out.rglob("*.npy"))) >= 2 or run.poll() is not None, 120, "outputs")
-    victims = actors()
-    assert run.poll() is None and victims, "the run ended before the actor could be killed"
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
-    done_at_kill = len(list(out.rglob("*.npy")))
-    stdout, stderr = run.communicate(timeout=240)
-    assert run.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
-    n = sum(1 for p in src.rglob("*.png")) + sum(1 for p in src.rglob("*.jpg"))
-    assert summary["written"] == n and summary["failed"] == 0, summary
-    assert done_at_kill < n, "the kill came after the last output"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    port = _free_port()
+    head = _start_head(port, env)
+    try:
+        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+        args = [str(src), "-o", str(work / "ray"), "--weights", str(ckpt), *COMMON,
+                "--input-size", "112", "--engine", "ray"]
+        run = subprocess.Popen([sys.executable, "-m", "depthcli", "predict", *args], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait(lambda: bool(_model_actors(head.pid)) or run.poll() is not None, 120, "an actor")
+        out = work / "ray"
+        _wait(lambda: len(list(out.rglob("*.npy"))) >= 2 or run.poll() is not None, 120, "outputs")
+        victims = _model_actors(head.pid)
+        assert run.poll() is None and victims, "the run ended before the actor could be killed"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        done_at_kill = len(list(out.rglob("*.npy")))
+        stdout, stderr = run.communicate(timeout=240)
+        assert run.returncode == 0, stderr[-3000:]
+        summary = json.loads(stdout.strip().splitlines()[-1])
+        n = sum(1 for p in src.rglob("*.png")) + sum(1 for p in src.rglob("*.jpg"))
+        assert summary["written"] == n and summary["failed"] == 0, summary
+        assert done_at_kill < n, "the kill came after the last output"
+    finally:
+        _stop(head)
     code, _, _ = cli([str(src), "-o", str(work / "local")], ckpt, last=("--input-size", "112"))
     assert code == 0
     same_outputs(work / "local", work / "ray")
     print(f"killed {victims} with {done_at_kill}/{n} inputs done")
 
 
-def _run(name: str, fn: Callable[[], None]) -> bool:
-    """One scenario; its failure is printed and the next one still runs."""
-    import traceback
-
-    t0 = time.perf_counter()
-    try:
-        fn()
-    except Exception:  # noqa: BLE001 - reported, then the exit status says so
-        print(f"{name}: FAILED\n{traceback.format_exc()}", flush=True)
-        return False
-    print(f"{name}: ok in {time.perf_counter() - t0:.1f} s", flush=True)
-    return True
-
-
-def run_all(work: Path, ckpt: Path) -> bool:
-    """parity on the instance the command starts; then one 2-node `ray start` cluster (head +
-    worker, 2 CPUs each) for the cluster/skip-existing scenario and the killed actor."""
-    ok = _run("parity", lambda: parity(work / "parity", ckpt))
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    nodes = [_ray_start(["--head", "--port", str(port), "--include-dashboard", "false"], env)]
-    try:
-        def up() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-        _wait(up, 60, "ray start --head")
-        nodes.append(_ray_start(["--address", address], env))
-        _wait(lambda: _alive_nodes(address) == 2, 60, "the second node")
-        ok &= _run("cluster2", lambda: cluster2(work / "cluster2", ckpt, address))
-        ok &= _run("killed_actor", lambda: killed_actor(work / "killed", ckpt, address,
-                                                        [n.pid for n in nodes]))
-    finally:
-        for node in reversed(nodes):
-            _stop(node)
-    return ok
-
+SCENARIOS = {"parity": parity, "cluster2": cluster2, "killed_actor": killed_actor}
 
 if __name__ == "__main__":
-    work, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
+    name, work, ckpt = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     work.mkdir(parents=True, exist_ok=True)
-    faulthandler.dump_traceback_later(float(os.environ.get("DEPTHCLI_SCENARIO_TIMEOUT", 420)),
+    faulthandler.dump_traceback_later(float(os.environ.get("DEPTHCLI_SCENARIO_TIMEOUT", 200)),
                                       exit=True)  # a hang shows where, then fails
-    sys.exit(0 if run_all(work, ckpt) else 1)
+    t0 = time.perf_counter()
+    SCENARIOS[name](work, ckpt)
+    print(f"{name}: ok in {time.perf_counter() - t0:.1f} s")

@@ -41,40 +41,34 @@ needs_netns = pytest.mark.skipif("not _netns_ok()",
                                  reason="no loopback-only network namespace (unshare -n)")
 
 
-@pytest.fixture(scope="module")
-def scenarios(tmp_path_factory: pytest.TempPathFactory, small_ckpt: Path) -> str:
-    """Every scenario of ray_scenarios.py, once, in one loopback-only namespace (one process,
-    one cluster): their output, each scenario's `NAME: ok` or `NAME: FAILED` + traceback."""
-    work = tmp_path_factory.mktemp("ray")
+def scenario(name: str, work: Path, ckpt: Path, timeout: int = 240) -> str:
+    """Run one scenario of ray_scenarios.py inside a loopback-only namespace."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(
         [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
-    r = subprocess.run([*NETNS, sys.executable, str(ROOT / "tests" / "ray_scenarios.py"),
-                        str(work), str(small_ckpt)], capture_output=True, text=True, cwd=ROOT,
-                       env=env, timeout=480)
-    return r.stdout + ("" if r.returncode == 0 else f"\nexit {r.returncode}\n{r.stderr[-6000:]}")
-
-
-def passed(out: str, name: str) -> bool:
-    return f"\n{name}: ok" in "\n" + out
+    r = subprocess.run([*NETNS, sys.executable, str(ROOT / "tests" / "ray_scenarios.py"), name,
+                        str(work), str(ckpt)], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=timeout)
+    assert r.returncode == 0, f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return r.stdout
 
 
 @needs_netns
-def test_local_vs_ray_identical(scenarios: str) -> None:
-    """Sizes, subfolders, a bad file, a video: same files, lines, summary and exit code, on the
-    Ray instance the command starts and stops itself."""
-    assert passed(scenarios, "parity"), scenarios[-8000:]
+def test_local_vs_ray_identical(tmp_path, small_ckpt) -> None:
+    """Sizes, subfolders, a bad file, a video: same files, lines, summary and exit code."""
+    assert "parity: ok" in scenario("parity", tmp_path, small_ckpt)
 
 
 @needs_netns
-def test_two_node_cluster_and_skip_existing_across_engines(scenarios: str) -> None:
-    assert passed(scenarios, "cluster2"), scenarios[-8000:]
+def test_two_node_cluster_and_skip_existing_across_engines(tmp_path, small_ckpt) -> None:
+    assert "cluster2: ok" in scenario("cluster2", tmp_path, small_ckpt)
 
 
 @needs_netns
-def test_killed_actor_through_ray_address(scenarios: str) -> None:
-    """`ray start` cluster reached through RAY_ADDRESS; the model actors SIGKILLed mid-run."""
-    assert passed(scenarios, "killed_actor"), scenarios[-8000:]
+def test_killed_actor_through_ray_address(tmp_path, small_ckpt) -> None:
+    """`ray start` cluster reached through RAY_ADDRESS; the model actor SIGKILLed mid-run."""
+    out = scenario("killed_actor", tmp_path, small_ckpt)
+    assert "killed_actor: ok" in out, out
 
 
 # --------------------------------------------------------------- no cluster needed below

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from .errors import reason
 from .models import create_model
 from .models.registry import DEFAULT_MODEL, ModelSpec
 from .threads import prefetch
-from .transforms import Da3Preprocess, Preprocess, upsample
+from .transforms import preprocess_for, upsample
 
 _logger = logging.getLogger(__name__)
 
@@ -95,11 +95,8 @@ class DepthEstimator:
         self.output_size = output_size
         # --focal-px / --fov-deg / --cx / --cy (input pixels): da3-metric-large's metres
         self.camera = dict(camera or {})
-        pre = Da3Preprocess if self.spec.family == "v3" else Preprocess
-        self.preprocess = pre(
-            input_size or self.spec.input_size, self.spec.mean, self.spec.std,
-            exact=self.dtype == torch.float32,
-        )
+        self.preprocess = preprocess_for(self.spec, input_size,
+                                         exact=self.dtype == torch.float32)
         self.backend: Backend = create_backend(
             backend, model, self.device, self.dtype, channels_last=channels_last,
             compile=compile, owns_model=owns_model)
@@ -223,7 +220,7 @@ class DepthEstimator:
             for p in items:
                 yield Result(p.key, image=p.image, error=f"inference failed: {exc}", exc=exc)
             return
-        for p, d, ex in zip(items, out, extras):
+        for p, d, ex in zip(items, out, extras, strict=True):
             depth, more = self.finish(d, ex, p.size, p.source)
             yield Result(p.key, depth, image=p.image, extras=more)
 

@@ -128,6 +128,15 @@ class Da3Preprocess:
         return out
 
 
+def preprocess_for(spec: object, input_size: int | None = None,
+                   exact: bool = True) -> Preprocess | Da3Preprocess:
+    """The transform a model's estimator uses (DA3's own rule for the `v3` family): one choice
+    shared by the local engine and the Ray read tasks, which must prepare the same tensors."""
+    cls = Da3Preprocess if getattr(spec, "family", None) == "v3" else Preprocess
+    return cls(input_size or spec.input_size, spec.mean, spec.std,  # type: ignore[attr-defined]
+               exact=exact)
+
+
 def _nearest_multiple(n: int) -> int:
     """The nearest multiple of 14 to n (a tie goes up; never 0)."""
     down = n // MULTIPLE * MULTIPLE

@@ -1,12 +1,16 @@
-"""Depth Anything 3: golden parity with the official code (API and CLI), hub-layout loading,
-refusals, --output-size, metric scaling and a runtime backend for the monocular configuration.
+"""Depth Anything 3: golden parity with the official code (API, CLI and the Ray stages),
+hub-layout loading, refusals, --output-size, metric scaling and the runtime backends.
 
 Recipe checkpoints are written once per session in the hub layout (`model.safetensors` +
-`config.json`); the golden inputs are small, and the 504-px cases run once per model.
+`config.json`), and each model is built once per module: `create_model` is memoised for the
+checkpoints of this module, so the CLI and the Ray stages load the same modules again for free
+(folding LayerScale, the only change an estimator makes to its model, is idempotent). The
+golden inputs are small, and the 504-px cases run once per model and path.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -63,7 +67,32 @@ def da3_folders(da3_keys: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
             for tag in ("da3-small", "da3mono-small-test")}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module", autouse=True)
+def built_once(da3_folders: dict[str, Path], small_ckpt: Path):
+    """`create_model` memoised on (name, checkpoint) for this module's own checkpoints."""
+    import depthcli.engine
+    import depthcli.models
+
+    real = depthcli.models.create_model
+    mine = {str(p.resolve()) for f in da3_folders.values()
+            for p in (f, f / "model.safetensors")} | {str(small_ckpt.resolve())}
+    cache: dict[tuple, torch.nn.Module] = {}
+
+    def create(name, *, weights=None, **kw):
+        if weights is None or str(Path(weights).resolve()) not in mine or kw.get("pretrained") \
+                is False:
+            return real(name, weights=weights, **kw)
+        key = (get_spec(name).name, str(Path(weights).resolve()), kw.get("max_depth"))
+        if key not in cache:
+            cache[key] = real(name, weights=weights, **kw)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(depthcli.engine, "create_model", create)
+        yield cache
+
+
+@pytest.fixture(scope="module")
 def estimators(da3_folders: dict[str, Path]) -> dict[tuple[str, int], DepthEstimator]:
     """One loaded model per tag, an estimator per process size, network-size output."""
     out = {}
@@ -71,7 +100,7 @@ def estimators(da3_folders: dict[str, Path]) -> dict[tuple[str, int], DepthEstim
         est = DepthEstimator.from_name(tag, weights=folder, device="cpu", backend="torch",
                                        output_size="network")
         out[tag, 504] = est
-        out[tag, 140] = DepthEstimator(est.model, device="cpu", backend="torch",
+        out[tag, 140] = DepthEstimator(est.model, device="cpu", backend="torch", owns_model=True,
                                        input_size=140, output_size="network")
     return out
 
@@ -152,7 +181,8 @@ def test_golden_parity_cli(tag: str, golden_dir: Path, da3_folders: dict, tmp_pa
 def test_default_output_is_input_size(estimators: dict, golden_dir: Path) -> None:
     """Without --output-size network every DA3 output is at the input's size, the camera too."""
     est = estimators["da3-small", 140]
-    default = DepthEstimator(est.model, device="cpu", backend="torch", input_size=140)
+    default = DepthEstimator(est.model, device="cpu", backend="torch", input_size=140,
+                             owns_model=True)
     img = cv2.imread(str(golden_dir / "landscape.png"))  # 240x160 → network 140x98
     net, full = est.infer_full(img), default.infer_full(img)
     assert net.depth.shape == (98, 140) and full.depth.shape == img.shape[:2]
@@ -203,22 +233,24 @@ def test_mismatched_files_refused(da3_folders: dict, small_ckpt: Path, tmp_path)
         create_model("da3-small", weights=da3_folders["da3mono-small-test"])
 
 
-def test_metric_scaling(estimators: dict, da3_folders: dict, golden_dir: Path) -> None:
-    """da3-metric-large's metres = focal (network px) x output / 300, on the mono test config."""
-    from depthcli.layouts import to_internal
-    from depthcli.models.da3_model import Da3Model
-    from depthcli.weights import read_state_dict
+def metric_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """The mono test model as da3-metric-large would be: the same modules (shared, not
+    copied), a metric spec (configs are identical, DESIGN.md §10.1.1)."""
+    twin = copy.copy(model)
+    twin.spec = dataclasses.replace(model.spec, output="metric")
+    return twin
 
+
+def test_metric_scaling(estimators: dict, golden_dir: Path) -> None:
+    """da3-metric-large's metres = focal (network px) x output / 300, on the mono test config."""
     base = estimators["da3mono-small-test", 140]
-    model = Da3Model(dataclasses.replace(get_spec("da3mono-small-test"), output="metric"))
-    model.load_state_dict(to_internal(read_state_dict(
-        da3_folders["da3mono-small-test"] / "model.safetensors")))
+    model = metric_twin(base.model)
     img = cv2.imread(str(golden_dir / "portrait.png"))  # 126x203 → network 84x140
     rel = base.infer_full(img)
     for camera, focal in (({"focal_px": 252.0}, 252.0 * (84 / 126 + 140 / 203) / 2),
                           ({"fov_deg": 90.0}, (63 * 84 / 126 + 63 * 140 / 203) / 2)):
         est = DepthEstimator(model, device="cpu", backend="torch", input_size=140,
-                             output_size="network", camera=camera)
+                             output_size="network", camera=camera, owns_model=True)
         r = est.infer_full(img)
         assert r.extras["focal_px"] == pytest.approx(focal, rel=1e-9)
         np.testing.assert_allclose(r.depth, rel.depth * focal / 300, rtol=2e-5)
@@ -235,6 +267,73 @@ def test_output_size_da2(small_ckpt: Path, tmp_path) -> None:
               "--input-size", "70", "-f", "npy", "--output-size", mode, "--device", "cpu", "-q"])
         sizes[mode] = np.load(tmp_path / mode / "in.npy").shape
     assert sizes == {"input": (40, 60), "network": lower_bound_size(40, 60, 70)}
+
+
+def test_ray_stages_without_ray(estimators: dict, da3_folders: dict, golden_dir: Path,
+                                tmp_path) -> None:
+    """read -> model -> write (the `--engine ray` stages as plain functions) give the golden
+    network-size depth, confidence, intrinsics (for --json) and sky of the local engine, and
+    the input-size default equals the local engine's; metric metres use the camera options."""
+    from depthcli.outputs import OutputOptions
+    from depthcli.runners.options import PredictOptions
+    from depthcli.runners.ray_stages import (EstimatorConfig, ModelStage, column, read_stage,
+                                             write_stage)
+
+    names = ("landscape", "portrait")
+    srcs = [str(golden_dir / f"{n}.png") for n in names]
+
+    def run(tag: str, fmts: tuple[str, ...], out: Path, **cfg_kw: object) -> dict:
+        cfg = EstimatorConfig(tag, str(da3_folders[tag]), device="cpu", backend="torch",
+                              input_size=140, **cfg_kw)  # type: ignore[arg-type]
+        opts = PredictOptions(inputs=(), out_dir=out, output=OutputOptions(fmts), batch_size=2)
+        suffix = {"npy": ".npy", "conf": "_conf.npy", "sky": "_sky.png"}
+        paths = [json.dumps({f: str(out / f"{n}{suffix[f]}") for f in fmts}) for n in names]
+        batch = {"idx": np.arange(2), "src": column(srcs), "kind": column(["image"] * 2),
+                 "base": column([""] * 2), "paths": column(paths)}
+        prep = cfg.preprocess()
+        assert prep == estimators[tag, 140].preprocess
+        stage = ModelStage(cfg, opts, prep)
+        res = write_stage(stage(read_stage(batch, prep=prep, max_pixels=10**8,
+                                           keep_image=False)), output=opts.output)
+        assert list(res["status"]) == ["written"] * 2, list(res["error"])
+        return {n: json.loads(str(c)) if str(c) else {} for n, c in zip(names, res["camera"],
+                                                                          strict=True)}
+
+    small = np.load(golden_dir / "da3-small.npz")
+    cams = run("da3-small", ("npy", "conf"), tmp_path / "s", output_size="network")
+    for n in names:
+        _check_small(small, f"{n}@140", np.load(tmp_path / "s" / f"{n}.npy"),
+                     np.load(tmp_path / "s" / f"{n}_conf.npy"), np.asarray(cams[n]["intrinsics"]))
+    mono = np.load(golden_dir / "da3mono-small-test.npz")
+    cams = run("da3mono-small-test", ("npy", "sky"), tmp_path / "m", output_size="network")
+    for n in names:
+        sky = cv2.imread(str(tmp_path / "m" / f"{n}_sky.png"), cv2.IMREAD_UNCHANGED) > 127
+        _check_mono(mono, f"{n}@140", np.load(tmp_path / "m" / f"{n}.npy"), sky,
+                    cams[n]["sky_fill"])
+    # default output size: the local engine's input-size arrays, bit for bit
+    run("da3-small", ("npy",), tmp_path / "d")
+    local = DepthEstimator(estimators["da3-small", 140].model, device="cpu", backend="torch",
+                           input_size=140, owns_model=True)
+    ref = local.infer_full(cv2.imread(srcs[0])).depth
+    np.testing.assert_array_equal(np.load(tmp_path / "d" / "landscape.npy"), ref)
+
+
+def test_backend_choice(estimators: dict, caplog) -> None:
+    """`auto` on a CPU: OpenVINO (where installed) for every DA3 model: the any-view graph
+    (RoPE, camera token, QK-norm) converts and reproduces torch to ~4e-6 of the range. ONNX
+    Runtime cannot export it (torch.export fails on the RoPE tables' dynamic sizes), so an
+    explicit --backend onnxruntime says so in one line and runs torch."""
+    from depthcli.backends import available, create_backend, resolve_backend
+
+    want = "openvino" if available("openvino") else "torch"
+    assert resolve_backend("auto", "cpu", precision="fp32", onnx=False) == want
+    with caplog.at_level("WARNING", logger="depthcli.backends"):
+        be = create_backend("onnxruntime", estimators["da3-small", 140].model,
+                            torch.device("cpu"), torch.float32, owns_model=True)
+    assert be.name == "torch"
+    assert [r.getMessage() for r in caplog.records] == [
+        "--backend onnxruntime does not export Depth Anything 3 any-view models (RoPE) yet; "
+        "using torch"]
 
 
 @pytest.mark.slow  # ~50 s here: the OpenVINO conversion of the ViT-S model

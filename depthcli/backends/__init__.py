@@ -55,14 +55,17 @@ def available(name: str) -> bool:
 
 
 def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
-                    precision: str | None = None) -> str:
+                    precision: str | None = None, onnx: bool = True) -> str:
     """The concrete backend for `--backend name` on a device of type `device_type`.
 
     `auto` picks the fastest backend that keeps the official numbers: OpenVINO on CPUs where it
     is installed (and, for bf16/fp16, where the CPU runs that precision natively), torch on GPUs
     and MPS. Temporal (video) models run on torch whatever is asked: the runtime backends do
-    not export them yet; an explicit request logs one line. Explicit choices that cannot work
-    here fail with a one-line reason instead of silently running something else.
+    not export them yet; an explicit request logs one line. `onnx=False` (Depth Anything 3
+    any-view models: torch.export cannot trace their RoPE position tables with dynamic sizes)
+    does the same for ONNX Runtime only; OpenVINO converts them and matches torch (1e-6 of the
+    range), so `auto` keeps it. Explicit choices that cannot work here fail with a one-line
+    reason instead of silently running something else.
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
@@ -70,6 +73,10 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
         if name in RUNTIME_BACKENDS:
             _logger.warning("--backend %s does not run temporal (video) models yet; using torch",
                             name)
+        return "torch"
+    if name == "onnxruntime" and not onnx:
+        _logger.warning("--backend onnxruntime does not export Depth Anything 3 any-view models "
+                        "(RoPE) yet; using torch")
         return "torch"
     if name == "auto":
         if device_type == "cpu" and available("openvino"):
@@ -143,8 +150,10 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
     from ..device import precision_name
 
     precision = precision_name(dtype)
+    spec = getattr(model, "spec", None)
+    any_view = getattr(getattr(spec, "da3", None), "any_view", False)
     chosen = resolve_backend(name, device.type, temporal=bool(getattr(model, "temporal", False)),
-                             precision=precision)
+                             precision=precision, onnx=not any_view)
     if chosen == "torch":
         from .torch import TorchBackend
 

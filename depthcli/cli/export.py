@@ -56,6 +56,13 @@ def export(model: str, weights: Path | None, output: Path, opset: int, static: s
     from ..backends.export import TOLERANCE, export_onnx, require_onnx
 
     hw = _parse_hw(static)
+    from .common import spec_or_usage
+
+    da3 = spec_or_usage(model).da3
+    if da3 is not None and da3.any_view:
+        raise click.UsageError(f"{model}: Depth Anything 3 any-view models do not export to ONNX "
+                               "yet (torch.export cannot trace their RoPE with dynamic sizes); "
+                               "the monocular ones (da3-mono-large, da3-metric-large) do")
     try:
         require_onnx()
         net = create_model(model, weights=weights, max_depth=max_depth)

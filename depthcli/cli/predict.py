@@ -216,15 +216,11 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     settings = dict(weights=weights, input_size=input_size, device=device, precision=precision,
                     backend=backend, max_depth=max_depth, compile_=compile_,
                     channels_last=channels_last)
+    camera = {k: extras[k] for k in ("focal_px", "fov_deg", "cx", "cy")}
     if engine == "ray":
-        if output_size != "input" or spec.family == "v3":
-            raise click.UsageError("--engine ray runs Depth Anything 1/2 models at the input "
-                                   "size; use --engine local for Depth Anything 3 models and "
-                                   "--output-size network")
         run = _ray_run(opts, image_model, video_model, settings, threads,
-                       (ray_address, ray_actors, ray_actor_cpus))
+                       (ray_address, ray_actors, ray_actor_cpus), output_size, camera)
     else:
-        camera = {k: extras[k] for k in ("focal_px", "fov_deg", "cx", "cy")}
         models = Estimators(estimator_loader(**settings, output_size=output_size,
                                              camera=camera), image_model, video_model)
         run = _local_run(opts, models, threads)
@@ -246,29 +242,32 @@ def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
 
 
 def _ray_run(opts: Any, image_model: str, video_model: str, settings: dict[str, Any],
-             threads: int | None, ray: tuple[str | None, int | None, float | None]) -> Any:
+             threads: int | None, ray: tuple[str | None, int | None, float | None],
+             output_size: str = "input", camera: dict[str, Any] | None = None) -> Any:
     """The same job on a Ray cluster; the driver resolves checkpoints, actors load them."""
     try:
         from ..runners.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
     except ImportError as exc:
-        raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})")
+        raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
     args = (s["input_size"], s["device"], s["precision"], s["max_depth"], s["compile_"],
             s["channels_last"], threads, s["backend"])
     try:
-        cfg = ray_config(image_model, s["weights"], *args)
+        cfg = ray_config(image_model, s["weights"], *args, output_size=output_size,
+                         camera=camera)
     except DepthCliError as exc:
         raise click.ClickException(str(exc)) from None
     vcfg = None
     if video_model != image_model:
         try:
-            vcfg = ray_config(video_model, None, *args)
+            vcfg = ray_config(video_model, None, *args, output_size=output_size, camera=camera)
         except DepthCliError:  # resolved again on the actors, when a video needs it
             vcfg = EstimatorConfig(video_model, None, max_depth=s["max_depth"],
                                    device=s["device"], precision=s["precision"],
                                    input_size=s["input_size"], compile=s["compile_"],
                                    channels_last=s["channels_last"], threads=threads,
-                                   backend=s["backend"])
+                                   backend=s["backend"], output_size=output_size,
+                                   camera=cfg.camera)
 
     def run(report: Any, progress: Any) -> Any:
         summary = run_predict_ray(opts, cfg, RayOptions(*ray), report=report, progress=progress,

@@ -62,7 +62,8 @@ class RayOptions:
 def ray_config(model: str, weights: str | os.PathLike[str] | None, input_size: int | None,
                device: str, precision: str, max_depth: float | None, compile_: bool = False,
                channels_last: bool = False, threads: int | None = None,
-               backend: str = "auto") -> EstimatorConfig:
+               backend: str = "auto", *, output_size: str = "input",
+               camera: dict[str, float | None] | None = None) -> EstimatorConfig:
     """The actors' model, with the checkpoint resolved here on the driver (cache or download).
 
     Actors get the path, never the weights: each loads the very file the driver resolved
@@ -72,8 +73,9 @@ def ray_config(model: str, weights: str | os.PathLike[str] | None, input_size: i
     from ..weights import resolve
 
     path = resolve(get_spec(model), weights, prefer_hf=is_hf_repo_name(model))
+    cam = tuple(sorted((k, float(v)) for k, v in (camera or {}).items() if v is not None))
     return EstimatorConfig(model, str(Path(path).resolve()), max_depth, device, precision,
-                           input_size, compile_, channels_last, threads, backend)
+                           input_size, compile_, channels_last, threads, backend, output_size, cam)
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,8 @@ class _Tally:
         if status == "written":
             with self.lock:
                 self.summary.written += 1
+            if row.get("camera"):  # Depth Anything 3: camera / focal / sky fill for --json
+                self.summary.add_camera(src, json.loads(str(row["camera"])))
         else:
             self.fail(src, strip_path(error, src))
         if self.progress:

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import DepthCliError, strip_path
 from ..errors import reason as _reason
 from ..io.images import decode_image, read_bytes
-from ..transforms import Preprocess
+from ..transforms import Da3Preprocess, Preprocess, preprocess_for
 
 if TYPE_CHECKING:  # torch only where a model runs: read / write task workers skip it
     from ..engine import DepthEstimator
@@ -105,6 +105,9 @@ class EstimatorConfig:
     channels_last: bool = False
     threads: int | None = None
     backend: str = "auto"
+    output_size: str = "input"  # "network": the network-size maps (--output-size)
+    # --focal-px / --fov-deg / --cx / --cy as (name, value) pairs: da3-metric-large's metres
+    camera: tuple[tuple[str, float], ...] = ()
 
     def build(self) -> DepthEstimator:
         """The actor's estimator (torch threads set first: Ray gives actors 1 by default)."""
@@ -118,9 +121,10 @@ class EstimatorConfig:
             self.model, weights=self.weights, max_depth=self.max_depth, device=self.device,
             precision=self.precision, input_size=self.input_size, compile=self.compile,  # type: ignore[arg-type]
             channels_last=self.channels_last, backend=self.backend,
+            output_size=self.output_size, camera=dict(self.camera),
         )
 
-    def preprocess(self) -> Preprocess:
+    def preprocess(self) -> Preprocess | Da3Preprocess:
         """The preprocessing the actors' estimator will use, decided without loading a model.
 
         Float32 models take the exact float64 resize; half precision the float32 one (see
@@ -131,7 +135,7 @@ class EstimatorConfig:
         spec = get_spec(self.model)
         half = self.precision in ("fp16", "bf16") or (
             self.precision == "auto" and self.device == "cuda")
-        return Preprocess(self.input_size or spec.input_size, spec.mean, spec.std, exact=not half)
+        return preprocess_for(spec, self.input_size, exact=not half)
 
     def on(self, device: str, threads: int | None) -> EstimatorConfig:
         """The same model placed on `device` with `threads` torch threads (unless set)."""
@@ -140,14 +144,14 @@ class EstimatorConfig:
 
 # ------------------------------------------------------------------------------ stage 1: read
 
-def read_stage(batch: Batch, *, prep: Preprocess, max_pixels: int, keep_image: bool) -> Batch:
+def read_stage(batch: Batch, *, prep: Preprocess | Da3Preprocess, max_pixels: int, keep_image: bool) -> Batch:
     """Read, decode and preprocess each image row (CPU task); videos pass through untouched.
 
     Adds `x` (network input, npy bytes), `h`, `w` (original size), `img` (the decoded BGR
     image when a format needs it) and `error` (a one-line reason, "" when fine).
     """
     xs, imgs, hs, ws, errors = [], [], [], [], []
-    for src, kind in zip(batch["src"], batch["kind"]):
+    for src, kind in zip(batch["src"], batch["kind"], strict=True):
         x = img = None
         error = ""
         if kind == "image":
@@ -169,13 +173,44 @@ def read_stage(batch: Batch, *, prep: Preprocess, max_pixels: int, keep_image: b
 
 # ----------------------------------------------------------------------------- stage 2: model
 
+def pack_extras(extras: dict[str, Any] | None) -> bytes:
+    """A Depth Anything 3 result's extras (engine.Result.extras) as `.npz` bytes (b"" for
+    none): the `conf` / `sky` maps as arrays, the rest (intrinsics, focal, sky fill) as JSON."""
+    if not extras:
+        return b""
+    arrays = {k: np.asarray(v) for k, v in extras.items() if k in ("conf", "sky")}
+    meta = {k: v for k, v in extras.items() if k not in arrays}
+    bio = io.BytesIO()
+    np.savez(bio, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
+    return bio.getvalue()
+
+
+def unpack_extras(data: bytes | None) -> dict[str, Any]:
+    """Inverse of `pack_extras`."""
+    if not data:
+        return {}
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        out: dict[str, Any] = json.loads(str(z["meta"]))
+        out.update({k: z[k] for k in z.files if k != "meta"})
+    return out
+
+
+def camera_json(extras: dict[str, Any]) -> str:
+    """The --json per-image facts of a result's extras (Summary.add_camera), "" for none."""
+    meta = {k: v for k, v in extras.items() if k not in ("conf", "sky")}
+    return json.dumps(meta) if meta else ""
+
+
 def forward_groups(est: DepthEstimator, tensors: list[np.ndarray], sizes: list[tuple[int, int]],
-                   batch_size: int) -> list[np.ndarray | Exception]:
-    """Depth for each tensor: equal network shapes share forward passes of <= batch_size.
+                   batch_size: int, sources: list[object] | None = None,
+                   ) -> list[tuple[np.ndarray, dict[str, Any]] | Exception]:
+    """(depth, extras) for each tensor: equal network shapes share forward passes of
+    <= batch_size. The local engine's own steps (`forward_full` then `finish`: output size,
+    DA3 sky fill / confidence / camera / metric scale); `sources` are read for EXIF only.
 
     A failing pass fails only its own inputs (as `DepthEstimator.run` does locally).
     """
-    out: list[np.ndarray | Exception] = [Exception("not run")] * len(tensors)
+    out: list[tuple[np.ndarray, dict[str, Any]] | Exception] = [Exception("not run")] * len(tensors)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, t in enumerate(tensors):
         groups.setdefault(tuple(t.shape), []).append(i)
@@ -183,9 +218,9 @@ def forward_groups(est: DepthEstimator, tensors: list[np.ndarray], sizes: list[t
         for k in range(0, len(idxs), max(1, batch_size)):
             part = idxs[k:k + max(1, batch_size)]
             try:
-                depth = est.forward_batch(np.stack([tensors[i] for i in part]))
-                for i, d in zip(part, depth):
-                    out[i] = est.postprocess(d, sizes[i])
+                depth, extras = est.forward_full(np.stack([tensors[i] for i in part]))
+                for i, d, ex in zip(part, depth, extras, strict=True):
+                    out[i] = est.finish(d, ex, sizes[i], sources[i] if sources else None)
             except Exception as exc:  # noqa: BLE001 - reported per input
                 for i in part:
                     out[i] = exc
@@ -235,18 +270,21 @@ class ModelStage:
         todo = [i for i in range(n) if batch["kind"][i] == "image" and not errors[i]]
         tensors = [unpack(batch["x"][i]) for i in todo]
         sizes = [(int(batch["h"][i]), int(batch["w"][i])) for i in todo]
+        extras: list[bytes] = [b""] * n
+        srcs: list[object] = [None if is_uri(str(batch["src"][i])) else Path(str(batch["src"][i]))
+                              for i in todo]  # EXIF focal (da3-metric-large) of local files
         for i, res in zip(todo, forward_groups(self.est, tensors, sizes,  # type: ignore[arg-type]
-                                               self.opts.batch_size)):
+                                               self.opts.batch_size, srcs), strict=True):
             if isinstance(res, Exception):
                 errors[i] = f"inference failed: {res}"
             else:
-                depth[i] = pack(res)
+                depth[i], extras[i] = pack(res[0]), pack_extras(res[1])
         for i in range(n):
             if batch["kind"][i] == "video":
                 frames[i], vstatus[i], verrors[i], errors[i] = self._video(
                     str(batch["src"][i]), str(batch["base"][i]))
         out = {k: v for k, v in batch.items() if k != "x"}
-        out.update(depth=column(depth), error=column(errors), frames=np.array(frames, np.int64),
+        out.update(depth=column(depth), extras=column(extras), error=column(errors), frames=np.array(frames, np.int64),
                    vstatus=column(vstatus), verrors=column(verrors))
         return out
 
@@ -272,24 +310,27 @@ def write_stage(batch: Batch, *, output: Any) -> Batch:
     """
     from ..outputs import write_image_outputs
 
-    statuses, errors = [], []
+    statuses, errors, cameras = [], [], []
     for i, src in enumerate(batch["src"]):
-        error = str(batch["error"][i])
+        error, camera = str(batch["error"][i]), ""
         status = "failed" if error else "written"
         if batch["kind"][i] == "video":
             status = "failed" if error else str(batch["vstatus"][i])
         elif not error:
             paths = {f: Path(p) for f, p in json.loads(str(batch["paths"][i])).items()}
             try:
+                extras = unpack_extras(batch["extras"][i])
                 write_image_outputs(unpack(batch["depth"][i]), unpack(batch["img"][i]),  # type: ignore[arg-type]
-                                    paths, output, Path(str(src)))
+                                    paths, output, Path(str(src)), extras)
+                camera = camera_json(extras)
             except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
                 status, error = "failed", f"cannot write output: {exc}"
         statuses.append(status)
         errors.append(error)
+        cameras.append(camera)
     return {"idx": batch["idx"], "src": batch["src"], "kind": batch["kind"],
             "status": column(statuses), "error": column(errors), "frames": batch["frames"],
-            "verrors": batch["verrors"]}
+            "verrors": batch["verrors"], "camera": column(cameras)}
 
 
 # -------------------------------------------------------------------------- public predictor
@@ -334,12 +375,13 @@ class DepthPredictor:
         images = self._images(batch)
         tensors = [self.est.preprocess(img) for img in images]
         sizes = [img.shape[:2] for img in images]
-        results = forward_groups(self.est, tensors, sizes, self.batch_size)  # type: ignore[arg-type]
-        for res in results:
+        results = []
+        for res in forward_groups(self.est, tensors, sizes, self.batch_size):  # type: ignore[arg-type]
             if isinstance(res, Exception):
                 raise res
+            results.append(res[0])
         out = dict(batch)
-        shapes = {r.shape for r in results}  # type: ignore[union-attr]
-        out[self.output_column] = (np.stack(results) if len(shapes) == 1  # type: ignore[arg-type]
+        shapes = {r.shape for r in results}
+        out[self.output_column] = (np.stack(results) if len(shapes) == 1
                                    else column(results))
         return out

@@ -156,7 +156,7 @@ class DepthEstimator:
             for p in items:
                 yield Result(p.key, image=p.image, error=f"inference failed: {exc}", exc=exc)
             return
-        for p, d in zip(items, out):
+        for p, d in zip(items, out, strict=True):
             yield Result(p.key, self.postprocess(d, p.size), image=p.image)
 
     def run(self, jobs: Iterable[Job], *, batch_size: int = 1, workers: int = 2,

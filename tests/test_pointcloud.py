@@ -10,13 +10,12 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_image
 from PIL import Image
 
+from conftest import write_image
 from depthcli import outputs
-from depthcli.outputs import pointcloud
 from depthcli.cli import main
-from depthcli.outputs import OutputOptions
+from depthcli.outputs import OutputOptions, pointcloud
 
 EXTRAS = {"ply_stride": 1, "focal_px": None, "fov_deg": None, "cx": None, "cy": None,
           "assume_scale": None}
@@ -160,7 +159,7 @@ def test_stride_skips_and_pixels(tmp_path):
             if np.isfinite(depth[r, c]) and depth[r, c] > 0]
     assert len(v) == math.ceil(h / s) * math.ceil(w / s) - 4 == len(kept)
     u, r = pixels_of(v, f)
-    assert list(zip(r.tolist(), u.tolist())) == kept  # row-major, pixel coordinates of full image
+    assert list(zip(r.tolist(), u.tolist(), strict=True)) == kept  # row-major, pixel coordinates of full image
     np.testing.assert_array_equal(v["z"], depth[r, u])
     np.testing.assert_array_equal(v["red"], img[r, u, 2])
     np.testing.assert_array_equal(v["blue"], img[r, u, 0])

@@ -200,7 +200,7 @@ def export_onnx(
                 output_names=[OUTPUT_NAME], dynamic_shapes={"x": dims}, optimize=True,
                 verbose=False,
             )
-    except Exception as exc:  # noqa: BLE001 - exporter failures surface as one clear error
+    except Exception as exc:  # exporter failures surface as one clear error
         _logger.debug("exporter output:\n%s", log.getvalue())
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise ExportError(f"torch.onnx.export failed for {net.spec.name}: {first}") from exc

@@ -153,7 +153,7 @@ def deviation(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
     """|got - ref| as a fraction of each reference's range: max, 99th percentile and mean
     (the worst image for each)."""
     mx = p99 = mean = 0.0
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         rng = float(r.max() - r.min()) or 1.0
         d = np.abs(g.astype(np.float64) - r) / rng
         mx = max(mx, float(d.max()))

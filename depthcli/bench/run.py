@@ -189,7 +189,7 @@ class Bench:
         # Paired with the peak measured in the same run: robust to the machine's speed drifting
         # between runs (seen here: the fp32 peak moved 99-194 GFLOP/s over an afternoon).
         paired = Series([model_flops / m / 1e9 / p
-                         for m, p in zip(stage["model"].values, peak.values)])
+                         for m, p in zip(stage["model"].values, peak.values, strict=True)])
         return {
             "stages_ms": {s: stage[s].as_dict(1e3, 1) for s in STAGES},
             "sum_of_stages_ms": round(sum(stage[s].median for s in STAGES) * 1e3, 1),
@@ -214,8 +214,9 @@ class Bench:
     def versus_peer(self) -> dict[str, object]:
         peer = self.peer
         assert peer is not None
-        pm = Series([a / b for a, b in zip(self.peer_model.values, self.stage["model"].values)])
-        pe = Series([a / b for a, b in zip(self.peer_e2e.values, self.e2e.values)])
+        pm = Series([a / b for a, b in zip(self.peer_model.values, self.stage["model"].values,
+                                           strict=True)])
+        pe = Series([a / b for a, b in zip(self.peer_e2e.values, self.e2e.values, strict=True)])
         prec = self.peer_prec
         return {
             "peer": {

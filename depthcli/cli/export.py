@@ -51,9 +51,9 @@ def export(model: str, weights: Path | None, output: Path, opset: int, static: s
     is written; the deviations are printed, and above 1e-4 of the depth range the command fails
     and leaves no file.
     """
+    from ..backends.export import TOLERANCE, export_onnx, require_onnx
     from ..errors import DepthCliError
     from ..models import create_model
-    from ..backends.export import TOLERANCE, export_onnx, require_onnx
 
     hw = _parse_hw(static)
     try:

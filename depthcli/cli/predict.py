@@ -224,7 +224,7 @@ def _ray_run(opts: Any, image_model: str, video_model: str, settings: dict[str, 
     try:
         from ..runners.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
     except ImportError as exc:
-        raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})")
+        raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
     args = (s["input_size"], s["device"], s["precision"], s["max_depth"], s["compile_"],
             s["channels_last"], threads, s["backend"])

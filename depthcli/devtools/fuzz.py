@@ -299,7 +299,7 @@ def build_corpus(root: Path, images: int, videos: int, seed: int = 0) -> list[Sa
             seeds[k].append(p.read_bytes())
             p.unlink()
     tmp.rmdir()
-    for n, total, kinds, prefix in ((0, images, IMAGE_KINDS, "i"), (1, videos, VIDEO_KINDS, "v")):
+    for total, kinds, prefix in ((images, IMAGE_KINDS, "i"), (videos, VIDEO_KINDS, "v")):
         for i in range(total):
             kind = kinds[i % len(kinds)]
             mutation = "none" if i < len(kinds) else _pick_mutation(rng, i)

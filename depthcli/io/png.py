@@ -15,6 +15,7 @@ OpenCV's encoder does by default.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
@@ -105,7 +106,7 @@ def encode_png(img: np.ndarray, *, level: int = 1, threads: int | None = None,
     n = threads or (_WORKERS if data.nbytes >= 2 * MIN_PIECE else 1)
     n = max(1, min(n, data.nbytes // MIN_PIECE or 1))
     bounds = [len(data) * i // n for i in range(n + 1)]
-    pieces = [view[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [view[a:b] for a, b in itertools.pairwise(bounds)]
     if n == 1:
         body = [_deflate(pieces[0], True, level, fast)]
     else:

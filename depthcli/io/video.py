@@ -134,7 +134,7 @@ def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
     except (av.error.FFmpegError, AttributeError, TypeError, ValueError, ArithmeticError,
             OSError) as exc:  # e.g. a stream whose codec PyAV does not know (no codec context)
         _logger.debug("probe failure on %s", path, exc_info=True)
-        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable video ({error_reason(exc)})") from None
 
 
 def _probe(path: Path, max_pixels: int | None = None) -> VideoInfo:

@@ -89,12 +89,14 @@ class DPTHead(nn.Module):
 
     def reassemble(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Four token maps → project (1x1) and resize to strides 4, 8, 16, 32 of the patch grid."""
-        return [resize(proj(f)) for f, proj, resize in zip(feats, self.projects, self.resize_layers)]
+        return [resize(proj(f)) for f, proj, resize in zip(feats, self.projects, self.resize_layers,
+                                                           strict=True)]
 
     def to_features(self, layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The 3x3 `layerN_rn` convolutions to `features` channels."""
         s = self.scratch
-        return [rn(x) for x, rn in zip(layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn))]
+        return [rn(x) for x, rn in zip(layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn),
+                                       strict=True)]
 
     def fine(self, p3: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor,
              size: tuple[int, int]) -> torch.Tensor:

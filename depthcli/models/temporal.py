@@ -99,7 +99,7 @@ class TemporalBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        for attn, norm in zip(self.attention_blocks, self.norms):
+        for attn, norm in zip(self.attention_blocks, self.norms, strict=True):
             x = attn(norm(x), frames) + x
         return self.ff(self.ff_norm(x)) + x
 

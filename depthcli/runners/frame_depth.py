@@ -67,7 +67,7 @@ class PerFrame:
         except Exception as exc:
             raise RuntimeError(f"inference failed at frame {batch[0][0].index}: "
                                f"{reason(exc)}") from exc
-        for (fr, _), d in zip(batch, out):
+        for (fr, _), d in zip(batch, out, strict=True):
             yield fr, (self.est.postprocess(d, self.size) if self.need_full else None), d
 
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:

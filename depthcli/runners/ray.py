@@ -40,7 +40,14 @@ from ..io.atomic import remove_stale_temps
 from ..io.images import Discovery
 from .options import PredictOptions, Summary
 from .paths import OutputMapper, output_exists, overlaps
-from .ray_stages import DepthPredictor, EstimatorConfig, ModelStage, read_stage, strip_path, write_stage
+from .ray_stages import (
+    DepthPredictor,
+    EstimatorConfig,
+    ModelStage,
+    read_stage,
+    strip_path,
+    write_stage,
+)
 
 __all__ = ["DepthPredictor", "EstimatorConfig", "RayOptions", "ray_config", "run_predict_ray"]
 

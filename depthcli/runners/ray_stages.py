@@ -147,7 +147,7 @@ def read_stage(batch: Batch, *, prep: Preprocess, max_pixels: int, keep_image: b
     image when a format needs it) and `error` (a one-line reason, "" when fine).
     """
     xs, imgs, hs, ws, errors = [], [], [], [], []
-    for src, kind in zip(batch["src"], batch["kind"]):
+    for src, kind in zip(batch["src"], batch["kind"], strict=True):
         x = img = None
         error = ""
         if kind == "image":
@@ -184,7 +184,7 @@ def forward_groups(est: DepthEstimator, tensors: list[np.ndarray], sizes: list[t
             part = idxs[k:k + max(1, batch_size)]
             try:
                 depth = est.forward_batch(np.stack([tensors[i] for i in part]))
-                for i, d in zip(part, depth):
+                for i, d in zip(part, depth, strict=True):
                     out[i] = est.postprocess(d, sizes[i])
             except Exception as exc:  # noqa: BLE001 - reported per input
                 for i in part:
@@ -236,7 +236,7 @@ class ModelStage:
         tensors = [unpack(batch["x"][i]) for i in todo]
         sizes = [(int(batch["h"][i]), int(batch["w"][i])) for i in todo]
         for i, res in zip(todo, forward_groups(self.est, tensors, sizes,  # type: ignore[arg-type]
-                                               self.opts.batch_size)):
+                                               self.opts.batch_size), strict=True):
             if isinstance(res, Exception):
                 errors[i] = f"inference failed: {res}"
             else:

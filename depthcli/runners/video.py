@@ -141,7 +141,7 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
             raise as_disk_full(exc, item.src) from exc
         run.fail(str(item.src), strip_path(str(exc), str(item.src)))
         return
-    except Exception as exc:  # noqa: BLE001 - a damaged file must cost one line, not the run
+    except Exception as exc:  # a damaged file must cost one line, not the run
         if is_disk_full(exc):
             raise as_disk_full(exc, item.src) from exc
         _logger.info("unexpected failure on %s", item.src, exc_info=True)
@@ -194,7 +194,7 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
         return _VideoRun(src, paths, est, opts, info, norm).run()
     except (DepthCliError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # noqa: BLE001 - one video failing must not stop the run
+    except Exception as exc:  # one video failing must not stop the run
         _logger.debug("video failure on %s", src, exc_info=True)
         raise InputError(f"{src}: {vio.error_reason(exc)}") from exc
 

@@ -195,7 +195,7 @@ def model_cache_key(model: torch.nn.Module, runtime: str, precision: str, shapes
     state_dict does not hold (taps, output kind, max depth), and the producing versions."""
     import torch
 
-    from .. import __version__
+    from ..version import __version__
 
     spec = model.spec  # type: ignore[attr-defined]
     max_depth = float(model.max_depth)  # type: ignore[attr-defined]

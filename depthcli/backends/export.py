@@ -78,7 +78,7 @@ def require_onnx() -> None:
 
 def default_metadata(model: DepthAnything) -> dict[str, str]:
     """What a consumer of the file needs: preprocessing constants and the output's meaning."""
-    from .. import __version__
+    from ..version import __version__
 
     spec = model.spec
     return {

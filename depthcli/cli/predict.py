@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from .common import (
     silence_opencv,
     spec_or_usage,
 )
+
+if TYPE_CHECKING:
+    from ..outputs import PointCloudOptions
 
 FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply")
 CMAP_NAMES = ("spectral_r", "spectral", "inferno", "magma", "viridis", "plasma", "turbo",
@@ -86,20 +89,21 @@ def _models(model: str | None, weights: Path | None) -> tuple[str, str]:
     return model, model
 
 
-def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str, Any],
+def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOptions,
                        quiet: bool) -> None:
-    if "ply" in fmts and spec.output != "metric" and extras["assume_scale"] is None:
+    if "ply" in fmts and spec.output != "metric" and pc.assume_scale is None:
         raise click.UsageError(
             f"--format ply needs metric depth, and {spec.name} predicts relative inverse depth, "
             "which has no scale; use a da2-metric-* model, or pass --assume-scale S to treat "
             "S / output as metres"
         )
     log = logging.getLogger("depthcli")
-    if extras["assume_scale"] is not None and spec.output == "metric":
+    if pc.assume_scale is not None and spec.output == "metric":
         log.warning("--assume-scale is ignored: %s predicts metres already", spec.name)
-    if extras["focal_px"] is not None and extras["fov_deg"] is not None:
+    if pc.focal_px is not None and pc.fov_deg is not None:
         log.warning("--focal-px and --fov-deg both given; --focal-px wins")
-    if any(v is not None for k, v in extras.items() if k != "ply_stride") and "ply" not in fmts:
+    given = (pc.focal_px, pc.fov_deg, pc.cx, pc.cy, pc.assume_scale)
+    if any(v is not None for v in given) and "ply" not in fmts:
         log.warning("point-cloud options have no effect without --format ply")
     if "ply" in fmts and not quiet:  # the intrinsics used are part of the result: show them
         logging.getLogger("depthcli.outputs.pointcloud").setLevel(logging.INFO)
@@ -180,15 +184,16 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     spec = spec_or_usage(image_model)
     spec_or_usage(video_model)
     video_norm = _check_video_norm(video_norm)
-    extras = {"ply_stride": ply_stride, "focal_px": focal_px, "fov_deg": fov_deg, "cx": cx,
-              "cy": cy, "assume_scale": assume_scale}
-    _check_point_cloud(fmts, spec, extras, quiet)
+    pc = outputs.PointCloudOptions(ply_stride=ply_stride, focal_px=focal_px, fov_deg=fov_deg,
+                                   cx=cx, cy=cy, assume_scale=assume_scale)
+    _check_point_cloud(fmts, spec, pc, quiet)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
     silence_opencv()
     opts = PredictOptions(
         inputs=inputs, out_dir=_out_dir(out_dir),
-        output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric", extras=extras),
+        output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric",
+                                     point_cloud=pc),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         max_pixels=max_pixels, video_norm=video_norm,
     )

@@ -133,6 +133,8 @@ class TemporalWindows:
             self.refs = [d[KEYFRAMES[0]], d[KEYFRAMES[1]]]
             final = []
         else:
+            scale: float | np.float32
+            shift: float | np.float32
             if self.metric:
                 scale, shift = 1.0, 0.0
             else:

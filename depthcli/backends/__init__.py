@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .base import Backend, BackendError, host_array
 
@@ -126,5 +126,6 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
         from .torch import TorchBackend
 
         return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]
-    return create_runtime_backend(chosen, model, getattr(model, "spec", None),
+    # not temporal: a DepthAnything (the runtime backends export it)
+    return create_runtime_backend(chosen, cast("DepthAnything", model), getattr(model, "spec", None),
                                   precision=precision, device=device.type)

@@ -80,7 +80,7 @@ def count_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.de
     import torch
     from torch.utils import flop_counter as fcm
 
-    def cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    def cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:
         return int(fcm.sdpa_flop_count(q, k, v))
 
     mapping = {}

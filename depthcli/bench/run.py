@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import numpy as np
@@ -28,6 +28,9 @@ from .measure import STAGES, PeakMemory, Series, count_flops, deviation, matmul_
 from .passes import e2e_pass, find_inputs, stage_pass
 from .peer import Peer
 from .report import device_name, loadavg, print_report
+
+if TYPE_CHECKING:
+    from ..models import DepthAnything
 
 
 @dataclass
@@ -65,7 +68,8 @@ class Bench:
             raise click.UsageError(str(exc)) from None
         self.dtype = resolve_precision(o.precision, self.dev)
         self.prec = precision_name(self.dtype)
-        net = create_model(self.spec.name, weights=o.weights, pretrained=o.weights is not None)
+        net = cast("DepthAnything", create_model(self.spec.name, weights=o.weights,
+                                                 pretrained=o.weights is not None))
         if o.weights is None:
             load_recipe_weights(net)
         self.ref_net = None

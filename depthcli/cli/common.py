@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,20 @@ def check_device(device: str) -> None:
         resolve_device(device)
     except ValueError as exc:
         raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint="--device") from None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How each model of a `predict` run is loaded, on either engine (the CLI's model options)."""
+
+    weights: Path | None
+    input_size: int | None
+    device: str
+    precision: str
+    backend: str
+    max_depth: float | None
+    compile_: bool
+    channels_last: bool
 
 
 def estimator_loader(*, weights: Path | None, input_size: int | None, device: str,

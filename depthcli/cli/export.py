@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
+
+if TYPE_CHECKING:
+    from ..models import DepthAnything
 
 
 def _parse_hw(text: str | None) -> tuple[int, int] | None:
@@ -58,7 +62,7 @@ def export(model: str, weights: Path | None, output: Path, opset: int, static: s
     hw = _parse_hw(static)
     try:
         require_onnx()
-        net = create_model(model, weights=weights, max_depth=max_depth)
+        net = cast("DepthAnything", create_model(model, weights=weights, max_depth=max_depth))
         checks = export_onnx(net, output, opset=opset, static_hw=hw)
     except DepthCliError as exc:
         raise click.ClickException(str(exc)) from exc

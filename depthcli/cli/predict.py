@@ -14,6 +14,7 @@ from ..errors import DepthCliError
 from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, ModelSpec
 from . import STARTED
 from .common import (
+    ModelSettings,
     Progress,
     check_device,
     estimator_loader,
@@ -197,14 +198,18 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         max_pixels=max_pixels, video_norm=video_norm,
     )
-    settings = dict(weights=weights, input_size=input_size, device=device, precision=precision,
-                    backend=backend, max_depth=max_depth, compile_=compile_,
-                    channels_last=channels_last)
+    settings = ModelSettings(weights=weights, input_size=input_size, device=device,
+                             precision=precision, backend=backend, max_depth=max_depth,
+                             compile_=compile_, channels_last=channels_last)
     if engine == "ray":
         run = _ray_run(opts, image_model, video_model, settings, threads,
                        (ray_address, ray_actors, ray_actor_cpus))
     else:
-        models = Estimators(estimator_loader(**settings), image_model, video_model)
+        s = settings
+        load = estimator_loader(weights=s.weights, input_size=s.input_size, device=s.device,
+                                precision=s.precision, backend=s.backend, max_depth=s.max_depth,
+                                compile_=s.compile_, channels_last=s.channels_last)
+        models = Estimators(load, image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
 
@@ -223,7 +228,7 @@ def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
     return run
 
 
-def _ray_run(opts: Any, image_model: str, video_model: str, settings: dict[str, Any],
+def _ray_run(opts: Any, image_model: str, video_model: str, settings: ModelSettings,
              threads: int | None, ray: tuple[str | None, int | None, float | None]) -> Any:
     """The same job on a Ray cluster; the driver resolves checkpoints, actors load them."""
     try:
@@ -231,22 +236,26 @@ def _ray_run(opts: Any, image_model: str, video_model: str, settings: dict[str, 
     except ImportError as exc:
         raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
-    args = (s["input_size"], s["device"], s["precision"], s["max_depth"], s["compile_"],
-            s["channels_last"], threads, s["backend"])
+
+    def config(model: str, weights: Path | None) -> EstimatorConfig:
+        return ray_config(model, weights, input_size=s.input_size, device=s.device,
+                          precision=s.precision, max_depth=s.max_depth, compile_=s.compile_,
+                          channels_last=s.channels_last, threads=threads, backend=s.backend)
+
     try:
-        cfg = ray_config(image_model, s["weights"], *args)
+        cfg = config(image_model, s.weights)
     except DepthCliError as exc:
         raise click.ClickException(str(exc)) from None
     vcfg = None
     if video_model != image_model:
         try:
-            vcfg = ray_config(video_model, None, *args)
+            vcfg = config(video_model, None)
         except DepthCliError:  # resolved again on the actors, when a video needs it
-            vcfg = EstimatorConfig(video_model, None, max_depth=s["max_depth"],
-                                   device=s["device"], precision=s["precision"],
-                                   input_size=s["input_size"], compile=s["compile_"],
-                                   channels_last=s["channels_last"], threads=threads,
-                                   backend=s["backend"])
+            vcfg = EstimatorConfig(video_model, None, max_depth=s.max_depth,
+                                   device=s.device, precision=s.precision,
+                                   input_size=s.input_size, compile=s.compile_,
+                                   channels_last=s.channels_last, threads=threads,
+                                   backend=s.backend)
 
     def run(report: Any, progress: Any) -> Any:
         summary = run_predict_ray(opts, cfg, RayOptions(*ray), report=report, progress=progress,

@@ -426,7 +426,7 @@ def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
     for s in samples:
         name = s.path.stem + (".mp4" if s.is_video else ".png")
         dst = out / name
-        reason = errors.get(str(s.path))
+        named = errors.get(str(s.path))
         if dst.is_file():
             res.written += 1
             if s.is_video:
@@ -434,7 +434,7 @@ def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
                     res.problems.append(f"{s.path.name}: written video does not decode")
             elif cv2.imread(str(dst)) is None:
                 res.problems.append(f"{s.path.name}: written image does not decode")
-        elif reason:
+        elif named:
             res.named_failures += 1
         else:
             res.problems.append(f"{s.path.name}: neither written nor named with a reason")

@@ -45,6 +45,21 @@ class FeatureFusionBlock(nn.Module):
         return self.out_conv(x)
 
 
+class _Scratch(nn.Module):
+    """The official checkpoints' `scratch` container (its attribute names are their keys)."""
+
+    layer1_rn: nn.Module
+    layer2_rn: nn.Module
+    layer3_rn: nn.Module
+    layer4_rn: nn.Module
+    refinenet1: nn.Module
+    refinenet2: nn.Module
+    refinenet3: nn.Module
+    refinenet4: nn.Module
+    output_conv1: nn.Module
+    output_conv2: nn.Module
+
+
 class DPTHead(nn.Module):
     """Reassemble four token maps, fuse them coarse-to-fine, and predict one channel.
 
@@ -70,7 +85,7 @@ class DPTHead(nn.Module):
                 nn.Conv2d(oc[3], oc[3], kernel_size=3, stride=2, padding=1),
             ]
         )
-        scratch = nn.Module()
+        scratch = _Scratch()
         for i, c in enumerate(oc, start=1):
             setattr(scratch, f"layer{i}_rn", nn.Conv2d(c, features, 3, padding=1, bias=False))
         for i in range(1, 5):

@@ -31,6 +31,8 @@ def sinusoidal_table(channels: int, length: int = MAX_FRAMES) -> torch.Tensor:
 class PositionalEncoding(nn.Module):
     """Adds the frame-index table; the table is a stored buffer (it is in the checkpoints)."""
 
+    pe: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(channels))

@@ -7,11 +7,15 @@ collected during discovery and run one after the other afterwards (`runners.vide
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
+
+import numpy as np
 
 from .. import outputs
 from ..engine import DepthEstimator
@@ -40,7 +44,7 @@ class _Run(RunState):
         self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)
         self.videos: list[tuple[InputItem, Path]] = []
 
-    def image_jobs(self) -> Iterator[tuple[object, Callable[[], object]]]:
+    def image_jobs(self) -> Iterator[tuple[tuple[Path, dict[str, Path]], Callable[[], np.ndarray]]]:
         """Engine jobs for the images still to do; videos are set aside for later."""
         opts = self.opts
         for item in images.discover(opts.inputs, self.state):
@@ -62,7 +66,7 @@ class _Run(RunState):
                     self.progress(1)
                     continue
             src = item.src
-            yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels))
+            yield (src, paths), functools.partial(images.read_image, src, opts.max_pixels)
 
     def write(self, src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
         try:
@@ -101,7 +105,7 @@ class _Run(RunState):
                                keep_images=keep):
                 if self.full.is_set():
                     break
-                src, paths = res.key  # type: ignore[misc]
+                src, paths = cast("tuple[Path, dict[str, Path]]", res.key)  # image_jobs' key
                 if res.error is not None:
                     _logger.info("failure on %s", src, exc_info=res.exc)  # traceback with -v
                     self.fail(str(src), strip_path(res.error, str(src)))

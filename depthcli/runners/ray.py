@@ -290,7 +290,8 @@ def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EstimatorCon
     """rows -> read (tasks) -> model (actor pool) -> write (tasks): a lazy Ray Dataset."""
     prep = cfg.preprocess()
     task = dict(num_cpus=ropts.task_cpus)  # Ray retries a task whose worker died (3 times)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    # Any: Ray's stubs type map_batches functions as one-argument callables (no fn_kwargs)
+    ds: Any = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
     ds = ds.map_batches(read_stage, batch_size=1, batch_format="numpy", fn_kwargs=dict(
         prep=prep, max_pixels=opts.max_pixels, keep_image=outputs.needs_image(opts.output.formats)),
         **task)

@@ -116,7 +116,7 @@ class EstimatorConfig:
             torch.set_num_threads(self.threads)
         return DepthEstimator.from_name(
             self.model, weights=self.weights, max_depth=self.max_depth, device=self.device,
-            precision=self.precision, input_size=self.input_size, compile=self.compile,  # type: ignore[arg-type]
+            precision=self.precision, input_size=self.input_size, compile=self.compile,
             channels_last=self.channels_last, backend=self.backend,
         )
 
@@ -334,7 +334,7 @@ class DepthPredictor:
         images = self._images(batch)
         tensors = [self.est.preprocess(img) for img in images]
         sizes = [img.shape[:2] for img in images]
-        results = forward_groups(self.est, tensors, sizes, self.batch_size)  # type: ignore[arg-type]
+        results = forward_groups(self.est, tensors, sizes, self.batch_size)
         for res in results:
             if isinstance(res, Exception):
                 raise res

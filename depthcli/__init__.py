@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from .version import __version__
+
 # OpenCV only writes EXR when this is set before its first EXR call; we never read EXR inputs.
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
-
-__version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .device import resolve_device

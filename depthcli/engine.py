@@ -79,7 +79,7 @@ class DepthEstimator:
         backend: str | Backend = "torch",
         owns_model: bool = False,
         output_size: OutputSize = "input",
-        camera: dict[str, object] | None = None,
+        camera: dict[str, float | None] | None = None,
     ) -> None:
         from .backends import create_backend
 
@@ -175,7 +175,8 @@ class DepthEstimator:
         net = (int(depth.shape[-2]), int(depth.shape[-1]))
         out: dict[str, Any] = {}
         if self.spec.output == "metric":
-            focal, src = network_focal(size, net, self.camera, source)  # type: ignore[arg-type]
+            exif = source if isinstance(source, (str, os.PathLike)) else None
+            focal, src = network_focal(size, net, self.camera, exif)
             depth = metric_scale(depth, focal)
             out.update(focal_px=focal, focal_source=src)
         final = self.postprocess(depth, size)

@@ -213,7 +213,7 @@ def to_transformers(sd: dict[str, torch.Tensor], hf_keys: set[str]) -> dict[str,
                 q, k, vv = v.chunk(3, dim=0)
                 names = ("q_proj", "k_proj", "v_proj") if v5 else (
                     "attention.query", "attention.key", "attention.value")
-                for name, t in zip(names, (q, k, vv)):
+                for name, t in zip(names, (q, k, vv), strict=True):
                     out[f"{p}attention.{name}.{qm.group(1)}"] = t.clone()
                 continue
             wm = re.match(r"mlp\.w12\.(weight|bias)$", rest)

@@ -61,7 +61,8 @@ class Preprocess:
         work = np.float64 if self.exact else np.float32
         small = cv2.resize(img.astype(work), (tw, th), interpolation=cv2.INTER_CUBIC)
         out = np.empty((3, th, tw), np.float32)
-        for c, plane in enumerate(reversed(cv2.split(small))):  # B, G, R planes -> R, G, B
+        planes: list[np.ndarray] = list(cv2.split(small))  # float planes (work dtype)
+        for c, plane in enumerate(reversed(planes)):  # B, G, R planes -> R, G, B
             plane /= top
             plane -= self.mean[c]
             plane /= self.std[c]

@@ -133,6 +133,8 @@ class TemporalWindows:
             self.refs = [d[KEYFRAMES[0]], d[KEYFRAMES[1]]]
             final = []
         else:
+            scale: float | np.float32
+            shift: float | np.float32
             if self.metric:
                 scale, shift = 1.0, 0.0
             else:
@@ -141,7 +143,7 @@ class TemporalWindows:
             post = [_affine(p, scale, shift) for p in d[ALIGN:OVERLAP]]
             step = 1.0 / (INTERP - 1)
             w = [0.0] + [i * step for i in range(1, INTERP - 1)] + [1.0]
-            final = [pre * (1 - wi) + p * wi for pre, p, wi in zip(self.tail, post, w)]
+            final = [pre * (1 - wi) + p * wi for pre, p, wi in zip(self.tail, post, w, strict=True)]
             aligned = [_affine(x, scale, shift) for x in d[OVERLAP:]]
             self.refs = [self.refs[0], _affine(d[KEYFRAMES[1]], scale, shift)]
         final = final + list(aligned[:-INTERP])

@@ -25,9 +25,8 @@ import numpy as np
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import ROOT, write_image  # noqa: E402
-
-from depthcli.cli import main  # noqa: E402
+from conftest import ROOT, write_image
+from depthcli.cli import main
 
 COMMON = ["--model", "da2-small", "--input-size", "56", "--device", "cpu", "--threads", "1",
           "-f", "npy,color", "--json", "-q"]

@@ -276,8 +276,13 @@ def test_ray_stages_without_ray(estimators: dict, da3_folders: dict, golden_dir:
     the input-size default equals the local engine's; metric metres use the camera options."""
     from depthcli.outputs import OutputOptions
     from depthcli.runners.options import PredictOptions
-    from depthcli.runners.ray_stages import (EstimatorConfig, ModelStage, column, read_stage,
-                                             write_stage)
+    from depthcli.runners.ray_stages import (
+        EstimatorConfig,
+        ModelStage,
+        column,
+        read_stage,
+        write_stage,
+    )
 
     names = ("landscape", "portrait")
     srcs = [str(golden_dir / f"{n}.png") for n in names]

@@ -19,7 +19,11 @@ from depthcli.backends import export as export_mod  # noqa: E402
 from depthcli.backends.export import ExportError, export_onnx, read_metadata  # noqa: E402
 from depthcli.models.encoder import interpolate_pos_embed  # noqa: E402
 from runtime_helpers import (  # noqa: E402
-    golden_case, golden_model, memo_onnx_export, rel_err, to_original,
+    golden_case,
+    golden_model,
+    memo_onnx_export,
+    rel_err,
+    to_original,
 )
 
 # Both sides of the untouched-table rule: 37x37 (square 518 input) is the identity; 37 rows
@@ -70,7 +74,8 @@ def test_pos_embed_rule_in_exported_graphs(tmp_path) -> None:
     prog.save(path)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert "Where" in ops and "Resize" not in ops  # the identity is the graph's, not a runtime's
-    runs = {"onnxruntime": lambda x, s=ort.InferenceSession(str(path)): s.run(None, {"x": x})[0]}
+    session = ort.InferenceSession(str(path))
+    runs = {"onnxruntime": lambda x: session.run(None, {"x": x})[0]}
     try:
         import openvino as ov
     except ImportError:
@@ -159,8 +164,8 @@ def test_export_cli_static_and_failure(golden_keys, tmp_path, monkeypatch) -> No
     metadata; a failed check exits non-zero and leaves no file."""
     from click.testing import CliRunner
 
-    from depthcli.cli.export import export
     from depthcli.backends.export import Check
+    from depthcli.cli.export import export
     from recipe import recipe_state_dict
 
     ckpt = tmp_path / "m.pth"

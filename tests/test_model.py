@@ -220,7 +220,7 @@ def test_batch_equals_single(small_ckpt) -> None:
             for _ in range(3)]
     singles = [est.infer(i) for i in imgs]
     batch = est.forward_batch(np.stack([est.preprocess(i) for i in imgs]))
-    for s, b in zip(singles, batch):
+    for s, b in zip(singles, batch, strict=True):
         d = est.postprocess(b, (60, 90))
         assert np.abs(d - s).max() <= 1e-5 * (s.max() - s.min())
 

@@ -10,13 +10,12 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_image
 from PIL import Image
 
+from conftest import write_image
 from depthcli import outputs
-from depthcli.outputs import pointcloud
 from depthcli.cli import main
-from depthcli.outputs import OutputOptions
+from depthcli.outputs import OutputOptions, PointCloudOptions, pointcloud
 
 EXTRAS = {"ply_stride": 1, "focal_px": None, "fov_deg": None, "cx": None, "cy": None,
           "assume_scale": None}
@@ -73,7 +72,8 @@ def pixels_of(v: np.ndarray, f: dict[str, float]) -> tuple[np.ndarray, np.ndarra
 
 
 def _opts(metric: bool = True, **extras: object) -> OutputOptions:
-    return OutputOptions(formats=("ply",), metric=metric, extras={**EXTRAS, **extras})
+    return OutputOptions(formats=("ply",), metric=metric,
+                         point_cloud=PointCloudOptions(**{**EXTRAS, **extras}))
 
 
 def _image(h: int, w: int) -> np.ndarray:
@@ -160,7 +160,7 @@ def test_stride_skips_and_pixels(tmp_path):
             if np.isfinite(depth[r, c]) and depth[r, c] > 0]
     assert len(v) == math.ceil(h / s) * math.ceil(w / s) - 4 == len(kept)
     u, r = pixels_of(v, f)
-    assert list(zip(r.tolist(), u.tolist())) == kept  # row-major, pixel coordinates of full image
+    assert list(zip(r.tolist(), u.tolist(), strict=True)) == kept  # row-major, pixel coordinates of full image
     np.testing.assert_array_equal(v["z"], depth[r, u])
     np.testing.assert_array_equal(v["red"], img[r, u, 2])
     np.testing.assert_array_equal(v["blue"], img[r, u, 0])
@@ -245,18 +245,18 @@ def test_exif_focal_read(tmp_path):
 def test_focal_precedence(tmp_path):
     src = exif_jpeg(tmp_path / "e.jpg", 30, 40, 28)
     w, h = 40, 30
-    i = pointcloud.resolve_intrinsics(w, h, {"focal_px": 77.0, "fov_deg": 90.0}, src)
+    i = pointcloud.resolve_intrinsics(w, h, PointCloudOptions(focal_px=77.0, fov_deg=90.0), src)
     assert (i.source, i.fx, i.fy) == ("focal-px", 77.0, 77.0)
-    i = pointcloud.resolve_intrinsics(w, h, {"fov_deg": 90.0}, src)
+    i = pointcloud.resolve_intrinsics(w, h, PointCloudOptions(fov_deg=90.0), src)
     assert i.source == "fov-deg" and math.isclose(i.fx, 20.0)
-    i = pointcloud.resolve_intrinsics(w, h, {}, src)
+    i = pointcloud.resolve_intrinsics(w, h, None, src)
     assert i.source == "exif" and math.isclose(i.fx, 28 / 36 * 40)
-    i = pointcloud.resolve_intrinsics(h, w, {}, src)  # portrait (EXIF-rotated): long side again
+    i = pointcloud.resolve_intrinsics(h, w, None, src)  # portrait (EXIF-rotated): long side again
     assert i.source == "exif" and math.isclose(i.fx, 28 / 36 * 40)
-    i = pointcloud.resolve_intrinsics(w, h, {}, None)
+    i = pointcloud.resolve_intrinsics(w, h, None, None)
     assert i.source == "default" and math.isclose(i.fx, 20 / math.tan(math.radians(30)))
     assert (i.cx, i.cy) == (20.0, 15.0)
-    i = pointcloud.resolve_intrinsics(w, h, {"cx": 1.5, "cy": 2.5}, None)
+    i = pointcloud.resolve_intrinsics(w, h, PointCloudOptions(cx=1.5, cy=2.5), None)
     assert (i.cx, i.cy) == (1.5, 2.5)
 
 

@@ -96,8 +96,13 @@ def test_stages_without_ray(tmp_path, small_ckpt) -> None:
     from depthcli.io.images import read_image
     from depthcli.outputs import OutputOptions
     from depthcli.runners.options import PredictOptions
-    from depthcli.runners.ray_stages import (EstimatorConfig, ModelStage, column, read_stage,
-                                             write_stage)
+    from depthcli.runners.ray_stages import (
+        EstimatorConfig,
+        ModelStage,
+        column,
+        read_stage,
+        write_stage,
+    )
 
     srcs = [write_image(tmp_path / f"i{k}.png", 30 + 9 * k, 44, seed=k) for k in range(3)]
     (tmp_path / "bad.png").write_bytes(b"nope")

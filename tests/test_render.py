@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depthcli.outputs import render
-from depthcli.outputs import OutputOptions, encode_visual
+from depthcli.outputs import OutputOptions, encode_visual, render
 
 
 @pytest.mark.parametrize("name", ["Spectral_r", "Spectral", "inferno", "turbo", "viridis", "magma", "gray"])

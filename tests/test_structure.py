@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -32,16 +33,21 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _top_level_imports(path: Path, modules: set[str]) -> set[str]:
-    """depthcli modules imported when `path` is imported (not inside functions or TYPE_CHECKING)."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
-            continue
+def _imports(source: str, name: str, is_package: bool, modules: set[str]) -> dict[str, int]:
+    """depthcli modules that module `name` imports anywhere → the line of the first such import.
+
+    Every import counts: module level, inside functions and methods, under `if TYPE_CHECKING:`
+    (a cycle there is still a design cycle, and it becomes a runtime one the day the import moves).
+    Relative imports are resolved; `from pkg import x` is an edge to the submodule `pkg.x` when
+    `x` is one, else to `pkg` itself (its __init__).
+    """
+    package = name if is_package else name.rpartition(".")[0]
+    out: dict[str, int] = {}
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name in modules}
+            for a in node.names:
+                if a.name in modules:
+                    out.setdefault(a.name, node.lineno)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -51,19 +57,50 @@ def _top_level_imports(path: Path, modules: set[str]) -> set[str]:
             for a in node.names:
                 full = f"{base}.{a.name}"
                 if full in modules:
-                    out.add(full)
+                    out.setdefault(full, node.lineno)
                 elif base in modules:
-                    out.add(base)
-    out.discard(name)
+                    out.setdefault(base, node.lineno)
+    out.pop(name, None)
     return out
 
 
-def test_no_import_cycles() -> None:
+def _import_graph() -> dict[str, dict[str, int]]:
     files = sorted(PKG.rglob("*.py"))
     modules = {_module_name(p) for p in files}
-    graph = {_module_name(p): _top_level_imports(p, modules) for p in files}
+    return {_module_name(p): _imports(p.read_text(), _module_name(p), p.name == "__init__.py",
+                                      modules) for p in files}
+
+
+def test_import_walker_sees_every_import() -> None:
+    """The cycle test's walker: function-level, TYPE_CHECKING and relative imports all count."""
+    modules = {"depthcli", "depthcli.a", "depthcli.a.b", "depthcli.a.c", "depthcli.d",
+               "depthcli.e", "depthcli.f", "depthcli.g"}
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "import os\n"
+        "from . import b, helper\n"  # a submodule, and a name of the package's __init__
+        "from .. import d as dd\n"
+        "if TYPE_CHECKING:\n"
+        "    from ..e import Thing\n"
+        "def f():\n"
+        "    import depthcli.f\n"
+        "    class K:\n"
+        "        def m(self):\n"
+        "            from .c import x\n"
+        "            from depthcli.g import y\n"
+    )
+    got = _imports(source, "depthcli.a.mod", False, modules)
+    assert set(got) == {"depthcli.a", "depthcli.a.b", "depthcli.a.c", "depthcli.d", "depthcli.e",
+                        "depthcli.f", "depthcli.g"}
+    assert got["depthcli.a.c"] == 11
+    # in a package's __init__, `from . import b` is the package's own submodule
+    assert set(_imports("from . import b\n", "depthcli.a", True, modules)) == {"depthcli.a.b"}
+
+
+def test_no_import_cycles() -> None:
+    graph = _import_graph()
     # a package's __init__ importing its own submodules is the normal direction; a cycle is a
-    # path from a module back to itself through other modules' top-level imports
+    # path from a module back to itself, e.g. a submodule importing its package's __init__
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -73,7 +110,8 @@ def test_no_import_cycles() -> None:
         for n in sorted(graph.get(m, ())):
             if state.get(n) == 1:
                 cycle = stack[stack.index(n):] + [n]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
+                raise AssertionError("import cycle: " + " -> ".join(
+                    f"{a} (line {graph[a][b]})" for a, b in itertools.pairwise(cycle)) + f" -> {n}")
             if n not in state:
                 visit(n)
         stack.pop()

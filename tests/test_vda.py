@@ -111,7 +111,7 @@ def reference(depths_of, n: int, frame_size: tuple[int, int], metric: bool) -> n
                                                          np.concatenate(ref))
         post = [np.maximum(x * s + t, 0) for x in d[2:10]]
         w = [0.0] + [i * (1.0 / 7) for i in range(1, 7)] + [1.0]
-        aligned[-interp:] = [a * (1 - wi) + b * wi for a, b, wi in zip(aligned[-interp:], post, w)]
+        aligned[-interp:] = [a * (1 - wi) + b * wi for a, b, wi in zip(aligned[-interp:], post, w, strict=True)]
         aligned += [np.maximum(x * s + t, 0) for x in d[10:]]
         ref = [ref[0], np.maximum(d[12] * s + t, 0)]
     return np.stack(aligned[:n])

@@ -4,7 +4,6 @@ damaged and non-video files, resume, atomic outputs. Small generated clips, CPU,
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -16,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from depthcli import outputs
+from depthcli.cli import main
+from depthcli.errors import InputError
 from depthcli.outputs import render
 from depthcli.outputs.clipstats import ClipStats
 from depthcli.outputs.stacks import RawStack
 from depthcli.runners import video
 from depthcli.runners.options import parse_norm
-from depthcli.cli import main
-from depthcli.errors import InputError
 
 NTSC = Fraction(30000, 1001)
 
@@ -379,3 +378,29 @@ def test_clip_stats_percentiles_cover_all_frames():
     st2 = ClipStats(render.RenderOptions())
     st2.update(torch.tensor([[1.0, float("nan")], [5.0, -2.0]]))
     assert st2.value_range() == (-2.0, 5.0)
+
+
+@pytest.mark.parametrize("exc", [AttributeError("no codec context"), TypeError("bad rate"),
+                                 ValueError("bad layout")])
+def test_probe_failure_is_one_clean_line(exc, tmp_path, monkeypatch):
+    """A probe that PyAV makes fail with AttributeError/TypeError/ValueError is 'not a readable
+    video (reason)', both from `probe` and as the run's one error line (not a NameError)."""
+    from depthcli.io import video as vio
+    from depthcli.runners.images import run_predict
+    from depthcli.runners.options import Estimators, PredictOptions
+
+    def broken(path, max_pixels=None):
+        raise exc
+
+    monkeypatch.setattr(vio, "_probe", broken)
+    src = make_video(tmp_path / "clip.mp4", n=2)
+    with pytest.raises(InputError) as info:
+        vio.probe(src)
+    assert str(info.value) == f"{src}: not a readable video ({exc})"
+    lines: list[str] = []
+    models = Estimators(lambda name: pytest.fail("the model must not be needed"), "da2-small")
+    models._cache["da2-small"] = None  # never used: the probe fails first
+    opts = PredictOptions(inputs=(str(src),), out_dir=tmp_path / "out")
+    summary = run_predict(opts, models, report=lines.append)
+    assert lines == [f"error: {src}: not a readable video ({exc})"]
+    assert summary.failed == 1 and summary.written == 0

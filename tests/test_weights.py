@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, make_checkpoint, write_image
+from conftest import ROOT, write_image
 from depthcli.errors import WeightsError
 from depthcli.models import create_model, get_spec
 from depthcli.weights import read_state_dict
@@ -57,8 +57,8 @@ def test_hub_cache_offline_resolves(small_ckpt, tmp_path) -> None:
 
 def test_hub_cache_hf_repo_id(small_ckpt, tmp_path) -> None:
     """A -hf repo id as model name resolves model.safetensors from the cache."""
-    from test_model import _official_to_transformers
     from safetensors.torch import save_file
+    from test_model import _official_to_transformers
 
     sd = torch.load(small_ckpt, weights_only=True)
     st = tmp_path / "model.safetensors"
@@ -114,7 +114,7 @@ def test_missing_keys_refused(small_ckpt, tmp_path) -> None:
 
 
 class _Evil:
-    def __reduce__(self):  # noqa: D105
+    def __reduce__(self):
         return (os.system, ("touch " + str(Path(os.environ["EVIL_MARK"])),))
 
 

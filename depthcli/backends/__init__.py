@@ -9,38 +9,24 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, cast
 
-from ..errors import DepthCliError
+from .base import Backend, BackendError, host_array
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from ..models import DepthAnything
     from ..models.registry import ModelSpec
 
+__all__ = [
+    "BACKEND_NAMES", "RUNTIME_BACKENDS", "Backend", "BackendError", "available", "create_backend",
+    "create_runtime_backend", "host_array", "resolve_backend",
+]
+
 _logger = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("auto", "torch", "openvino", "onnxruntime")
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """One loaded network on one runtime, device and precision."""
-
-    name: str  # "torch" | "openvino" | "onnxruntime"
-    device: str  # where outputs live: "cpu", "cuda", "cuda:1", "mps"
-    precision: str  # "fp32" | "bf16" | "fp16"
-
-    def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """(B, 3, H, W) normalised float32, H and W multiples of 14 → (B, H, W) float32 depth
-        at the network size (torch backends return a tensor on `device`)."""
-        ...
-
-
-class BackendError(DepthCliError):
-    """A runtime backend cannot run this model/precision/device, or does not reproduce torch."""
 
 
 RUNTIME_BACKENDS = ("openvino", "onnxruntime")
@@ -128,15 +114,6 @@ def create_runtime_backend(name: str, model: DepthAnything, spec: ModelSpec | No
     raise BackendError(f"{name!r} is not a runtime backend ({', '.join(RUNTIME_BACKENDS)})")
 
 
-def host_array(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A C-contiguous float32 numpy view/copy of a batch, wherever the tensor lives."""
-    import numpy as np
-
-    if not isinstance(x, np.ndarray):
-        x = x.detach().to("cpu").numpy()
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
 def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.device,
                    dtype: torch.dtype, **torch_options: object) -> Backend:
     """A ready backend for `model`: `name` is a backend name or an already built Backend.
@@ -158,5 +135,6 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
         from .torch import TorchBackend
 
         return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]
-    return create_runtime_backend(chosen, model, getattr(model, "spec", None),
+    # not temporal: a DepthAnything (the runtime backends export it)
+    return create_runtime_backend(chosen, cast("DepthAnything", model), getattr(model, "spec", None),
                                   precision=precision, device=device.type)

@@ -21,14 +21,14 @@ class ChunkedAttention(TorchFunctionMode):
         super().__init__()
         self.chunk, self.min_len = chunk, min_len
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention and self._applies(args, kwargs):
             q, k, v = args
             return self._attend(q, k, v, kwargs.get("scale"))
         return func(*args, **kwargs)
 
-    def _applies(self, args: tuple, kwargs: dict) -> bool:  # type: ignore[type-arg]
+    def _applies(self, args: tuple, kwargs: dict) -> bool:
         if len(args) != 3 or set(kwargs) - {"scale", "attn_mask", "dropout_p", "is_causal"}:
             return False
         q, k, v = args

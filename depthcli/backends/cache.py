@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     import torch
 
+    from ..models import DepthAnything
+
 _logger = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when what an entry holds changes meaning
@@ -189,16 +191,16 @@ class RuntimeCache:
         return load(entry), True
 
 
-def model_cache_key(model: torch.nn.Module, runtime: str, precision: str, shapes: str,
+def model_cache_key(model: DepthAnything, runtime: str, precision: str, shapes: str,
                     versions: Mapping[str, str], **extra: str) -> CacheKey:
     """The key of a converted DepthAnything `model`: weights digest, head settings the
     state_dict does not hold (taps, output kind, max depth), and the producing versions."""
     import torch
 
-    from .. import __version__
+    from ..version import __version__
 
-    spec = model.spec  # type: ignore[attr-defined]
-    max_depth = float(model.max_depth)  # type: ignore[attr-defined]
+    spec = model.spec
+    max_depth = float(model.max_depth)
     head = {"layers": ",".join(map(str, spec.layers)), "output": spec.output,
             "max_depth": f"{max_depth:g}", "family": spec.family}
     return CacheKey(runtime=runtime, model=spec.name, weights=state_dict_digest(model),

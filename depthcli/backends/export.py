@@ -78,7 +78,7 @@ def require_onnx() -> None:
 
 def default_metadata(model: DepthAnything) -> dict[str, str]:
     """What a consumer of the file needs: preprocessing constants and the output's meaning."""
-    from .. import __version__
+    from ..version import __version__
 
     spec = model.spec
     return {
@@ -200,7 +200,7 @@ def export_onnx(
                 output_names=[OUTPUT_NAME], dynamic_shapes={"x": dims}, optimize=True,
                 verbose=False,
             )
-    except Exception as exc:  # noqa: BLE001 - exporter failures surface as one clear error
+    except Exception as exc:  # exporter failures surface as one clear error
         _logger.debug("exporter output:\n%s", log.getvalue())
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise ExportError(f"torch.onnx.export failed for {net.spec.name}: {first}") from exc

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import BackendError, host_array
+from .base import BackendError, host_array
 from .cache import RuntimeCache, model_cache_key
 from .export import fp32_cpu
 

@@ -19,11 +19,11 @@ import logging
 import os
 import threading
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import BackendError, host_array
+from .base import BackendError, host_array
 from .cache import RuntimeCache, model_cache_key
 from .export import fp32_cpu
 
@@ -79,7 +79,7 @@ class OpenVINOBackend:
         self._ir, self.built = self.cache.get(key, self._convert, self._read)
         self._compiled = self._compile(precision)
         self._request = self._compiled.create_infer_request()
-        self._fp32_request: object | None = None if precision != "fp32" else self._request
+        self._fp32_request: Any | None = None if precision != "fp32" else self._request
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ build
@@ -108,7 +108,7 @@ class OpenVINOBackend:
     def _read(self, entry: os.PathLike[str]) -> object:
         return self._core.read_model(os.path.join(entry, "model.xml"))
 
-    def _compile(self, precision: str) -> object:
+    def _compile(self, precision: str) -> Any:  # an openvino.CompiledModel (untyped)
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": _HINTS[precision],
                                      "PERFORMANCE_HINT": "LATENCY"}
         if self._threads:
@@ -127,12 +127,12 @@ class OpenVINOBackend:
         """(B, 3, H, W) normalised float32 → (B, H, W) float32 depth (a fresh array)."""
         x = host_array(batch)
         with self._lock:  # one infer request: not re-entrant
-            out = self._request.infer([x])[0].copy()  # type: ignore[attr-defined]
+            out = self._request.infer([x])[0].copy()
             if self.precision != "fp32" and not np.isfinite(out).all():
                 _logger.warning("non-finite output in %s; redoing the batch in fp32",
                                 self.precision)
                 if self._fp32_request is None:
                     compiled = self._compile("fp32")
                     self._fp32_request = compiled.create_infer_request()
-                out = self._fp32_request.infer([x])[0].copy()  # type: ignore[attr-defined]
+                out = self._fp32_request.infer([x])[0].copy()
         return out

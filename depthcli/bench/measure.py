@@ -80,7 +80,7 @@ def count_flops(model: torch.nn.Module, shape: tuple[int, ...], device: torch.de
     import torch
     from torch.utils import flop_counter as fcm
 
-    def cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    def cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs) -> int:
         return int(fcm.sdpa_flop_count(q, k, v))
 
     mapping = {}
@@ -153,7 +153,7 @@ def deviation(ref: list[np.ndarray], got: list[np.ndarray]) -> dict[str, float]:
     """|got - ref| as a fraction of each reference's range: max, 99th percentile and mean
     (the worst image for each)."""
     mx = p99 = mean = 0.0
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=True):
         rng = float(r.max() - r.min()) or 1.0
         d = np.abs(g.astype(np.float64) - r) / rng
         mx = max(mx, float(d.max()))

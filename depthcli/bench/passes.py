@@ -99,7 +99,7 @@ def stage_pass(est: DepthEstimator, files: list[Path], out_dir: Path, batch_size
         with timer(acc, "model"):
             out = est.forward_batch(np.stack([x for _, x in group]))
             sync(est.device)
-        for (img, _), d in zip(group, out):
+        for (img, _), d in zip(group, out, strict=True):
             with timer(acc, "postprocess"):
                 depth = est.postprocess(d, img.shape[:2])
             if keep is not None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def build_peer(spec: ModelSpec, official_sd: dict[str, torch.Tensor], max_depth: float,
                input_size: int, device: torch.device,
-               dtype: torch.dtype):  # type: ignore[no-untyped-def]
+               dtype: torch.dtype):
     """transformers DepthAnythingForDepthEstimation + DPTImageProcessor + pipeline, offline."""
     import torch
     from transformers import (
@@ -36,7 +36,8 @@ def build_peer(spec: ModelSpec, official_sd: dict[str, torch.Tensor], max_depth:
     backbone = Dinov2Config(
         image_size=518, patch_size=14, hidden_size=enc.embed_dim, num_hidden_layers=enc.depth,
         num_attention_heads=enc.num_heads, mlp_ratio=4, layerscale_value=1.0,
-        out_indices=[i + 1 for i in spec.layers], apply_layernorm=True,
+        out_indices=[i + 1 for i in spec.layers],  # type: ignore[call-arg]  # a BackboneConfig kwarg
+        apply_layernorm=True,
         reshape_hidden_states=False, use_swiglu_ffn=enc.name == "vitg",
     )
     cfg = DepthAnythingConfig(
@@ -45,7 +46,7 @@ def build_peer(spec: ModelSpec, official_sd: dict[str, torch.Tensor], max_depth:
         reassemble_factors=[4, 2, 1, 0.5], depth_estimation_type=spec.output,
     )
     if spec.output == "metric":  # its config field is typed int
-        cfg.max_depth = int(max_depth) if float(max_depth).is_integer() else max_depth
+        cfg.max_depth = int(max_depth) if float(max_depth).is_integer() else max_depth  # type: ignore[assignment]
     # Default attention, as from_pretrained gives it: SDPA in the Dinov2 backbone.
     model = DepthAnythingForDepthEstimation(cfg)
     sd = to_transformers(official_sd, set(model.state_dict()))
@@ -54,7 +55,7 @@ def build_peer(spec: ModelSpec, official_sd: dict[str, torch.Tensor], max_depth:
     if dtype != torch.float32:
         # The pipeline's postprocess calls .numpy() on predicted_depth, which fails on bf16
         # (TypeError: unsupported ScalarType BFloat16): hand it fp32, as a user would have to.
-        def _to_fp32(_mod, _args, out):  # type: ignore[no-untyped-def]
+        def _to_fp32(_mod, _args, out):
             out.predicted_depth = out.predicted_depth.float()
             return out
 
@@ -78,7 +79,7 @@ class Peer:
         self.dev, self.dtype, self.prec = dev, dtype, prec
         self.model, self.proc, self.pipe = build_peer(spec, official_sd, max_depth, input_size,
                                                       dev, dtype)
-        self.inputs: list = []  # type: ignore[type-arg]
+        self.inputs: list = []
         self.shapes: list[tuple[int, int]] = []
         self.flops = 0.0
 

@@ -38,7 +38,7 @@ def device_name(dev: torch.device) -> str:
     return dev.type
 
 
-def print_report(r: dict) -> None:  # type: ignore[type-arg]
+def print_report(r: dict) -> None:
     e = click.echo
     e("")
     e(f"{'stage (serial)':<16}{'ms/img':>10}{'spread':>9}")

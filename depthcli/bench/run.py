@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import numpy as np
@@ -28,6 +28,9 @@ from .measure import STAGES, PeakMemory, Series, count_flops, deviation, matmul_
 from .passes import e2e_pass, find_inputs, stage_pass
 from .peer import Peer
 from .report import device_name, loadavg, print_report
+
+if TYPE_CHECKING:
+    from ..models import DepthAnything
 
 
 @dataclass
@@ -65,7 +68,8 @@ class Bench:
             raise click.UsageError(str(exc)) from None
         self.dtype = resolve_precision(o.precision, self.dev)
         self.prec = precision_name(self.dtype)
-        net = create_model(self.spec.name, weights=o.weights, pretrained=o.weights is not None)
+        net = cast("DepthAnything", create_model(self.spec.name, weights=o.weights,
+                                                 pretrained=o.weights is not None))
         if o.weights is None:
             load_recipe_weights(net)
         self.ref_net = None
@@ -189,7 +193,7 @@ class Bench:
         # Paired with the peak measured in the same run: robust to the machine's speed drifting
         # between runs (seen here: the fp32 peak moved 99-194 GFLOP/s over an afternoon).
         paired = Series([model_flops / m / 1e9 / p
-                         for m, p in zip(stage["model"].values, peak.values)])
+                         for m, p in zip(stage["model"].values, peak.values, strict=True)])
         return {
             "stages_ms": {s: stage[s].as_dict(1e3, 1) for s in STAGES},
             "sum_of_stages_ms": round(sum(stage[s].median for s in STAGES) * 1e3, 1),
@@ -214,8 +218,9 @@ class Bench:
     def versus_peer(self) -> dict[str, object]:
         peer = self.peer
         assert peer is not None
-        pm = Series([a / b for a, b in zip(self.peer_model.values, self.stage["model"].values)])
-        pe = Series([a / b for a, b in zip(self.peer_e2e.values, self.e2e.values)])
+        pm = Series([a / b for a, b in zip(self.peer_model.values, self.stage["model"].values,
+                                           strict=True)])
+        pe = Series([a / b for a, b in zip(self.peer_e2e.values, self.e2e.values, strict=True)])
         prec = self.peer_prec
         return {
             "peer": {

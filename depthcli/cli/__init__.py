@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from ..version import __version__
 
 STARTED = time.perf_counter()  # the summary's wall time counts from here (start-up included)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -133,10 +134,26 @@ def check_device(device: str) -> None:
         raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint="--device") from None
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    """How each model of a `predict` run is loaded, on either engine (the CLI's model options)."""
+
+    weights: Path | None
+    input_size: int | None
+    device: str
+    precision: str
+    backend: str
+    max_depth: float | None
+    compile_: bool
+    channels_last: bool
+    output_size: str = "input"  # "input" or "network" (--output-size)
+    camera: dict[str, float | None] | None = None  # --focal-px/--fov-deg/--cx/--cy (DA3 metric)
+
+
 def estimator_loader(*, weights: Path | None, input_size: int | None, device: str,
                      precision: str, backend: str, max_depth: float | None, compile_: bool,
                      channels_last: bool, output_size: str = "input",
-                     camera: dict[str, object] | None = None) -> Callable[[str], DepthEstimator]:
+                     camera: dict[str, float | None] | None = None) -> Callable[[str], DepthEstimator]:
     """`load(model_name)` → a DepthEstimator with these settings (called when first needed).
 
     `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres."""
@@ -149,7 +166,7 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                 model, weights=weights, max_depth=max_depth, device=device,
                 precision=precision, input_size=input_size, compile=compile_,
                 channels_last=channels_last, backend=backend,
-                output_size=output_size, camera=camera,  # type: ignore[arg-type]
+                output_size=output_size, camera=camera,
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

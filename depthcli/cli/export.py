@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
+
+if TYPE_CHECKING:
+    from ..models import DepthAnything
 
 
 def _parse_hw(text: str | None) -> tuple[int, int] | None:
@@ -51,9 +55,9 @@ def export(model: str, weights: Path | None, output: Path, opset: int, static: s
     is written; the deviations are printed, and above 1e-4 of the depth range the command fails
     and leaves no file.
     """
+    from ..backends.export import TOLERANCE, export_onnx, require_onnx
     from ..errors import DepthCliError
     from ..models import create_model
-    from ..backends.export import TOLERANCE, export_onnx, require_onnx
 
     hw = _parse_hw(static)
     from .common import spec_or_usage
@@ -65,7 +69,7 @@ def export(model: str, weights: Path | None, output: Path, opset: int, static: s
                                "the monocular ones (da3-mono-large, da3-metric-large) do")
     try:
         require_onnx()
-        net = create_model(model, weights=weights, max_depth=max_depth)
+        net = cast("DepthAnything", create_model(model, weights=weights, max_depth=max_depth))
         checks = export_onnx(net, output, opset=opset, static_hw=hw)
     except DepthCliError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, MODEL_SPECS, ModelSpec, list_models
+from ..models.registry import (
+    DEFAULT_MODEL,
+    DEFAULT_VIDEO_MODEL,
+    MODEL_SPECS,
+    ModelSpec,
+    list_models,
+)
 
 
 def _output(s: ModelSpec) -> str:
@@ -42,7 +48,7 @@ def models(as_json: bool) -> None:
     click.echo(f"{'name':<27}{'kind':<7}{'params':>8}  {'output':<24}{'licence':<{lic}}cached")
     for r in rows:
         star = "*" if r["default"] else " "
-        click.echo(f"{r['name'] + star:<27}{r['kind']:<7}{r['params_m']:>7.1f}M  "
+        click.echo(f"{str(r['name']) + star:<27}{r['kind']:<7}{r['params_m']:>7.1f}M  "
                    f"{r['output']:<24}{str(r['licence']):<{lic}}{'yes' if r['cached'] else 'no'}")
     click.echo(f"* default ({DEFAULT_MODEL} for images, {DEFAULT_VIDEO_MODEL} for videos). "
                "Weights: --weights FILE, $DEPTHCLI_WEIGHTS_DIR, or the Hugging Face hub.")

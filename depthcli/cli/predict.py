@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,7 @@ from ..errors import DepthCliError
 from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, ModelSpec
 from . import STARTED
 from .common import (
+    ModelSettings,
     Progress,
     check_device,
     estimator_loader,
@@ -22,6 +23,9 @@ from .common import (
     silence_opencv,
     spec_or_usage,
 )
+
+if TYPE_CHECKING:
+    from ..outputs import PointCloudOptions
 
 FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply", "conf", "sky")
 CMAP_NAMES = ("spectral_r", "spectral", "inferno", "magma", "viridis", "plasma", "turbo",
@@ -98,9 +102,9 @@ def _check_da3_formats(fmts: tuple[str, ...], spec: ModelSpec) -> None:
                                f"{spec.name} predicts no sky")
 
 
-def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str, Any],
+def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOptions,
                        quiet: bool) -> None:
-    if "ply" in fmts and spec.output != "metric" and extras["assume_scale"] is None:
+    if "ply" in fmts and spec.output != "metric" and pc.assume_scale is None:
         if spec.da3 is not None and spec.da3.any_view:
             return  # relative depth with a predicted camera: points up to one global scale
         raise click.UsageError(
@@ -109,11 +113,12 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str,
             "S / output as metres"
         )
     log = logging.getLogger("depthcli")
-    if extras["assume_scale"] is not None and spec.output == "metric":
+    if pc.assume_scale is not None and spec.output == "metric":
         log.warning("--assume-scale is ignored: %s predicts metres already", spec.name)
-    if extras["focal_px"] is not None and extras["fov_deg"] is not None:
+    if pc.focal_px is not None and pc.fov_deg is not None:
         log.warning("--focal-px and --fov-deg both given; --focal-px wins")
-    if any(v is not None for k, v in extras.items() if k != "ply_stride") and "ply" not in fmts:
+    given = (pc.focal_px, pc.fov_deg, pc.cx, pc.cy, pc.assume_scale)
+    if any(v is not None for v in given) and "ply" not in fmts:
         log.warning("point-cloud options have no effect without --format ply")
     if "ply" in fmts and not quiet:  # the intrinsics used are part of the result: show them
         logging.getLogger("depthcli.outputs.pointcloud").setLevel(logging.INFO)
@@ -199,30 +204,35 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     spec = spec_or_usage(image_model)
     spec_or_usage(video_model)
     video_norm = _check_video_norm(video_norm)
-    extras = {"ply_stride": ply_stride, "focal_px": focal_px, "fov_deg": fov_deg, "cx": cx,
-              "cy": cy, "assume_scale": assume_scale}
-    _check_point_cloud(fmts, spec, extras, quiet)
+    pc = outputs.PointCloudOptions(ply_stride=ply_stride, focal_px=focal_px, fov_deg=fov_deg,
+                                   cx=cx, cy=cy, assume_scale=assume_scale)
+    _check_point_cloud(fmts, spec, pc, quiet)
     _check_da3_formats(fmts, spec)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
     silence_opencv()
     opts = PredictOptions(
         inputs=inputs, out_dir=_out_dir(out_dir),
-        output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric", extras=extras,
-                                     near_is_large=spec.near_is_large),
+        output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric",
+                                     point_cloud=pc, near_is_large=spec.near_is_large),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         max_pixels=max_pixels, video_norm=video_norm,
     )
-    settings = dict(weights=weights, input_size=input_size, device=device, precision=precision,
-                    backend=backend, max_depth=max_depth, compile_=compile_,
-                    channels_last=channels_last)
-    camera = {k: extras[k] for k in ("focal_px", "fov_deg", "cx", "cy")}
+    camera: dict[str, float | None] = {"focal_px": focal_px, "fov_deg": fov_deg, "cx": cx, "cy": cy}
+    settings = ModelSettings(weights=weights, input_size=input_size, device=device,
+                             precision=precision, backend=backend, max_depth=max_depth,
+                             compile_=compile_, channels_last=channels_last,
+                             output_size=output_size, camera=camera)
     if engine == "ray":
         run = _ray_run(opts, image_model, video_model, settings, threads,
-                       (ray_address, ray_actors, ray_actor_cpus), output_size, camera)
+                       (ray_address, ray_actors, ray_actor_cpus))
     else:
-        models = Estimators(estimator_loader(**settings, output_size=output_size,
-                                             camera=camera), image_model, video_model)
+        s = settings
+        load = estimator_loader(weights=s.weights, input_size=s.input_size, device=s.device,
+                                precision=s.precision, backend=s.backend, max_depth=s.max_depth,
+                                compile_=s.compile_, channels_last=s.channels_last,
+                                output_size=s.output_size, camera=s.camera)
+        models = Estimators(load, image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
 
@@ -241,32 +251,35 @@ def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
     return run
 
 
-def _ray_run(opts: Any, image_model: str, video_model: str, settings: dict[str, Any],
-             threads: int | None, ray: tuple[str | None, int | None, float | None],
-             output_size: str = "input", camera: dict[str, Any] | None = None) -> Any:
+def _ray_run(opts: Any, image_model: str, video_model: str, settings: ModelSettings,
+             threads: int | None, ray: tuple[str | None, int | None, float | None]) -> Any:
     """The same job on a Ray cluster; the driver resolves checkpoints, actors load them."""
     try:
         from ..runners.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
     except ImportError as exc:
         raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
-    args = (s["input_size"], s["device"], s["precision"], s["max_depth"], s["compile_"],
-            s["channels_last"], threads, s["backend"])
+
+    def config(model: str, weights: Path | None) -> EstimatorConfig:
+        return ray_config(model, weights, input_size=s.input_size, device=s.device,
+                          precision=s.precision, max_depth=s.max_depth, compile_=s.compile_,
+                          channels_last=s.channels_last, threads=threads, backend=s.backend,
+                          output_size=s.output_size, camera=s.camera)
+
     try:
-        cfg = ray_config(image_model, s["weights"], *args, output_size=output_size,
-                         camera=camera)
+        cfg = config(image_model, s.weights)
     except DepthCliError as exc:
         raise click.ClickException(str(exc)) from None
     vcfg = None
     if video_model != image_model:
         try:
-            vcfg = ray_config(video_model, None, *args, output_size=output_size, camera=camera)
+            vcfg = config(video_model, None)
         except DepthCliError:  # resolved again on the actors, when a video needs it
-            vcfg = EstimatorConfig(video_model, None, max_depth=s["max_depth"],
-                                   device=s["device"], precision=s["precision"],
-                                   input_size=s["input_size"], compile=s["compile_"],
-                                   channels_last=s["channels_last"], threads=threads,
-                                   backend=s["backend"], output_size=output_size,
+            vcfg = EstimatorConfig(video_model, None, max_depth=s.max_depth,
+                                   device=s.device, precision=s.precision,
+                                   input_size=s.input_size, compile=s.compile_,
+                                   channels_last=s.channels_last, threads=threads,
+                                   backend=s.backend, output_size=s.output_size,
                                    camera=cfg.camera)
 
     def run(report: Any, progress: Any) -> Any:

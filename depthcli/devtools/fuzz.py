@@ -300,7 +300,7 @@ def build_corpus(root: Path, images: int, videos: int, seed: int = 0) -> list[Sa
             seeds[k].append(p.read_bytes())
             p.unlink()
     tmp.rmdir()
-    for n, total, kinds, prefix in ((0, images, IMAGE_KINDS, "i"), (1, videos, VIDEO_KINDS, "v")):
+    for total, kinds, prefix in ((images, IMAGE_KINDS, "i"), (videos, VIDEO_KINDS, "v")):
         for i in range(total):
             kind = kinds[i % len(kinds)]
             mutation = "none" if i < len(kinds) else _pick_mutation(rng, i)
@@ -436,7 +436,7 @@ def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
     for s in samples:
         name = s.path.stem + (".mp4" if s.is_video else ".png")
         dst = out / name
-        reason = errors.get(str(s.path))
+        named = errors.get(str(s.path))
         if dst.is_file():
             res.written += 1
             if s.is_video:
@@ -444,7 +444,7 @@ def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
                     res.problems.append(f"{s.path.name}: written video does not decode")
             elif cv2.imread(str(dst)) is None:
                 res.problems.append(f"{s.path.name}: written image does not decode")
-        elif reason:
+        elif named:
             res.named_failures += 1
         else:
             res.problems.append(f"{s.path.name}: neither written nor named with a reason")

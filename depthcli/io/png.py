@@ -15,6 +15,7 @@ OpenCV's encoder does by default.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import threading
@@ -27,7 +28,7 @@ import numpy as np
 try:  # optional: no wheels on some platforms, where zlib does the same job slower
     from isal import isal_zlib as _isal
 except ImportError:  # pragma: no cover - depends on the platform
-    _isal = None
+    _isal = None  # type: ignore[assignment]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Pieces smaller than this are not worth a thread hop.
@@ -74,8 +75,8 @@ def _deflate(piece: memoryview, last: bool, level: int, fast: bool) -> bytes:
     if fast and _isal is not None:
         c = _isal.compressobj(min(level, 3), _isal.DEFLATED, -15)
         return c.compress(piece) + c.flush(_isal.Z_FINISH if last else _isal.Z_SYNC_FLUSH)
-    c = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
-    return c.compress(piece) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    z = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_RLE)
+    return z.compress(piece) + z.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 def encode_png(img: np.ndarray, *, level: int = 1, threads: int | None = None,
@@ -100,12 +101,12 @@ def encode_png(img: np.ndarray, *, level: int = 1, threads: int | None = None,
         raise ValueError(f"unsupported image shape {img.shape}")
     h, w = img.shape[:2]
     data = _filtered(np.ascontiguousarray(img)).reshape(-1)
-    view = memoryview(data)
+    view = data.data  # a memoryview of the bytes
 
     n = threads or (_WORKERS if data.nbytes >= 2 * MIN_PIECE else 1)
     n = max(1, min(n, data.nbytes // MIN_PIECE or 1))
     bounds = [len(data) * i // n for i in range(n + 1)]
-    pieces = [view[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [view[a:b] for a, b in itertools.pairwise(bounds)]
     if n == 1:
         body = [_deflate(pieces[0], True, level, fast)]
     else:

@@ -134,7 +134,7 @@ def probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
     except (av.error.FFmpegError, AttributeError, TypeError, ValueError, ArithmeticError,
             OSError) as exc:  # e.g. a stream whose codec PyAV does not know (no codec context)
         _logger.debug("probe failure on %s", path, exc_info=True)
-        raise InputError(f"{path}: not a readable video ({_reason(exc)})") from None
+        raise InputError(f"{path}: not a readable video ({error_reason(exc)})") from None
 
 
 def _probe(path: Path, max_pixels: int | None = None) -> VideoInfo:
@@ -265,7 +265,7 @@ def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame
             log.corrupt_count += 1
             if len(log.corrupt) < MAX_ERROR_DETAIL:
                 log.corrupt.append(index)
-        img = fr.to_ndarray(format="bgr24")
+        img: np.ndarray = fr.to_ndarray(format="bgr24")
         if info.rotation:
             img = np.ascontiguousarray(np.rot90(img, k=info.rotation // 90))
         if img.shape[:2] != size:  # mid-stream resolution change: keep the first frame's size
@@ -315,17 +315,19 @@ class _AudioFeed:
             # Check that AAC opens with these settings before the stream exists: a stream that
             # fails to open would fail the whole file when the header is written.
             test = av.CodecContext.create("aac", "w")
-            test.sample_rate = rate  # type: ignore[attr-defined]
-            test.layout = layout  # type: ignore[attr-defined]
-            test.format = "fltp"  # type: ignore[attr-defined]
+            test.sample_rate = rate
+            test.layout = layout
+            test.format = "fltp"
             test.open()
             self.oas = out.add_stream("aac", rate=rate)
-            self.oas.layout = layout  # type: ignore[assignment]
-            self.oas.format = "fltp"  # type: ignore[assignment]
+            self.oas.layout = layout
+            self.oas.format = "fltp"
             self.oas.bit_rate = 160_000 if layout == "stereo" else 96_000
         self._packets = self.inp.demux(self.ias)
         self._pending: av.Packet | None = None
         self.done = False
+        if self.ias.time_base is None:
+            raise ValueError("audio stream without a time base")
         self.time_base = Fraction(self.ias.time_base)
 
     def _next(self) -> av.Packet | None:
@@ -363,6 +365,8 @@ class _AudioFeed:
             self.out.mux(p)
             return
         for fr in p.decode():
+            if not isinstance(fr, av.AudioFrame):  # an audio packet decodes to audio frames
+                continue
             fr.pts = None  # the encoder numbers samples itself
             for q in self.oas.encode(fr):
                 self.out.mux(q)

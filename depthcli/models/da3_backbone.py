@@ -10,6 +10,7 @@ hook for (RoPE) and the block schedule.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,7 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     return torch.cat((_rotate(top, cr, sr), _rotate(bottom, cc, sc)), dim=-1)
 
 
-def _attention(attn: nn.Module, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+def _attention(attn: Any, x: torch.Tensor, rope: Rope) -> torch.Tensor:
     """timm `Attention` with RoPE between its QK-norm and the product (the hook timm lacks)."""
     b, n, c = x.shape
     heads = attn.num_heads
@@ -71,7 +72,7 @@ def _attention(attn: nn.Module, x: torch.Tensor, rope: Rope) -> torch.Tensor:
     return attn.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
-def _block(block: nn.Module, x: torch.Tensor, rope: Rope | None) -> torch.Tensor:
+def _block(block: Any, x: torch.Tensor, rope: Rope | None) -> torch.Tensor:
     """A pre-LN timm block, with RoPE attention when `rope` is given."""
     if rope is None:
         return block(x)
@@ -99,7 +100,7 @@ class Da3Encoder(DinoV2Encoder):
             # [0]: the reference view's token; [1]: other views' (multi-view scenes).
             self.camera_token = nn.Parameter(torch.zeros(1, 2, dim))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.alt_start < 0:
             return super().forward(x)
         raise TypeError("any-view DA3 encoders return features and a camera token: use features()")

@@ -87,7 +87,7 @@ class Da3DPTHead(DPTHead):
             depth = self.scratch.output_conv2(feat).exp()
             return torch.cat((depth, torch.relu(self.scratch.sky_output_conv2(feat))), dim=1)
         layers = []
-        for f, proj, resize in zip(feats, self.projects, self.resize_layers):
+        for f, proj, resize in zip(feats, self.projects, self.resize_layers, strict=True):
             f = self.norm(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             layers.append(resize(self._uv(proj(f), size)))
         out = self.scratch.output_conv2(self._uv(self.fuse(layers, size), size))

@@ -66,7 +66,7 @@ def unpack(spec: ModelSpec, out: torch.Tensor) -> tuple[torch.Tensor, list[dict[
 
 
 def network_focal(in_size: tuple[int, int], net_size: tuple[int, int],
-                  camera: Mapping[str, object] | None,
+                  camera: Mapping[str, float | None] | None,
                   src: str | os.PathLike[str] | None = None) -> tuple[float, str]:
     """The focal length (px) of the network-size image, and where it came from.
 
@@ -74,10 +74,14 @@ def network_focal(in_size: tuple[int, int], net_size: tuple[int, int],
     field of view (outputs/pointcloud.resolve_intrinsics); it is scaled to the network size,
     f = (fx·W'/W + fy·H'/H) / 2, because the model's output belongs to that image.
     """
+    from ..outputs.formats import PointCloudOptions
     from ..outputs.pointcloud import resolve_intrinsics
 
     (h, w), (nh, nw) = in_size, net_size
-    intr = resolve_intrinsics(w, h, dict(camera or {}), src)
+    cam = camera or {}
+    opts = PointCloudOptions(focal_px=cam.get("focal_px"), fov_deg=cam.get("fov_deg"),
+                             cx=cam.get("cx"), cy=cam.get("cy"))
+    intr = resolve_intrinsics(w, h, opts, src)
     return (intr.fx * nw / w + intr.fy * nh / h) / 2.0, intr.source
 
 

@@ -45,6 +45,22 @@ class FeatureFusionBlock(nn.Module):
         return self.out_conv(x)
 
 
+class _Scratch(nn.Module):
+    """The official checkpoints' `scratch` container (its attribute names are their keys)."""
+
+    layer1_rn: nn.Module
+    layer2_rn: nn.Module
+    layer3_rn: nn.Module
+    layer4_rn: nn.Module
+    refinenet1: nn.Module
+    refinenet2: nn.Module
+    refinenet3: nn.Module
+    refinenet4: nn.Module
+    output_conv1: nn.Module
+    output_conv2: nn.Module
+    sky_output_conv2: nn.Module  # Depth Anything 3 mono/metric heads only
+
+
 class DPTHead(nn.Module):
     """Reassemble four token maps, fuse them coarse-to-fine, and predict one channel.
 
@@ -70,7 +86,7 @@ class DPTHead(nn.Module):
                 nn.Conv2d(oc[3], oc[3], kernel_size=3, stride=2, padding=1),
             ]
         )
-        scratch = nn.Module()
+        scratch = _Scratch()
         for i, c in enumerate(oc, start=1):
             setattr(scratch, f"layer{i}_rn", nn.Conv2d(c, features, 3, padding=1, bias=False))
         for i in range(1, 5):
@@ -89,12 +105,14 @@ class DPTHead(nn.Module):
 
     def reassemble(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Four token maps → project (1x1) and resize to strides 4, 8, 16, 32 of the patch grid."""
-        return [resize(proj(f)) for f, proj, resize in zip(feats, self.projects, self.resize_layers)]
+        return [resize(proj(f)) for f, proj, resize in zip(feats, self.projects, self.resize_layers,
+                                                           strict=True)]
 
     def to_features(self, layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The 3x3 `layerN_rn` convolutions to `features` channels."""
         s = self.scratch
-        return [rn(x) for x, rn in zip(layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn))]
+        return [rn(x) for x, rn in zip(layers, (s.layer1_rn, s.layer2_rn, s.layer3_rn, s.layer4_rn),
+                                       strict=True)]
 
     def fine_features(self, p3: torch.Tensor, l2: torch.Tensor, l1: torch.Tensor,
                       size: tuple[int, int]) -> torch.Tensor:

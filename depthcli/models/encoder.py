@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import timm
 import torch
@@ -104,7 +105,8 @@ class DinoV2Encoder(nn.Module):
     def __init__(self, timm_name: str, layers: Sequence[int], img_size: int = 518) -> None:
         super().__init__()
         # init_values must be set so LayerScale (ls1/ls2) exists; the checkpoint overwrites it.
-        self.vit = timm.create_model(
+        # Any: timm's VisionTransformer, whose submodules nn.Module types as Tensor | Module
+        self.vit: Any = timm.create_model(
             timm_name,
             pretrained=False,
             img_size=img_size,

@@ -31,6 +31,8 @@ def sinusoidal_table(channels: int, length: int = MAX_FRAMES) -> torch.Tensor:
 class PositionalEncoding(nn.Module):
     """Adds the frame-index table; the table is a stored buffer (it is in the checkpoints)."""
 
+    pe: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(channels))
@@ -99,7 +101,7 @@ class TemporalBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        for attn, norm in zip(self.attention_blocks, self.norms):
+        for attn, norm in zip(self.attention_blocks, self.norms, strict=True):
             x = attn(norm(x), frames) + x
         return self.ff(self.ff_norm(x)) + x
 

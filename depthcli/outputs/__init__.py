@@ -1,82 +1,28 @@
 """Output formats: the registry, option parsing, file names, and writing one image's outputs.
 
-Every format is declared once in `FORMATS` (what it is, its file suffix, what a video gets);
-the encoders live in `encode.py`, colour maps in `render.py`, point clouds in `pointcloud.py`,
+Every format is declared once in `FORMATS` (formats.py: what it is, its file suffix, what a video
+gets); the encoders live in `encode.py`, colour maps in `render.py`, point clouds in `pointcloud.py`,
 video writers in `sinks.py`. Nothing registers itself at import time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from ..io.atomic import write_bytes
 from ..io.png import encode_png
-from . import render
 from .encode import encode_visual, exr_bytes, npy_bytes, pfm_bytes, read_pfm
+from .formats import FORMATS, VIDEO_FORMATS, Format, OutputOptions, PointCloudOptions, parse_formats
 
 __all__ = [
-    "FORMATS", "Format", "OutputOptions", "encode_visual", "image_paths", "needs_image",
-    "parse_formats", "read_pfm", "video_paths", "write_image_outputs",
+    "FORMATS", "VIDEO_FORMATS", "Format", "OutputOptions", "PointCloudOptions", "encode_visual",
+    "image_paths", "needs_image", "parse_formats", "read_pfm", "video_paths",
+    "write_image_outputs",
 ]
 
-
-@dataclass(frozen=True)
-class Format:
-    """One output format: how an image's output is named and what a video gets instead."""
-
-    name: str
-    kind: Literal["png", "raw", "cloud", "extra"]
-    suffix: str  # file suffix for images (PNG kinds get `_<name>` when several are asked for)
-    video: Literal["mp4", "npy", "frames"] | None  # None: per-image only
-    help: str
-
-
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("color", "png", ".png", "mp4", "colour map, near = warm"),
-    Format("gray", "png", ".png", "mp4", "8-bit, near = bright"),
-    Format("png16", "png", ".png", "frames", "16-bit: normalised (relative) or millimetres (metric)"),
-    Format("npy", "raw", ".npy", "npy", "float32 raw depth"),
-    Format("pfm", "raw", ".pfm", "frames", "float32 raw depth, PFM"),
-    Format("exr", "raw", ".exr", "frames", "float32 raw depth, OpenEXR"),
-    Format("side", "png", ".png", "mp4", "input | gap | colour map"),
-    Format("ply", "cloud", ".ply", None, "coloured point cloud (metric depth)"),
-    Format("conf", "extra", "_conf.npy", None, "float32 confidence (DA3 any-view models)"),
-    Format("sky", "extra", "_sky.png", None, "sky mask PNG, 255 = sky (DA3 mono/metric)"),
-)}
-VIDEO_FORMATS = tuple(n for n, f in FORMATS.items() if f.video)
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    formats: tuple[str, ...] = ("color",)
-    render: render.RenderOptions = field(default_factory=render.RenderOptions)
-    metric: bool = False
-    extras: dict[str, object] = field(default_factory=dict)  # point-cloud options
-    near_is_large: bool | None = None  # None: not metric (DA1/DA2); False for depth (DA3)
-
-    def __post_init__(self) -> None:
-        if self.near_is_large is None:
-            object.__setattr__(self, "near_is_large", not self.metric)
-
-
-def parse_formats(values: Sequence[str]) -> tuple[str, ...]:
-    """`--format a,b --format c` → ('a', 'b', 'c'), validated, order kept, no repeats."""
-    out: list[str] = []
-    for v in values:
-        for part in v.split(","):
-            f = part.strip().lower()
-            if not f:
-                continue
-            if f not in FORMATS:
-                raise ValueError(f"unknown format {f!r}; choose from {', '.join(FORMATS)}")
-            if f not in out:
-                out.append(f)
-    return tuple(out) or ("color",)
 
 
 def image_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:

@@ -24,7 +24,7 @@ import numpy as np
 from . import render
 
 if TYPE_CHECKING:
-    from . import OutputOptions
+    from .formats import OutputOptions
 
 
 def npy_bytes(depth: np.ndarray) -> bytes:

@@ -52,18 +52,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from .. import __version__
 from ..io.atomic import write_with
+from ..version import __version__
 
 if TYPE_CHECKING:
-    from . import OutputOptions
+    from .formats import OutputOptions, PointCloudOptions
 
 _logger = logging.getLogger(__name__)
 
@@ -143,23 +142,24 @@ def exif_focal_35mm(src: str | os.PathLike[str] | None) -> float | None:
     return None
 
 
-def resolve_intrinsics(width: int, height: int, extras: Mapping[str, object] | None = None,
+def resolve_intrinsics(width: int, height: int, opts: PointCloudOptions | None = None,
                        src: str | os.PathLike[str] | None = None,
                        predicted: list[list[float]] | None = None) -> Intrinsics:
     """Intrinsics for a W x H image: --focal-px > --fov-deg > EXIF 35 mm focal > the model's
     predicted camera (Depth Anything 3 any-view, at this size) > 60° hFOV.
 
-    `extras` holds the CLI options (`focal_px`, `fov_deg`, `cx`, `cy`; None = not given);
+    `opts` holds the CLI options (`focal_px`, `fov_deg`, `cx`, `cy`; None = not given);
     `src` is the source file, read only for its EXIF and only when neither option is given.
     """
-    ex = extras or {}
-    focal_px = ex.get("focal_px")
-    fov_deg = ex.get("fov_deg")
-    if focal_px is not None:
-        fx = float(focal_px)  # type: ignore[arg-type]
+    if opts is None:
+        from .formats import PointCloudOptions
+
+        opts = PointCloudOptions()
+    if opts.focal_px is not None:
+        fx = float(opts.focal_px)
         source, detail = "focal-px", f"focal_px={_fmt(fx)}"
-    elif fov_deg is not None:
-        fov = float(fov_deg)  # type: ignore[arg-type]
+    elif opts.fov_deg is not None:
+        fov = float(opts.fov_deg)
         fx = (width / 2.0) / math.tan(math.radians(fov) / 2.0)
         source, detail = "fov-deg", f"fov_deg={_fmt(fov)}"
     else:
@@ -177,12 +177,10 @@ def resolve_intrinsics(width: int, height: int, extras: Mapping[str, object] | N
             source, detail = "default", f"fov_deg={_fmt(DEFAULT_HFOV_DEG)}"
     if not (math.isfinite(fx) and fx > 0):
         raise ValueError(f"focal length {fx!r} px ({source}) is not a positive number")
-    cx = ex.get("cx")
-    cy = ex.get("cy")
     return Intrinsics(
         fx=fx, fy=fx,
-        cx=float(cx) if cx is not None else width / 2.0,  # type: ignore[arg-type]
-        cy=float(cy) if cy is not None else height / 2.0,  # type: ignore[arg-type]
+        cx=float(opts.cx) if opts.cx is not None else width / 2.0,
+        cy=float(opts.cy) if opts.cy is not None else height / 2.0,
         width=int(width), height=int(height), source=source, detail=detail,
     )
 
@@ -272,28 +270,29 @@ def write_ply_output(depth: np.ndarray, image: np.ndarray, path: Path,
                      camera: list[list[float]] | None = None) -> None:
     """The `ply` format writer (see the module docstring); writes `path` atomically.
 
-    `opts.extras` gives ply_stride, focal_px, fov_deg, cx, cy, assume_scale; `src` is the input
+    `opts.point_cloud` gives ply_stride, focal_px, fov_deg, cx, cy, assume_scale; `src` is the input
     file, read for its EXIF 35 mm focal length when neither --focal-px nor --fov-deg is given.
     """
-    ex = opts.extras or {}
+    pc = opts.point_cloud
     if depth.ndim != 2:
         raise ValueError(f"ply needs a 2-D depth map, got shape {depth.shape}")
     h, w = depth.shape
     if image.shape[:2] != (h, w):
         raise ValueError(f"image {image.shape[1]}x{image.shape[0]} and depth {w}x{h} differ")
-    stride = int(ex.get("ply_stride") or 1)  # type: ignore[call-overload]
+    stride = int(pc.ply_stride or 1)
     if stride < 1:
         raise ValueError(f"ply stride must be >= 1, got {stride}")
-    scale = ex.get("assume_scale")
-    inverse = opts.near_is_large
-    z = metric_depth(depth[::stride, ::stride], opts.metric, scale, inverse)  # type: ignore[arg-type]
+    scale = pc.assume_scale
+    inverse = bool(opts.near_is_large)
+    z = metric_depth(depth[::stride, ::stride], opts.metric, scale, inverse)
     if opts.metric:
         note = "depth=metric z=model output in metres"
     elif not inverse:
         note = "depth=relative z=model output (relative depth: one unknown global scale)"
     else:
-        note = f"depth=assume-scale scale={_fmt(scale)} z=scale/output (relative model)"  # type: ignore[arg-type]
-    intr = resolve_intrinsics(w, h, ex, src, camera)
+        assert scale is not None  # metric_depth refuses relative depth without a scale
+        note = f"depth=assume-scale scale={_fmt(scale)} z=scale/output (relative model)"
+    intr = resolve_intrinsics(w, h, pc, src, camera)
     n = int(np.count_nonzero(np.isfinite(z) & (z > 0)))
     rgb = _rgb(image)
     write_with(path, lambda tmp: _write_file(tmp, z, rgb, intr, stride, n, note))

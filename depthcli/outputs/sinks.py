@@ -16,8 +16,8 @@ import numpy as np
 from ..io import video as vio
 from ..io.png import encode_png
 from ..threads import Sink
-from . import FORMATS, OutputOptions
 from .encode import encode_visual, exr_bytes, pfm_bytes
+from .formats import FORMATS, OutputOptions
 from .stacks import RawStack
 
 FRAME_SUFFIX = {"png16": ".png", "exr": ".exr", "pfm": ".pfm"}

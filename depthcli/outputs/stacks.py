@@ -26,7 +26,7 @@ class RawStack:
         self.shape = shape  # None: taken from the first frame
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.count = 0
-        self._f = open(path, "w+b")  # noqa: SIM115 - closed in close()/abort()
+        self._f = open(path, "w+b")  # closed in close()/abort()
         self._f.write(b"\0" * self.HEADER)
 
     @property

@@ -40,7 +40,7 @@ class FrameDepth(Protocol):
     def frame_tensor(self, compact: torch.Tensor) -> torch.Tensor: ...
 
 
-def _preprocessed(fn, frames: Iterable[Frame], workers: int,  # type: ignore[no-untyped-def]
+def _preprocessed(fn, frames: Iterable[Frame], workers: int,
                   ahead: int) -> Iterator[tuple[Frame, np.ndarray]]:
     """(frame, fn(frame.bgr)) in frame order, computed `ahead` at a time in worker threads."""
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="depthcli-prep")
@@ -67,7 +67,7 @@ class PerFrame:
         except Exception as exc:
             raise RuntimeError(f"inference failed at frame {batch[0][0].index}: "
                                f"{reason(exc)}") from exc
-        for (fr, _), d in zip(batch, out):
+        for (fr, _), d in zip(batch, out, strict=True):
             yield fr, (self.est.postprocess(d, self.size) if self.need_full else None), d
 
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:

@@ -7,58 +7,45 @@ collected during discovery and run one after the other afterwards (`runners.vide
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
+
+import numpy as np
 
 from .. import outputs
 from ..engine import DepthEstimator
 from ..errors import DepthCliError, DiskFullError, InputError, strip_path
 from ..io import images
-from ..io.atomic import as_disk_full, is_disk_full, remove_stale_temps
+from ..io.atomic import is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
 from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
 from .paths import OutputMapper, output_exists, overlaps
+from .run import Progress, Report, RunState
 
 _logger = logging.getLogger(__name__)
 
-Report = Callable[[str], None]
-Progress = Callable[[int], None]
 
-
-class _Run:
-    """One `predict` run's shared state: options, models, mapper, summary, reporting."""
+class _Run(RunState):
+    """One `predict` run: options, models, mapper, and the accounting of `RunState`."""
 
     def __init__(self, opts: PredictOptions, models: Estimators, report: Report,
                  progress: Progress | None) -> None:
-        self.opts, self.models, self.report = opts, models, report
-        self.progress = progress or (lambda n: None)
-        self.summary = Summary()
+        super().__init__(report, progress)
+        self.opts, self.models = opts, models
         self.state = Discovery()
         fmts = opts.output.formats
         tag = "_depth" if overlaps(opts.out_dir, opts.inputs) else ""
         self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)
         self.videos: list[tuple[InputItem, Path]] = []
-        self.full = threading.Event()  # disk full / over quota: the run stops, one error line
 
-    def fail(self, path: str, reason: str) -> None:
-        self.summary.fail(path, reason)
-        self.report(f"error: {reason}" if reason.startswith(path) else f"error: {path}: {reason}")
-
-    def disk_full(self, exc: BaseException, where: object) -> None:
-        """The first disk-full error is one line; later ones (writes in flight) are silent."""
-        with self.summary._lock:
-            first = not self.full.is_set()
-            self.full.set()
-        if first:
-            msg = str(as_disk_full(exc, str(where)))
-            self.fail(msg.split(": ", 1)[0], msg)
-
-    def image_jobs(self) -> Iterator[tuple[object, Callable[[], object], Path]]:
+    def image_jobs(self) -> Iterator[tuple[tuple[Path, dict[str, Path]],
+                                           Callable[[], np.ndarray], Path]]:
         """Engine jobs for the images still to do; videos are set aside for later."""
         opts = self.opts
         for item in images.discover(opts.inputs, self.state):
@@ -76,11 +63,11 @@ class _Run:
             if opts.skip_existing:
                 paths = {f: p for f, p in paths.items() if not output_exists(p)}
                 if not paths:
-                    self.summary.skipped += 1
+                    self.skipped()
                     self.progress(1)
                     continue
             src = item.src
-            yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels)), src
+            yield (src, paths), functools.partial(images.read_image, src, opts.max_pixels), src
 
     def write(self, src: Path, paths: dict[str, Path], depth: object, image: object,
               extras: dict[str, object] | None = None) -> None:
@@ -122,7 +109,7 @@ class _Run:
                                keep_images=keep):
                 if self.full.is_set():
                     break
-                src, paths = res.key  # type: ignore[misc]
+                src, paths = cast("tuple[Path, dict[str, Path]]", res.key)  # image_jobs' key
                 if res.error is not None:
                     _logger.info("failure on %s", src, exc_info=res.exc)  # traceback with -v
                     self.fail(str(src), strip_path(res.error, str(src)))

@@ -149,6 +149,14 @@ class Summary:
         with self._lock:
             self.images.append(row)
 
+    def add_skipped(self, n: int = 1) -> None:
+        with self._lock:
+            self.skipped += n
+
+    def add_frames(self, n: int) -> None:
+        with self._lock:
+            self.frames += n
+
     @property
     def rate(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0

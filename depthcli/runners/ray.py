@@ -40,7 +40,14 @@ from ..io.atomic import remove_stale_temps
 from ..io.images import Discovery
 from .options import PredictOptions, Summary
 from .paths import OutputMapper, output_exists, overlaps
-from .ray_stages import DepthPredictor, EstimatorConfig, ModelStage, read_stage, strip_path, write_stage
+from .ray_stages import (
+    DepthPredictor,
+    EstimatorConfig,
+    ModelStage,
+    read_stage,
+    strip_path,
+    write_stage,
+)
 
 __all__ = ["DepthPredictor", "EstimatorConfig", "RayOptions", "ray_config", "run_predict_ray"]
 
@@ -287,7 +294,8 @@ def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EstimatorCon
     """rows -> read (tasks) -> model (actor pool) -> write (tasks): a lazy Ray Dataset."""
     prep = cfg.preprocess()
     task = dict(num_cpus=ropts.task_cpus)  # Ray retries a task whose worker died (3 times)
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
+    # Any: Ray's stubs type map_batches functions as one-argument callables (no fn_kwargs)
+    ds: Any = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
     ds = ds.map_batches(read_stage, batch_size=1, batch_format="numpy", fn_kwargs=dict(
         prep=prep, max_pixels=opts.max_pixels, keep_image=outputs.needs_image(opts.output.formats)),
         **task)

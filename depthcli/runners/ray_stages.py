@@ -119,7 +119,7 @@ class EstimatorConfig:
             torch.set_num_threads(self.threads)
         return DepthEstimator.from_name(
             self.model, weights=self.weights, max_depth=self.max_depth, device=self.device,
-            precision=self.precision, input_size=self.input_size, compile=self.compile,  # type: ignore[arg-type]
+            precision=self.precision, input_size=self.input_size, compile=self.compile,
             channels_last=self.channels_last, backend=self.backend,
             output_size=self.output_size, camera=dict(self.camera),
         )
@@ -375,8 +375,8 @@ class DepthPredictor:
         images = self._images(batch)
         tensors = [self.est.preprocess(img) for img in images]
         sizes = [img.shape[:2] for img in images]
-        results = []
-        for res in forward_groups(self.est, tensors, sizes, self.batch_size):  # type: ignore[arg-type]
+        results: list[np.ndarray] = []
+        for res in forward_groups(self.est, tensors, sizes, self.batch_size):
             if isinstance(res, Exception):
                 raise res
             results.append(res[0])

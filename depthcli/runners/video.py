@@ -89,8 +89,8 @@ from .paths import output_exists
 if TYPE_CHECKING:
     from ..engine import DepthEstimator
     from ..io.images import InputItem
-    from .images import _Run as ImageRun
     from .options import PredictOptions
+    from .run import RunState
 
 _logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class _Progress:
 
 
 def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
-              run: ImageRun) -> None:
+              run: RunState) -> None:
     """One video of a `predict` run: outputs, then its lines in the run's summary."""
     try:
         rep = predict_video(item.src, base, est, opts)
@@ -141,7 +141,7 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
             raise as_disk_full(exc, item.src) from exc
         run.fail(str(item.src), strip_path(str(exc), str(item.src)))
         return
-    except Exception as exc:  # noqa: BLE001 - a damaged file must cost one line, not the run
+    except Exception as exc:  # a damaged file must cost one line, not the run
         if is_disk_full(exc):
             raise as_disk_full(exc, item.src) from exc
         _logger.info("unexpected failure on %s", item.src, exc_info=True)
@@ -149,19 +149,17 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
         return
     finally:
         run.progress(1)
-    s = run.summary
     if rep.skipped:
-        s.skipped += 1
+        run.skipped()
         return
-    with s._lock:
-        s.frames += rep.frames
+    run.frames(rep.frames)
     if rep.written:
-        s.add_written(rep.paths)
+        run.written(rep.paths)
     for i, reason in enumerate(rep.errors):
         if i == 0:  # one failed input, however many lines describe it
             run.fail(str(item.src), reason)
         else:
-            run.report(f"error: {item.src}: {reason}")
+            run.error_line(str(item.src), reason)
 
 
 def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions) -> VideoReport:
@@ -194,7 +192,7 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
         return _VideoRun(src, paths, est, opts, info, norm).run()
     except (DepthCliError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # noqa: BLE001 - one video failing must not stop the run
+    except Exception as exc:  # one video failing must not stop the run
         _logger.debug("video failure on %s", src, exc_info=True)
         raise InputError(f"{src}: {vio.error_reason(exc)}") from exc
 

@@ -148,7 +148,7 @@ def test_all_formats(tmp_path, small_ckpt) -> None:
     assert np.allclose(read_pfm(out / "pic.pfm"), d)
     exr = cv2.imread(str(out / "pic.exr"), cv2.IMREAD_UNCHANGED)
     assert exr.dtype == np.float32 and np.allclose(exr, d)
-    color = cv2.imread(str(out / "pic_color.png"))
+    color = cv2.imread(str(out / "pic.png"))
     gray = cv2.imread(str(out / "pic_gray.png"), cv2.IMREAD_UNCHANGED)
     p16 = cv2.imread(str(out / "pic_png16.png"), cv2.IMREAD_UNCHANGED)
     side = cv2.imread(str(out / "pic_side.png"))

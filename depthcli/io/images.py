@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import confine
+from .manifest import MARKER, OutputFolders
 
 _logger = logging.getLogger(__name__)
 
@@ -42,14 +43,36 @@ class InputItem:
 
 @dataclass
 class Discovery:
-    """Counters that discovery fills in as it streams (skipped non-images, bad arguments)."""
+    """Counters that discovery fills in as it streams (skipped non-images, bad arguments).
+
+    `exclude` says which folders and files are depthcli outputs (`io.manifest`): folder walks
+    and globs leave them out; files named one by one (arguments, list lines) are taken as given.
+    """
 
     skipped_other: int = 0
     duplicates: int = 0  # inputs named again (same real file) and not processed twice
     errors: list[tuple[str, str]] | None = None
+    exclude: OutputFolders | None = None
+    outputs_left_out: int = 0  # depthcli outputs met by walks and globs (never inputs)
 
     def __post_init__(self) -> None:
         self.errors = []
+        if self.exclude is None:
+            self.exclude = OutputFolders()
+
+    def left_out(self, path: Path) -> bool:
+        """True for a file a walk or glob must not take: a recorded depthcli output."""
+        assert self.exclude is not None
+        if path.name == MARKER or self.exclude.is_output(path):
+            self.outputs_left_out += 1
+            _logger.debug("%s: a depthcli output; not an input", path)
+            return True
+        return False
+
+    def other(self, path: Path) -> None:
+        """A file that is neither an image nor a video: counted, and named with -v."""
+        self.skipped_other += 1
+        _logger.info("%s: not an image or video file; skipped", path)
 
 
 def kind_of(path: Path) -> str | None:
@@ -62,7 +85,12 @@ def kind_of(path: Path) -> str | None:
 
 
 def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
-    """Depth-first, sorted, one listing at a time; symlinked dirs are not followed (no loops)."""
+    """Depth-first, sorted, one listing at a time; symlinked dirs are not followed (no loops).
+
+    Subfolders that are depthcli output folders (the run's `-o`, or holding the marker) are
+    not entered; recorded outputs in the folders walked are left out (`io.manifest`).
+    """
+    assert state.exclude is not None
     stack = [root]
     while stack:
         d = stack.pop()
@@ -80,13 +108,18 @@ def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
                 continue  # our own leftovers from a killed run
             try:
                 if e.is_dir(follow_symlinks=False):
-                    subdirs.append(p)
+                    if state.exclude.skip_dir(p):
+                        _logger.debug("%s: a depthcli output folder; not walked", p)
+                    else:
+                        subdirs.append(p)
                     continue
             except OSError:
                 pass
+            if state.left_out(p):
+                continue
             k = kind_of(p)
             if k is None:
-                state.skipped_other += 1
+                state.other(p)
                 continue
             yield InputItem(p, p.relative_to(root), k)
         stack.extend(reversed(subdirs))
@@ -131,7 +164,13 @@ def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]
         s = str(arg)
         p = Path(s)
         if p.is_dir():
-            yield from _walk(p, state)
+            n = 0
+            for item in _walk(p, state):
+                n += 1
+                yield item
+            if n == 0:
+                assert state.errors is not None
+                state.errors.append((s, "folder holds no image or video files"))
         elif p.suffix.lower() == ".txt" and p.is_file():
             yield from _from_list(p, state)
         elif not p.exists() and not p.is_symlink() and has_magic(s):
@@ -139,11 +178,11 @@ def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]
             hits = 0
             for hit in sorted(glob.iglob(s, recursive=True)):
                 hp = Path(hit)
-                if hp.is_dir():
+                if hp.is_dir() or state.left_out(hp):
                     continue
                 k = kind_of(hp)
                 if k is None:
-                    state.skipped_other += 1
+                    state.other(hp)
                     continue
                 hits += 1
                 yield InputItem(hp, _rel(hp, root), k)

@@ -20,9 +20,10 @@ from ..errors import DepthCliError, DiskFullError, InputError, strip_path
 from ..io import images
 from ..io.atomic import as_disk_full, is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
+from ..io.manifest import Manifest, OutputFolders
 from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
-from .paths import OutputMapper, output_exists, overlaps
+from .paths import OutputMapper, foreign_files, output_exists, overlaps
 
 _logger = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class _Run:
         self.opts, self.models, self.report = opts, models, report
         self.progress = progress or (lambda n: None)
         self.summary = Summary()
-        self.state = Discovery()
+        self.journal = Manifest(opts.out_dir)  # what depthcli wrote in -o (io.manifest)
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.journal))
         fmts = opts.output.formats
         tag = "_depth" if overlaps(opts.out_dir, opts.inputs) else ""
         self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)
@@ -68,9 +70,14 @@ class _Run:
                 base = self.mapper.base(item)
             except DepthCliError as exc:  # its output would leave -o: refused, the run goes on
                 self.fail(str(item.src), strip_path(str(exc), str(item.src)))
+                self.progress(1)
                 continue
             if item.kind == "video":
-                self.videos.append((item, base))
+                vpaths = outputs.video_paths(base, opts.output.formats)
+                if opts.skip_existing:
+                    vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
+                if self.clobber_ok(item.src, vpaths):
+                    self.videos.append((item, base))
                 continue
             paths = outputs.image_paths(base, opts.output.formats)
             if opts.skip_existing:
@@ -80,13 +87,31 @@ class _Run:
                     self.progress(1)
                     continue
             src = item.src
+            if not self.clobber_ok(src, paths):
+                continue
             yield (src, paths), (lambda s=src: images.read_image(s, opts.max_pixels))
+
+    def clobber_ok(self, src: Path, paths: dict[str, Path]) -> bool:
+        """Files in the way that are not our outputs of `src`: warned about, or refused."""
+        foreign = foreign_files(paths.values(), src, self.journal)
+        if not foreign:
+            return True
+        names = ", ".join(str(p) for p in foreign)
+        if self.opts.no_clobber:
+            self.fail(str(src), f"not replacing {names}: not a depthcli output of this input "
+                                "(--no-clobber)")
+            self.progress(1)
+            return False
+        _logger.warning("%s: replacing %s, which is not a depthcli output of this input "
+                        "(--no-clobber refuses)", src, names)
+        return True
 
     def write(self, src: Path, paths: dict[str, Path], depth: object, image: object) -> None:
         try:
             if self.full.is_set():
                 return
             outputs.write_image_outputs(depth, image, paths, self.opts.output, src)  # type: ignore[arg-type]
+            self.journal.add(paths.values(), src)
             self.summary.add_written(list(paths.values()))
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
             if is_disk_full(exc):
@@ -121,7 +146,7 @@ class _Run:
                     break
                 src, paths = res.key  # type: ignore[misc]
                 if res.error is not None:
-                    _logger.info("failure on %s", src, exc_info=res.exc)  # traceback with -v
+                    _logger.debug("failure on %s", src, exc_info=res.exc)  # traceback: -vv
                     self.fail(str(src), strip_path(res.error, str(src)))
                     self.progress(1)
                     continue
@@ -163,6 +188,7 @@ def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, re
     finally:
         for path, reason in run.state.errors or []:
             run.fail(path, reason)
+        run.journal.close()
         s = run.summary
         s.not_images = run.state.skipped_other
         s.models = models.used()

@@ -144,7 +144,7 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
     except Exception as exc:  # noqa: BLE001 - a damaged file must cost one line, not the run
         if is_disk_full(exc):
             raise as_disk_full(exc, item.src) from exc
-        _logger.info("unexpected failure on %s", item.src, exc_info=True)
+        _logger.debug("unexpected failure on %s", item.src, exc_info=True)  # -vv
         run.fail(str(item.src), f"cannot process video ({type(exc).__name__}: {exc})")
         return
     finally:
@@ -155,7 +155,9 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
         return
     with s._lock:
         s.frames += rep.frames
+        s.videos += int(rep.written)
     if rep.written:
+        run.journal.add(rep.paths, item.src)
         s.add_written(rep.paths)
     for i, reason in enumerate(rep.errors):
         if i == 0:  # one failed input, however many lines describe it

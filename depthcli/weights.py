@@ -1,7 +1,8 @@
 """Find, trust-check, load and convert checkpoints to the internal layout.
 
-Resolution order: an explicit file → $DEPTHCLI_WEIGHTS_DIR (default: the checkout's `weights/`)
-holding the official file name → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
+Resolution order: an explicit file → a weights folder holding the official file name
+($DEPTHCLI_WEIGHTS_DIR, else the per-user folder of `depthcli.userdirs`, e.g.
+~/.local/share/depthcli/weights, plus a source checkout's `weights/`) → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
 Only `torch.load(weights_only=True)` and safetensors are used: a pickle that carries code is
 refused, never executed.
 
@@ -43,20 +44,20 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def weights_dir() -> Path:
-    """The local checkpoint folder: $DEPTHCLI_WEIGHTS_DIR, else `weights/` beside the package."""
-    env = os.environ.get("DEPTHCLI_WEIGHTS_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "weights"
+    """The folder to put checkpoints in: $DEPTHCLI_WEIGHTS_DIR, else the per-user folder."""
+    from .userdirs import weights_dirs
+
+    return weights_dirs()[0]
 
 
 def local_candidates(spec: ModelSpec) -> list[Path]:
-    """Files in the weights folder that would be taken for `spec`, in order of preference."""
-    root = weights_dir()
+    """Files in the weights folders that would be taken for `spec`, in order of preference."""
+    from .userdirs import weights_dirs
+
     names = [spec.hub_file, *LOCAL_ALIASES.get(spec.name, ())]
     if spec.hub_file == "pytorch_model.bin":  # too generic a name for a shared folder
         names = list(LOCAL_ALIASES.get(spec.name, ())) + [f"{spec.hub_repo.split('/')[-1]}.bin"]
-    return [root / n for n in names]
+    return [root / n for root in weights_dirs() for n in names]
 
 
 def cached_path(spec: ModelSpec, prefer_hf: bool = False) -> Path | None:

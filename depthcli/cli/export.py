@@ -56,6 +56,9 @@ def export(model: str, weights: Path | None, output: Path, opset: int, static: s
     from ..backends.export import TOLERANCE, export_onnx, require_onnx
 
     hw = _parse_hw(static)
+    from .runtime import require_torch_stack
+
+    require_torch_stack()
     try:
         require_onnx()
         net = create_model(model, weights=weights, max_depth=max_depth)

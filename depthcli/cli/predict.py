@@ -12,7 +12,7 @@ import click
 
 from ..errors import DepthCliError
 from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, ModelSpec
-from . import STARTED
+from . import STARTED, preflight
 from .common import (
     Progress,
     check_device,
@@ -22,6 +22,7 @@ from .common import (
     silence_opencv,
     spec_or_usage,
 )
+from .runtime import require_torch_stack
 
 FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply")
 CMAP_NAMES = ("spectral_r", "spectral", "inferno", "magma", "viridis", "plasma", "turbo",
@@ -127,6 +128,9 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, extras: dict[str,
                    "runs on the CPU (it uses every core already), min(8, cores) on a GPU].")
 @click.option("--skip-existing", is_flag=True,
               help="Do not recompute inputs whose outputs already exist (resume a run).")
+@click.option("--no-clobber", is_flag=True,
+              help="Never replace a file in -o that is not depthcli's output of the same input "
+                   "(without it: replaced, with a warning naming it).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=178_956_970, show_default=True,
               help="Refuse images (and video frames) larger than this, from the header.")
 @click.option("--video-norm", default="clip", show_default=True,
@@ -161,7 +165,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             input_size: int | None, device: str, precision: str, backend: str,
             max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, batch_size: int,
-            workers: int | None, skip_existing: bool, max_pixels: int, video_norm: str,
+            workers: int | None, skip_existing: bool, no_clobber: bool, max_pixels: int,
+            video_norm: str,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
             ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
@@ -170,11 +175,12 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
 
     Outputs mirror the input tree under -o; nothing is ever written outside it.
     """
+    setup_logging(verbose, quiet)
+    kinds, open_ended = preflight.explicit_kinds(inputs)  # first: costs no import
     from .. import outputs
     from ..outputs import render
     from ..runners.options import Estimators, PredictOptions
 
-    setup_logging(verbose, quiet)
     fmts = _formats(formats)
     image_model, video_model = _models(model, weights)
     spec = spec_or_usage(image_model)
@@ -185,21 +191,31 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     _check_point_cloud(fmts, spec, extras, quiet)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
+    out_dir = _out_dir(out_dir)
+    preflight.check_weights_file(weights)
+    preflight.check_backend(backend, device)
+    preflight.check_fit(fmts, spec, kinds, open_ended)
     silence_opencv()
     opts = PredictOptions(
-        inputs=inputs, out_dir=_out_dir(out_dir),
+        inputs=inputs, out_dir=out_dir,
         output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric", extras=extras),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
-        max_pixels=max_pixels, video_norm=video_norm,
+        no_clobber=no_clobber, max_pixels=max_pixels, video_norm=video_norm,
     )
     settings = dict(weights=weights, input_size=input_size, device=device, precision=precision,
                     backend=backend, max_depth=max_depth, compile_=compile_,
                     channels_last=channels_last)
     if engine == "ray":
+        require_torch_stack()
         run = _ray_run(opts, image_model, video_model, settings, threads,
                        (ray_address, ray_actors, ray_actor_cpus))
     else:
-        models = Estimators(estimator_loader(**settings), image_model, video_model)
+        needed = preflight.needed_models(inputs, out_dir, kinds, open_ended, image_model,
+                                         video_model)
+        found = preflight.resolve_checkpoints(needed, weights)  # before torch: offline in ~1 s
+        require_torch_stack()
+        models = Estimators(estimator_loader(**settings, resolved=found), image_model,
+                            video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
 
@@ -224,7 +240,7 @@ def _ray_run(opts: Any, image_model: str, video_model: str, settings: dict[str, 
     try:
         from ..runners.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
     except ImportError as exc:
-        raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})")
+        raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
     args = (s["input_size"], s["device"], s["precision"], s["max_depth"], s["compile_"],
             s["channels_last"], threads, s["backend"])
@@ -257,6 +273,7 @@ def _finish(run: Any, opts: Any, *, as_json: bool, list_outputs: bool, quiet: bo
             verbose: int) -> None:
     """Run with a progress bar, then the summary line / JSON and the exit code."""
     bar = Progress(not quiet, total=_known_total(opts.inputs))
+    bar.count_in_background(lambda: _count_inputs(opts))
     try:
         summary, settings = run(bar.write, bar)
     except DepthCliError as exc:
@@ -294,6 +311,15 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
             "threads": threads or torch.get_num_threads(),
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
             "video_norm": opts.video_norm}
+
+
+def _count_inputs(opts: Any) -> int:
+    """How many inputs the run's discovery yields (a second, listing-only walk)."""
+    from ..io.images import Discovery, discover
+    from ..io.manifest import OutputFolders
+
+    state = Discovery(exclude=OutputFolders(opts.out_dir))
+    return sum(1 for _ in discover(opts.inputs, state))
 
 
 def _known_total(inputs: tuple[str, ...]) -> int | None:

@@ -20,12 +20,11 @@ import numpy as np
 
 from ..errors import InputError
 from . import confine
+from .kinds import IMAGE_EXTS, VIDEO_EXTS, has_magic, kind_of  # noqa: F401 - re-exported
 from .manifest import MARKER, OutputFolders
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 # Pillow's own hard "decompression bomb" threshold (2 x 89,478,485 px, ~13.4k x 13.4k): up to it
 # the header check below always knows the size; a larger --max-pixels falls back on the decoder.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -75,15 +74,6 @@ class Discovery:
         _logger.info("%s: not an image or video file; skipped", path)
 
 
-def kind_of(path: Path) -> str | None:
-    ext = path.suffix.lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in VIDEO_EXTS:
-        return "video"
-    return None
-
-
 def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
     """Depth-first, sorted, one listing at a time; symlinked dirs are not followed (no loops).
 
@@ -123,10 +113,6 @@ def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
                 continue
             yield InputItem(p, p.relative_to(root), k)
         stack.extend(reversed(subdirs))
-
-
-def has_magic(s: str) -> bool:
-    return glob.has_magic(s)
 
 
 def glob_root(pattern: str) -> Path:

@@ -175,12 +175,11 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
 
     Outputs mirror the input tree under -o; nothing is ever written outside it.
     """
-    setup_logging(verbose, quiet)
-    kinds, open_ended = preflight.explicit_kinds(inputs)  # first: costs no import
     from .. import outputs
     from ..outputs import render
     from ..runners.options import Estimators, PredictOptions
 
+    setup_logging(verbose, quiet)
     fmts = _formats(formats)
     image_model, video_model = _models(model, weights)
     spec = spec_or_usage(image_model)
@@ -192,6 +191,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
     out_dir = _out_dir(out_dir)
+    kinds, open_ended = preflight.explicit_kinds(inputs)
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
     preflight.check_fit(fmts, spec, kinds, open_ended)

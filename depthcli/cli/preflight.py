@@ -77,7 +77,7 @@ def check_weights_file(weights: Path | None) -> None:
     from ..weights import ACCEPTED, checkpoint_kind
 
     if not weights.exists():
-        raise click.BadParameter(f"{weights}: no such file", param_hint="--weights")
+        raise click.BadParameter(f"{weights}: weights file not found", param_hint="--weights")
     if not weights.is_file():
         raise click.BadParameter(f"{weights}: not a file", param_hint="--weights")
     try:

@@ -318,7 +318,7 @@ def _count_inputs(opts: Any) -> int:
     from ..io.images import Discovery, discover
     from ..io.manifest import OutputFolders
 
-    state = Discovery(exclude=OutputFolders(opts.out_dir))
+    state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True)
     return sum(1 for _ in discover(opts.inputs, state))
 
 

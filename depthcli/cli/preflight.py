@@ -96,7 +96,7 @@ def first_kind(inputs: tuple[str, ...], out_dir: Path) -> str | None:
     from ..io.manifest import OutputFolders
 
     walked = [a for a in inputs if Path(a).is_dir() or has_magic(a) or a.lower().endswith(".txt")]
-    state = Discovery(exclude=OutputFolders(out_dir))
+    state = Discovery(exclude=OutputFolders(out_dir), quiet=True)
     item = next(iter(discover(walked, state)), None)
     return item.kind if item is not None else None
 

@@ -53,6 +53,7 @@ class Discovery:
     errors: list[tuple[str, str]] | None = None
     exclude: OutputFolders | None = None
     outputs_left_out: int = 0  # depthcli outputs met by walks and globs (never inputs)
+    quiet: bool = False  # a second walk (counting, peeking): the run's own walk logs
 
     def __post_init__(self) -> None:
         self.errors = []
@@ -71,7 +72,8 @@ class Discovery:
     def other(self, path: Path) -> None:
         """A file that is neither an image nor a video: counted, and named with -v."""
         self.skipped_other += 1
-        _logger.info("%s: not an image or video file; skipped", path)
+        if not self.quiet:
+            _logger.info("%s: not an image or video file; skipped", path)
 
 
 def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
@@ -132,7 +134,8 @@ def discover(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem
         key = confine.identity(item.src)
         if key in seen:
             state.duplicates += 1
-            _logger.info("%s: named more than once; processed once", item.src)
+            if not state.quiet:
+                _logger.info("%s: named more than once; processed once", item.src)
             continue
         seen.add(key)
         yield item

@@ -79,8 +79,8 @@ class Discovery:
 def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
     """Depth-first, sorted, one listing at a time; symlinked dirs are not followed (no loops).
 
-    Subfolders that are depthcli output folders (the run's `-o`, or holding the marker) are
-    not entered; recorded outputs in the folders walked are left out (`io.manifest`).
+    The run's own `-o` is not entered; outputs recorded in a journal (`io.manifest`) of the
+    folder walked or of one above are left out.
     """
     assert state.exclude is not None
     stack = [root]
@@ -101,7 +101,7 @@ def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
             try:
                 if e.is_dir(follow_symlinks=False):
                     if state.exclude.skip_dir(p):
-                        _logger.debug("%s: a depthcli output folder; not walked", p)
+                        _logger.debug("%s: the output folder; not walked", p)
                     else:
                         subdirs.append(p)
                     continue

@@ -4,8 +4,9 @@ Every `predict` run records its outputs in a hidden journal at the root of `-o`,
 `.depthcli-outputs` (one JSON line per output: its path and its input's path, both relative to
 that folder). The journal is also the marker of a depthcli output folder:
 
-- discovery (folders and globs) never enters a folder that holds the marker, nor the run's own
-  `-o`, and never takes a file the journal of a folder above it records as an output; so
+- discovery (folders and globs) never enters the run's own `-o`, and never takes a file that
+  the journal of its folder or of a folder above records as an output (a folder can hold
+  inputs and outputs: `-o` equal to an input folder), so
   `depthcli predict .` with `-o` inside (or equal to) the input folder does the same on every
   rerun, with no `depth_out/depth_out/...` and no `x_depth_depth.png`;
 - before an output replaces an existing file, the run asks the journal whether that file is
@@ -163,9 +164,12 @@ class OutputFolders:
         return self._cache[real_dir]
 
     def skip_dir(self, folder: Path) -> bool:
-        """A folder below a walked root that is an output folder (not entered)."""
-        real = _real(folder)
-        return real == self.out_real or self.manifest(real) is not None
+        """A folder below a walked root that is the run's own `-o` (not entered).
+
+        Other output folders are walked: their journals leave out what depthcli wrote, and
+        keep what else is there (with `-o` equal to an input folder, the inputs).
+        """
+        return self.out_real is not None and _real(folder) == self.out_real
 
     def is_output(self, path: Path) -> bool:
         """True if the journal of `path`'s folder or of a folder above records it."""

@@ -106,8 +106,7 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
         _logger.info("using cached weights %s", found)
         return found
     repo, fname = (spec.hf_repo, HF_FILE) if prefer_hf else (spec.hub_repo, spec.hub_file)
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import constants  # the download client (~0.3 s) only when it can run
 
     def offline(why: str) -> WeightsError:
         return WeightsError(
@@ -117,10 +116,14 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
             f"{weights_dir()} (or set DEPTHCLI_WEIGHTS_DIR), or pass --weights FILE"
         )
 
-    if not constants.HF_HUB_OFFLINE:
-        why = hub_unreachable(constants.ENDPOINT, _probe_timeout())
-        if why is not None:
-            raise offline(why)
+    if constants.HF_HUB_OFFLINE:  # not in the cache (cached_path above): nothing to ask
+        raise offline("HF_HUB_OFFLINE is set")
+    why = hub_unreachable(constants.ENDPOINT, _probe_timeout())
+    if why is not None:
+        raise offline(why)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     try:
         _logger.info("downloading %s/%s", repo, fname)
         with _hub_logs_once():

@@ -61,7 +61,7 @@ class Progress:
             self.bar.update(n)
 
     def set_total(self, n: int) -> None:
-        """The number of inputs, once a count of them has finished: the bar gains a ETA."""
+        """The number of inputs, once a count of them has finished: the bar gains an ETA."""
         if self.bar is not None:
             with self.bar.get_lock():
                 self.bar.total = n

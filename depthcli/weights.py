@@ -1,7 +1,8 @@
 """Find, trust-check, load and convert checkpoints to the internal layout.
 
-Resolution order: an explicit file → $DEPTHCLI_WEIGHTS_DIR (default: the checkout's `weights/`)
-holding the official file name → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
+Resolution order: an explicit file → a weights folder holding the official file name
+($DEPTHCLI_WEIGHTS_DIR, else the per-user folder of `depthcli.userdirs`, e.g.
+~/.local/share/depthcli/weights, plus a source checkout's `weights/`) → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
 Only `torch.load(weights_only=True)` and safetensors are used: a pickle that carries code is
 refused, never executed.
 
@@ -43,24 +44,24 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def weights_dir() -> Path:
-    """The local checkpoint folder: $DEPTHCLI_WEIGHTS_DIR, else `weights/` beside the package."""
-    env = os.environ.get("DEPTHCLI_WEIGHTS_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "weights"
+    """The folder to put checkpoints in: $DEPTHCLI_WEIGHTS_DIR, else the per-user folder."""
+    from .userdirs import weights_dirs
+
+    return weights_dirs()[0]
 
 
 def local_candidates(spec: ModelSpec) -> list[Path]:
-    """Files in the weights folder that would be taken for `spec`, in order of preference."""
-    root = weights_dir()
+    """Files in the weights folders that would be taken for `spec`, in order of preference."""
+    from .userdirs import weights_dirs
+
     if spec.family == "v3":  # `model.safetensors` is too generic: the repo's folder or name
         repo = spec.hub_repo.split("/")[-1] or spec.name
-        return [root / repo / HF_FILE, root / f"{repo}.safetensors",
-                root / f"{spec.name}.safetensors"]
+        return [p for root in weights_dirs() for p in (
+            root / repo / HF_FILE, root / f"{repo}.safetensors", root / f"{spec.name}.safetensors")]
     names = [spec.hub_file, *LOCAL_ALIASES.get(spec.name, ())]
     if spec.hub_file == "pytorch_model.bin":  # too generic a name for a shared folder
         names = list(LOCAL_ALIASES.get(spec.name, ())) + [f"{spec.hub_repo.split('/')[-1]}.bin"]
-    return [root / n for n in names]
+    return [root / n for root in weights_dirs() for n in names]
 
 
 def cached_path(spec: ModelSpec, prefer_hf: bool = False) -> Path | None:
@@ -111,8 +112,7 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
         _logger.info("using cached weights %s", found)
         return found
     repo, fname = (spec.hf_repo, HF_FILE) if prefer_hf else (spec.hub_repo, spec.hub_file)
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import constants  # the download client (~0.3 s) only when it can run
 
     local_name = fname if prefer_hf else spec.hub_file
     if spec.family == "v3":
@@ -129,10 +129,14 @@ def resolve(spec: ModelSpec, weights: str | os.PathLike[str] | None = None,
             f"{weights_dir()} (or set DEPTHCLI_WEIGHTS_DIR), or pass --weights FILE"
         )
 
-    if not constants.HF_HUB_OFFLINE:
-        why = hub_unreachable(constants.ENDPOINT, _probe_timeout())
-        if why is not None:
-            raise offline(why)
+    if constants.HF_HUB_OFFLINE:  # not in the cache (cached_path above): nothing to ask
+        raise offline("HF_HUB_OFFLINE is set")
+    why = hub_unreachable(constants.ENDPOINT, _probe_timeout())
+    if why is not None:
+        raise offline(why)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     try:
         _logger.info("downloading %s/%s", repo, fname)
         with _hub_logs_once():

@@ -58,11 +58,11 @@ def test_weights_that_are_not_a_checkpoint(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     r = run(["predict", str(img), "-o", str(tmp_path / "o"), "--weights", str(text)])
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # a usage error, found before any model loads (issue 21)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert lines == [f"Error: {text}: not a checkpoint (neither a PyTorch nor a safetensors "
-                     "file); --weights takes an official .pth/.bin (PyTorch state_dict) or a "
-                     "transformers .safetensors file"]
+    assert lines[-1] == (f"Error: Invalid value for --weights: {text}: not a checkpoint (neither "
+                         "a PyTorch nor a safetensors file); --weights takes an official "
+                         ".pth/.bin (PyTorch state_dict) or a transformers .safetensors file")
 
 
 def test_models_json_and_table() -> None:

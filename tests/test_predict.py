@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from conftest import ROOT, write_image
 from depthcli.cli import main
+from depthcli.io.manifest import MARKER  # the output journal (issue 21)
 from depthcli.outputs import read_pfm
 
 
@@ -91,7 +92,8 @@ def test_messy_folder(messy, small_ckpt, tmp_path) -> None:
         img = cv2.imread(str(root / src), cv2.IMREAD_UNCHANGED)
         assert d.dtype == np.float32 and d.shape == img.shape[:2], src
         assert np.isfinite(d).all()
-    npys = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    npys = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                  if p.is_file() and p.name != MARKER)
     assert npys == sorted(expected.values())  # nothing else (no temp files, no bad outputs)
     huge_line = next(ln for ln in r.stderr.splitlines() if "huge.png" in ln)
     assert "100000x100000" in huge_line
@@ -148,7 +150,7 @@ def test_all_formats(tmp_path, small_ckpt) -> None:
     assert np.allclose(read_pfm(out / "pic.pfm"), d)
     exr = cv2.imread(str(out / "pic.exr"), cv2.IMREAD_UNCHANGED)
     assert exr.dtype == np.float32 and np.allclose(exr, d)
-    color = cv2.imread(str(out / "pic_color.png"))
+    color = cv2.imread(str(out / "pic.png"))
     gray = cv2.imread(str(out / "pic_gray.png"), cv2.IMREAD_UNCHANGED)
     p16 = cv2.imread(str(out / "pic_png16.png"), cv2.IMREAD_UNCHANGED)
     side = cv2.imread(str(out / "pic_side.png"))
@@ -201,7 +203,7 @@ def test_skip_existing_resumes(tmp_path, small_ckpt) -> None:
     r = invoke([str(root), "-o", str(out), "-f", "npy,color"], small_ckpt)
     assert r.exit_code == 0
     (out / "i2.npy").unlink()
-    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.name != MARKER}
     r = invoke([str(root), "-o", str(out), "-f", "npy,color", "--skip-existing", "--json"],
                small_ckpt)
     s = json.loads(r.stdout)
@@ -259,7 +261,7 @@ def test_sigkill_then_skip_existing_completes(tmp_path, small_ckpt) -> None:
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["written"] + s["skipped"] == n and s["skipped"] == complete
-    files = sorted(p.name for p in out.iterdir())
+    files = sorted(p.name for p in out.iterdir() if p.name != MARKER)
     assert files == sorted([f"f{i:02d}.npy" for i in range(n)] + [f"f{i:02d}.png" for i in range(n)])
     for i in range(n):
         assert np.load(out / f"f{i:02d}.npy").shape == (40, 40)
@@ -292,7 +294,7 @@ def test_ctrl_c_stops_cleanly(tmp_path, small_ckpt) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    files = list(out.iterdir())
+    files = [p for p in out.iterdir() if p.name != MARKER]
     assert all(p.suffix == ".npy" and not p.name.startswith(".") for p in files)
     for p in files:
         assert np.load(p).shape == (40, 40)

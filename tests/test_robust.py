@@ -25,6 +25,7 @@ from conftest import ROOT, write_image
 from depthcli.cli import main
 from depthcli.io import confine
 from depthcli.io.atomic import remove_stale_temps
+from depthcli.io.manifest import MARKER  # the output journal (issue 21)
 
 FAST = ("--model", "da2-small", "--input-size", "28", "--device", "cpu", "--threads", "1")
 
@@ -119,7 +120,7 @@ def test_outputs_confined(tmp_path: Path, small_ckpt: Path) -> None:
     assert "leads outside" in r.stderr and "v.jpg" in r.stderr
     summary = json.loads(r.stdout)
     assert summary["written"] == 7 and summary["failed"] == 1  # p q r s t x u
-    written = {str(p.relative_to(out)) for p in files_inside(out)}
+    written = {str(p.relative_to(out)) for p in files_inside(out) if p.name != MARKER}
     stems = {"_up/photos/p", "_up/_up/w/photos/q", "r", "_up/photos/s", "_up/photos/t",
              "x.jpg", "link"}
     assert written == {f"{s}{ext}" for s in stems for ext in (".png", ".npy")}
@@ -127,7 +128,7 @@ def test_outputs_confined(tmp_path: Path, small_ckpt: Path) -> None:
     r2 = invoke([str(lists / "l.txt"), glob, str(folder), str(w / "in2"), "-o", str(out),
                  "-f", "color,npy"], small_ckpt)
     assert r2.exit_code == 1
-    assert {str(p.relative_to(out)) for p in files_inside(out)} == written
+    assert {str(p.relative_to(out)) for p in files_inside(out) if p.name != MARKER} == written
     assert snapshot(w, skip=out) == before
 
 
@@ -145,7 +146,7 @@ def test_duplicates_processed_once(tmp_path: Path, small_ckpt: Path) -> None:
     summary = json.loads(r.stdout)
     assert summary["written"] == 2, r.stderr
     assert summary["failed"] == 1 and r.stderr.count("missing.jpg") == 1, r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.npy", "y.npy"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MARKER, "x.npy", "y.npy"]
 
 
 # ------------------------------------------------------------------------------ disk full
@@ -176,7 +177,7 @@ def test_disk_full_stops_once_and_resumes(tmp_path: Path, tiny_fs: Path, small_c
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, r.stderr
     assert "No space left on device" in errors[0] and "--skip-existing" in errors[0]
-    done = sorted(out.iterdir())
+    done = sorted(p for p in out.iterdir() if p.name != MARKER)
     assert 0 < len(done) < 16
     assert not [p for p in done if p.name.startswith(".")]  # no temporary left
     for p in done:
@@ -185,7 +186,7 @@ def test_disk_full_stops_once_and_resumes(tmp_path: Path, tiny_fs: Path, small_c
     subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_fs)], check=True)
     r2 = invoke([str(src), "-o", str(out), "-f", "npy", "--skip-existing", "--json"], small_ckpt)
     assert r2.exit_code == 0, r2.stderr
-    assert len(list(out.iterdir())) == 16
+    assert len([p for p in out.iterdir() if p.name != MARKER]) == 16
     assert all(p.stat().st_mtime_ns == stamps[p.name] for p in out.iterdir() if p.name in stamps)
 
 
@@ -199,7 +200,7 @@ def test_disk_full_on_video(tmp_path: Path, tiny_fs: Path, small_ckpt: Path) -> 
     assert "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "No space left" in errors[0], r.stderr
-    assert not list(out.rglob(".*"))  # no temporary left behind
+    assert not [p for p in out.rglob(".*") if p.name != MARKER]  # no temporary left behind
 
 
 # ---------------------------------------------------------------------------------- fuzz
@@ -314,7 +315,7 @@ def test_two_processes_same_output(tmp_path: Path, small_ckpt: Path) -> None:
         img = cv2.imread(str(out / f"im{i}.png"))
         assert img is not None and img.shape == (40 + i, 48, 3)
         assert np.load(out / f"im{i}.npy").shape == (40 + i, 48)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]
 
 
 def test_stale_temps_of_live_process_kept(tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ def run_cli(inputs: list[Path], out: Path, ckpt: Path, *extra: str):
 
 
 def leftovers(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.name.startswith(".")]
+    return [p for p in out.rglob("*") if p.name.startswith(".") and p.name != ".depthcli-outputs"]
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_clip_wide_range_gray_and_npy_match_inference(clips, small_ckpt, tmp_pat
     assert res.exit_code == 0, res.output + res.stderr
     depth = np.load(out / "ramp.npy", mmap_mode="r")
     assert depth.shape == (8, 48, 64) and depth.dtype == np.float32
-    gray = probe(out / "ramp.mp4")["gray"]
+    gray = probe(out / "ramp_gray.mp4")["gray"]
     assert len(gray) == 8
     lo, hi = float(depth.min()), float(depth.max())
     assert hi > lo
@@ -205,7 +205,7 @@ def test_clip_wide_range_gray_and_npy_match_inference(clips, small_ckpt, tmp_pat
     out2 = tmp_path / "frame"
     res = run_cli([clips["ramp"]], out2, small_ckpt, "-f", "gray", "--video-norm", "frame")
     assert res.exit_code == 0, res.output + res.stderr
-    gray2 = probe(out2 / "ramp.mp4")["gray"]
+    gray2 = probe(out2 / "ramp_gray.mp4")["gray"]
     for i, g in enumerate(gray2):
         d = np.asarray(depth[i])
         exp = _expected_gray(d, (float(d.min()), float(d.max())))
@@ -220,10 +220,10 @@ def test_odd_size_rotation_sequences_side_and_audio_reencode(clips, small_ckpt, 
     assert res.exit_code == 0, res.output + res.stderr
     src = probe(clips["odd"])
     assert (src["w"], src["h"]) == (63, 47)
-    color = probe(out / "odd_color.mp4")
+    color = probe(out / "odd.mp4")
     # odd sizes are kept exactly (H.264 High 4:4:4; 4:2:0 cannot encode them)
     assert (color["w"], color["h"]) == (63, 47) and color["n"] == 5
-    with av.open(str(out / "odd_color.mp4")) as c:
+    with av.open(str(out / "odd.mp4")) as c:
         assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"
     assert color["times"] == src["times"]
     assert color["audio"] == "aac"  # pcm cannot go in a browser mp4: re-encoded
@@ -239,10 +239,10 @@ def test_odd_size_rotation_sequences_side_and_audio_reencode(clips, small_ckpt, 
     assert np.load(out / "odd.npy", mmap_mode="r").shape == (5, 47, 63)
 
     # display rotation 90: processed upright, written at the display size without rotation
-    rot = probe(out / "rot_color.mp4")
+    rot = probe(out / "rot.mp4")
     assert (rot["w"], rot["h"]) == (48, 64) and rot["n"] == 3
     assert np.load(out / "rot.npy", mmap_mode="r").shape == (3, 64, 48)
-    with av.open(str(out / "rot_color.mp4")) as c:
+    with av.open(str(out / "rot.mp4")) as c:
         assert next(c.decode(video=0)).rotation == 0
     assert not leftovers(out)
 

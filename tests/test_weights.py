@@ -149,7 +149,7 @@ def test_missing_weights_file_cli(tmp_path) -> None:
     img = write_image(tmp_path / "in.png", 20, 20)
     r = CliRunner().invoke(main, ["predict", str(img), "--weights", str(tmp_path / "nope.pth"),
                                   "-o", str(tmp_path / "o")])
-    assert r.exit_code == 1 and "nope.pth" in r.stderr and "not found" in r.stderr
+    assert r.exit_code == 2 and "nope.pth" in r.stderr and "not found" in r.stderr  # issue 21
 
 
 def test_unknown_model_is_usage_error(tmp_path) -> None:

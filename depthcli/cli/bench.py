@@ -8,6 +8,7 @@ import click
 
 from ..models.registry import DEFAULT_MODEL
 from .common import BACKENDS, DEVICES, PRECISIONS
+from .runtime import require_torch_stack
 
 EPILOG = """\b
 Examples:
@@ -15,6 +16,16 @@ Examples:
   depthcli bench --precision bf16 --peer-precision fp32
   depthcli bench --device cuda --precision bf16 -b 64 --no-peer
 """
+
+
+def peer_installed() -> bool:
+    """Whether the peer's package can be found (transformers is only in the [test] extra)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("transformers") is not None
+    except (ImportError, ValueError):  # a broken or None entry in sys.modules
+        return False
 
 
 @click.command(epilog=EPILOG)
@@ -63,6 +74,11 @@ def bench(model: str, weights: Path | None, device: str, precision: str,
     peer's model and end-to-end pass, so that ours and the peer's see the same machine load;
     ratios are medians of per-run ratios.
     """
+    if not no_peer and not peer_installed():
+        click.echo("transformers is not installed: benchmarking without the peer (pip install "
+                   "'transformers>=4.45' to compare with its pipeline)", err=True)
+        no_peer = True
+    require_torch_stack()
     from ..bench.run import BenchOptions, run_bench
 
     run_bench(BenchOptions(

@@ -61,6 +61,27 @@ class Progress:
         if self.bar is not None:
             self.bar.update(n)
 
+    def set_total(self, n: int) -> None:
+        """The number of inputs, once a count of them has finished: the bar gains an ETA."""
+        if self.bar is not None:
+            with self.bar.get_lock():
+                self.bar.total = n
+            self.bar.refresh()
+
+    def count_in_background(self, count: Callable[[], int]) -> None:
+        """Run `count()` in a daemon thread and set the total when it returns."""
+        if self.bar is None or self.bar.total is not None:
+            return
+        import threading
+
+        def work() -> None:
+            try:
+                self.set_total(count())
+            except Exception:  # noqa: BLE001 - cosmetic: the bar just stays without a total
+                pass
+
+        threading.Thread(target=work, name="depthcli-count", daemon=True).start()
+
     def write(self, msg: str) -> None:
         if self.bar is not None:
             self.bar.write(msg, file=sys.stderr)
@@ -125,7 +146,12 @@ def model_options(default_model: str | None) -> Callable[[Any], Any]:
 
 
 def check_device(device: str) -> None:
-    """An absent --device is a usage error before anything loads."""
+    """An absent --device is a usage error before anything loads (auto/cpu: no torch needed)."""
+    if device in ("auto", "cpu"):
+        return
+    absent = _surely_absent(device)
+    if absent:
+        raise click.BadParameter(absent, param_hint="--device")
     from ..device import resolve_device
 
     try:
@@ -150,23 +176,45 @@ class ModelSettings:
     camera: dict[str, float | None] | None = None  # --focal-px/--fov-deg/--cx/--cy (DA3 metric)
 
 
+def _surely_absent(device: str) -> str | None:
+    """Why `device` cannot be there, when that is known without importing torch (~5 s)."""
+    import os
+
+    if device == "mps" and sys.platform != "darwin":
+        return "MPS is not available on this machine (Apple GPUs only)"
+    if device == "cuda" and sys.platform.startswith("linux") and not (
+            os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+            or os.path.exists("/dev/kfd")):  # no NVIDIA driver, no ROCm device
+        return "CUDA is not available on this machine (no GPU driver loaded)"
+    return None
+
+
 def estimator_loader(*, weights: Path | None, input_size: int | None, device: str,
                      precision: str, backend: str, max_depth: float | None, compile_: bool,
                      channels_last: bool, output_size: str = "input",
-                     camera: dict[str, float | None] | None = None) -> Callable[[str], DepthEstimator]:
+                     camera: dict[str, float | None] | None = None,
+                     resolved: dict[str, Path] | None = None,
+                     ) -> Callable[[str], DepthEstimator]:
     """`load(model_name)` → a DepthEstimator with these settings (called when first needed).
 
-    `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres."""
+    `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres. `resolved` holds
+    checkpoints already looked up (`preflight.resolve_checkpoints`); half precision with no
+    fast path on the device runs fp32 (`depthcli.precision`).
+    """
+    found = resolved or {}
 
     def load(model: str) -> DepthEstimator:
+        from ..device import resolve_device
         from ..engine import DepthEstimator
+        from ..precision import cli_precision
 
         try:
+            dev = resolve_device(device)
             return DepthEstimator.from_name(
-                model, weights=weights, max_depth=max_depth, device=device,
-                precision=precision, input_size=input_size, compile=compile_,
-                channels_last=channels_last, backend=backend,
-                output_size=output_size, camera=camera,
+                model, weights=weights if weights is not None else found.get(model),
+                max_depth=max_depth, device=dev, precision=cli_precision(precision, dev.type),
+                input_size=input_size, compile=compile_, channels_last=channels_last,
+                backend=backend, output_size=output_size, camera=camera,
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

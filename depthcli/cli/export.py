@@ -61,12 +61,14 @@ def export(model: str, weights: Path | None, output: Path, opset: int, static: s
 
     hw = _parse_hw(static)
     from .common import spec_or_usage
+    from .runtime import require_torch_stack
 
     da3 = spec_or_usage(model).da3
     if da3 is not None and da3.any_view:
         raise click.UsageError(f"{model}: Depth Anything 3 any-view models do not export to ONNX "
                                "yet (torch.export cannot trace their RoPE with dynamic sizes); "
                                "the monocular ones (da3-mono-large, da3-metric-large) do")
+    require_torch_stack()
     try:
         require_onnx()
         net = cast("DepthAnything", create_model(model, weights=weights, max_depth=max_depth))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -13,6 +14,7 @@ from ..models.registry import (
     ModelSpec,
     list_models,
 )
+from ..precision import precision_note
 
 
 def _output(s: ModelSpec) -> str:
@@ -51,4 +53,19 @@ def models(as_json: bool) -> None:
         click.echo(f"{str(r['name']) + star:<27}{r['kind']:<7}{r['params_m']:>7.1f}M  "
                    f"{r['output']:<24}{str(r['licence']):<{lic}}{'yes' if r['cached'] else 'no'}")
     click.echo(f"* default ({DEFAULT_MODEL} for images, {DEFAULT_VIDEO_MODEL} for videos). "
-               "Weights: --weights FILE, $DEPTHCLI_WEIGHTS_DIR, or the Hugging Face hub.")
+               "Weights: --weights FILE, a weights folder (official file names), or the "
+               "Hugging Face hub.")
+    click.echo("Weights folders: " + "; ".join(_folders()))
+    click.echo(precision_note())
+
+
+def _folders() -> list[str]:
+    """The weights folders searched, the first being where to put files."""
+    from ..userdirs import checkout_weights_dir, weights_dirs
+
+    out = []
+    for i, d in enumerate(weights_dirs()):
+        why = ("$DEPTHCLI_WEIGHTS_DIR" if os.environ.get("DEPTHCLI_WEIGHTS_DIR")
+               else "this checkout" if d == checkout_weights_dir() else "per user")
+        out.append(f"{d} ({why}{', put files here' if i == 0 else ''})")
+    return out

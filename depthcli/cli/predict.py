@@ -12,7 +12,7 @@ import click
 
 from ..errors import DepthCliError
 from ..models.registry import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL, ModelSpec
-from . import STARTED
+from . import STARTED, preflight
 from .common import (
     ModelSettings,
     Progress,
@@ -23,6 +23,7 @@ from .common import (
     silence_opencv,
     spec_or_usage,
 )
+from .runtime import require_torch_stack
 
 if TYPE_CHECKING:
     from ..outputs import PointCloudOptions
@@ -150,6 +151,9 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
                    "runs on the CPU (it uses every core already), min(8, cores) on a GPU].")
 @click.option("--skip-existing", is_flag=True,
               help="Do not recompute inputs whose outputs already exist (resume a run).")
+@click.option("--no-clobber", is_flag=True,
+              help="Never replace a file in -o that is not depthcli's output of the same input "
+                   "(without it: replaced, with a warning naming it).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=178_956_970, show_default=True,
               help="Refuse images (and video frames) larger than this, from the header.")
 @click.option("--video-norm", default="clip", show_default=True,
@@ -184,8 +188,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             input_size: int | None, device: str, precision: str, backend: str,
             max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
-            batch_size: int,
-            workers: int | None, skip_existing: bool, max_pixels: int, video_norm: str,
+            batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
+            max_pixels: int, video_norm: str,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
             ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
@@ -210,13 +214,18 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     _check_da3_formats(fmts, spec)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
+    out_dir = _out_dir(out_dir)
+    kinds, open_ended = preflight.explicit_kinds(inputs)
+    preflight.check_weights_file(weights)
+    preflight.check_backend(backend, device)
+    preflight.check_fit(fmts, spec, kinds, open_ended)
     silence_opencv()
     opts = PredictOptions(
-        inputs=inputs, out_dir=_out_dir(out_dir),
+        inputs=inputs, out_dir=out_dir,
         output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric",
                                      point_cloud=pc, near_is_large=spec.near_is_large),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
-        max_pixels=max_pixels, video_norm=video_norm,
+        no_clobber=no_clobber, max_pixels=max_pixels, video_norm=video_norm,
     )
     camera: dict[str, float | None] = {"focal_px": focal_px, "fov_deg": fov_deg, "cx": cx, "cy": cy}
     settings = ModelSettings(weights=weights, input_size=input_size, device=device,
@@ -224,14 +233,19 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                              compile_=compile_, channels_last=channels_last,
                              output_size=output_size, camera=camera)
     if engine == "ray":
+        require_torch_stack()
         run = _ray_run(opts, image_model, video_model, settings, threads,
                        (ray_address, ray_actors, ray_actor_cpus))
     else:
+        needed = preflight.needed_models(inputs, out_dir, kinds, open_ended, image_model,
+                                         video_model)
+        found = preflight.resolve_checkpoints(needed, weights)  # before torch: offline in ~1 s
+        require_torch_stack()
         s = settings
         load = estimator_loader(weights=s.weights, input_size=s.input_size, device=s.device,
                                 precision=s.precision, backend=s.backend, max_depth=s.max_depth,
                                 compile_=s.compile_, channels_last=s.channels_last,
-                                output_size=s.output_size, camera=s.camera)
+                                output_size=s.output_size, camera=s.camera, resolved=found)
         models = Estimators(load, image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
@@ -296,6 +310,7 @@ def _finish(run: Any, opts: Any, *, as_json: bool, list_outputs: bool, quiet: bo
             verbose: int) -> None:
     """Run with a progress bar, then the summary line / JSON and the exit code."""
     bar = Progress(not quiet, total=_known_total(opts.inputs))
+    bar.count_in_background(lambda: _count_inputs(opts))
     try:
         summary, settings = run(bar.write, bar)
     except DepthCliError as exc:
@@ -333,6 +348,15 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
             "threads": threads or torch.get_num_threads(),
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
             "video_norm": opts.video_norm}
+
+
+def _count_inputs(opts: Any) -> int:
+    """How many inputs the run's discovery yields (a second, listing-only walk)."""
+    from ..io.images import Discovery, discover
+    from ..io.manifest import OutputFolders
+
+    state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True)
+    return sum(1 for _ in discover(opts.inputs, state))
 
 
 def _known_total(inputs: tuple[str, ...]) -> int | None:

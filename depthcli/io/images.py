@@ -20,11 +20,11 @@ import numpy as np
 
 from ..errors import InputError
 from . import confine
+from .kinds import IMAGE_EXTS, VIDEO_EXTS, has_magic, kind_of  # noqa: F401 - re-exported
+from .manifest import MARKER, OutputFolders
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm"})
 # Pillow's own hard "decompression bomb" threshold (2 x 89,478,485 px, ~13.4k x 13.4k): up to it
 # the header check below always knows the size; a larger --max-pixels falls back on the decoder.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -42,27 +42,47 @@ class InputItem:
 
 @dataclass
 class Discovery:
-    """Counters that discovery fills in as it streams (skipped non-images, bad arguments)."""
+    """Counters that discovery fills in as it streams (skipped non-images, bad arguments).
+
+    `exclude` says which folders and files are depthcli outputs (`io.manifest`): folder walks
+    and globs leave them out; files named one by one (arguments, list lines) are taken as given.
+    """
 
     skipped_other: int = 0
     duplicates: int = 0  # inputs named again (same real file) and not processed twice
     errors: list[tuple[str, str]] | None = None
+    exclude: OutputFolders | None = None
+    outputs_left_out: int = 0  # depthcli outputs met by walks and globs (never inputs)
+    quiet: bool = False  # a second walk (counting, peeking): the run's own walk logs
 
     def __post_init__(self) -> None:
         self.errors = []
+        if self.exclude is None:
+            self.exclude = OutputFolders()
 
+    def left_out(self, path: Path) -> bool:
+        """True for a file a walk or glob must not take: a recorded depthcli output."""
+        assert self.exclude is not None
+        if path.name == MARKER or self.exclude.is_output(path):
+            self.outputs_left_out += 1
+            _logger.debug("%s: a depthcli output; not an input", path)
+            return True
+        return False
 
-def kind_of(path: Path) -> str | None:
-    ext = path.suffix.lower()
-    if ext in IMAGE_EXTS:
-        return "image"
-    if ext in VIDEO_EXTS:
-        return "video"
-    return None
+    def other(self, path: Path) -> None:
+        """A file that is neither an image nor a video: counted, and named with -v."""
+        self.skipped_other += 1
+        if not self.quiet:
+            _logger.info("%s: not an image or video file; skipped", path)
 
 
 def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
-    """Depth-first, sorted, one listing at a time; symlinked dirs are not followed (no loops)."""
+    """Depth-first, sorted, one listing at a time; symlinked dirs are not followed (no loops).
+
+    The run's own `-o` is not entered; outputs recorded in a journal (`io.manifest`) of the
+    folder walked or of one above are left out.
+    """
+    assert state.exclude is not None
     stack = [root]
     while stack:
         d = stack.pop()
@@ -80,20 +100,21 @@ def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
                 continue  # our own leftovers from a killed run
             try:
                 if e.is_dir(follow_symlinks=False):
-                    subdirs.append(p)
+                    if state.exclude.skip_dir(p):
+                        _logger.debug("%s: the output folder; not walked", p)
+                    else:
+                        subdirs.append(p)
                     continue
             except OSError:
                 pass
+            if state.left_out(p):
+                continue
             k = kind_of(p)
             if k is None:
-                state.skipped_other += 1
+                state.other(p)
                 continue
             yield InputItem(p, p.relative_to(root), k)
         stack.extend(reversed(subdirs))
-
-
-def has_magic(s: str) -> bool:
-    return glob.has_magic(s)
 
 
 def glob_root(pattern: str) -> Path:
@@ -113,7 +134,8 @@ def discover(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem
         key = confine.identity(item.src)
         if key in seen:
             state.duplicates += 1
-            _logger.info("%s: named more than once; processed once", item.src)
+            if not state.quiet:
+                _logger.info("%s: named more than once; processed once", item.src)
             continue
         seen.add(key)
         yield item
@@ -131,7 +153,13 @@ def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]
         s = str(arg)
         p = Path(s)
         if p.is_dir():
-            yield from _walk(p, state)
+            n = 0
+            for item in _walk(p, state):
+                n += 1
+                yield item
+            if n == 0:
+                assert state.errors is not None
+                state.errors.append((s, "folder holds no image or video files"))
         elif p.suffix.lower() == ".txt" and p.is_file():
             yield from _from_list(p, state)
         elif not p.exists() and not p.is_symlink() and has_magic(s):
@@ -139,11 +167,11 @@ def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]
             hits = 0
             for hit in sorted(glob.iglob(s, recursive=True)):
                 hp = Path(hit)
-                if hp.is_dir():
+                if hp.is_dir() or state.left_out(hp):
                     continue
                 k = kind_of(hp)
                 if k is None:
-                    state.skipped_other += 1
+                    state.other(hp)
                     continue
                 hits += 1
                 yield InputItem(hp, _rel(hp, root), k)

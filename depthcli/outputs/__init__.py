@@ -25,17 +25,19 @@ __all__ = [
 
 
 
+
 def image_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     """File per format for one image whose output stem path is `base` (OUT/rel/stem).
 
-    A lone PNG-kind format is `<stem>.png`; several PNG kinds get `<stem>_<format>.png`.
+    A file's name depends on its format only, never on the other formats asked for, so adding
+    a format to a rerun never renames (nor orphans) the outputs already there: `color` is
+    `<stem>.png`, the other PNG kinds are `<stem>_<format>.png` (`_gray`, `_png16`, `_side`),
+    the raw and cloud formats `<stem>.npy/.pfm/.exr/.ply`.
     """
-    formats = list(formats)
-    pngs = [f for f in formats if FORMATS[f].kind == "png"]
     paths: dict[str, Path] = {}
     for f in formats:
         fmt = FORMATS[f]
-        suffix = f"_{f}.png" if fmt.kind == "png" and len(pngs) > 1 else fmt.suffix
+        suffix = f"_{f}.png" if fmt.kind == "png" and f != "color" else fmt.suffix
         paths[f] = base.parent / (base.name + suffix)
     return paths
 
@@ -43,17 +45,16 @@ def image_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
 def video_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     """Output per format for one video: mp4 files, the npy stack, or frame folders.
 
-    One visual format is `<stem>.mp4`, several are `<stem>_<format>.mp4`; `npy` is `<stem>.npy`;
-    `png16`/`exr`/`pfm` are folders `<stem>_<format>/` of numbered frames. Per-image formats
-    (point clouds) are left out.
+    As for images, a name depends on its format only: `color` is `<stem>.mp4`, `gray`/`side`
+    are `<stem>_<format>.mp4`; `npy` is `<stem>.npy`; `png16`/`exr`/`pfm` are folders
+    `<stem>_<format>/` of numbered frames. Per-image formats (point clouds) are left out.
     """
     formats = [f for f in formats if FORMATS[f].video]
-    mp4s = [f for f in formats if FORMATS[f].video == "mp4"]
     paths: dict[str, Path] = {}
     for f in formats:
         kind = FORMATS[f].video
         if kind == "mp4":
-            name = base.name + (".mp4" if len(mp4s) == 1 else f"_{f}.mp4")
+            name = base.name + (".mp4" if f == "color" else f"_{f}.mp4")
         elif kind == "npy":
             name = base.name + ".npy"
         else:

@@ -19,7 +19,7 @@ class Format:
 
     name: str
     kind: Literal["png", "raw", "cloud", "extra"]
-    suffix: str  # file suffix for images (PNG kinds get `_<name>` when several are asked for)
+    suffix: str  # file suffix for images (PNG kinds but `color` add `_<name>` before it)
     video: Literal["mp4", "npy", "frames"] | None  # None: per-image only
     help: str
 

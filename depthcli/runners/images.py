@@ -23,9 +23,10 @@ from ..errors import DepthCliError, DiskFullError, InputError, strip_path
 from ..io import images
 from ..io.atomic import is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
+from ..io.manifest import Manifest, OutputFolders
 from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
-from .paths import OutputMapper, output_exists, overlaps
+from .paths import OutputMapper, foreign_files, output_exists, overlaps
 from .run import Progress, Report, RunState
 
 _logger = logging.getLogger(__name__)
@@ -36,9 +37,10 @@ class _Run(RunState):
 
     def __init__(self, opts: PredictOptions, models: Estimators, report: Report,
                  progress: Progress | None) -> None:
-        super().__init__(report, progress)
+        self.manifest = Manifest(opts.out_dir)
+        super().__init__(report, progress, self.manifest)
         self.opts, self.models = opts, models
-        self.state = Discovery()
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.manifest))
         fmts = opts.output.formats
         tag = "_depth" if overlaps(opts.out_dir, opts.inputs) else ""
         self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)
@@ -55,9 +57,14 @@ class _Run(RunState):
                 base = self.mapper.base(item)
             except DepthCliError as exc:  # its output would leave -o: refused, the run goes on
                 self.fail(str(item.src), strip_path(str(exc), str(item.src)))
+                self.progress(1)
                 continue
             if item.kind == "video":
-                self.videos.append((item, base))
+                vpaths = outputs.video_paths(base, opts.output.formats)
+                if opts.skip_existing:
+                    vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
+                if self.clobber_ok(item.src, vpaths):
+                    self.videos.append((item, base))
                 continue
             paths = outputs.image_paths(base, opts.output.formats)
             if opts.skip_existing:
@@ -67,7 +74,24 @@ class _Run(RunState):
                     self.progress(1)
                     continue
             src = item.src
+            if not self.clobber_ok(src, paths):
+                continue
             yield (src, paths), functools.partial(images.read_image, src, opts.max_pixels), src
+
+    def clobber_ok(self, src: Path, paths: dict[str, Path]) -> bool:
+        """Files in the way that are not our outputs of `src`: warned about, or refused."""
+        foreign = foreign_files(paths.values(), src, self.manifest)
+        if not foreign:
+            return True
+        names = ", ".join(str(p) for p in foreign)
+        if self.opts.no_clobber:
+            self.fail(str(src), f"not replacing {names}: not a depthcli output of this input "
+                                "(--no-clobber)")
+            self.progress(1)
+            return False
+        _logger.warning("%s: replacing %s, which is not a depthcli output of this input "
+                        "(--no-clobber refuses)", src, names)
+        return True
 
     def write(self, src: Path, paths: dict[str, Path], depth: object, image: object,
               extras: dict[str, object] | None = None) -> None:
@@ -77,7 +101,7 @@ class _Run(RunState):
             outputs.write_image_outputs(depth, image, paths, self.opts.output, src,  # type: ignore[arg-type]
                                         extras)
             self.summary.add_camera(str(src), extras)
-            self.summary.add_written(list(paths.values()))
+            self.written(list(paths.values()), src)
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
             if is_disk_full(exc):
                 self.disk_full(exc, src)
@@ -111,7 +135,7 @@ class _Run(RunState):
                     break
                 src, paths = cast("tuple[Path, dict[str, Path]]", res.key)  # image_jobs' key
                 if res.error is not None:
-                    _logger.info("failure on %s", src, exc_info=res.exc)  # traceback with -v
+                    _logger.debug("failure on %s", src, exc_info=res.exc)  # traceback: -vv
                     self.fail(str(src), strip_path(res.error, str(src)))
                     self.progress(1)
                     continue
@@ -153,6 +177,7 @@ def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, re
     finally:
         for path, reason in run.state.errors or []:
             run.fail(path, reason)
+        run.manifest.close()
         s = run.summary
         s.not_images = run.state.skipped_other
         s.models = models.used()

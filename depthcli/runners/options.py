@@ -28,6 +28,7 @@ class PredictOptions:
     batch_size: int = 1
     workers: int | None = None  # None: default_workers(device)
     skip_existing: bool = False
+    no_clobber: bool = False  # refuse to replace files that are not our outputs of the input
     max_pixels: int = DEFAULT_MAX_PIXELS
     video_norm: str = "clip"  # clip | frame | LO,HI (see runners.video.parse_norm)
 
@@ -116,6 +117,7 @@ class Summary:
     failed: int = 0
     not_images: int = 0  # files inside folders that are neither images nor videos
     frames: int = 0
+    videos: int = 0  # of `written`, how many were videos (the rest are images)
     seconds: float = 0.0  # wall time of the whole command, model loading included
     load_seconds: float = 0.0  # of which loading models
     interrupted: bool = False
@@ -123,7 +125,7 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # with --list-outputs / -v
     # Depth Anything 3, per image: predicted camera / metric focal / sky fill (--json "images")
-    images: list[dict[str, object]] = field(default_factory=list)
+    cameras: list[dict[str, object]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fail(self, path: str, reason: str) -> None:
@@ -131,9 +133,11 @@ class Summary:
             self.failed += 1
             self.failures.append((path, reason))
 
-    def add_written(self, paths: list[Path] | None = None, n: int = 1) -> None:
+    def add_written(self, paths: list[Path] | None = None, n: int = 1,
+                    video: bool = False) -> None:
         with self._lock:
             self.written += n
+            self.videos += n if video else 0
             if paths:
                 self.outputs.extend(str(p) for p in paths)
 
@@ -147,7 +151,7 @@ class Summary:
             if extras.get(k) is not None:
                 row[k] = extras[k]
         with self._lock:
-            self.images.append(row)
+            self.cameras.append(row)
 
     def add_skipped(self, n: int = 1) -> None:
         with self._lock:
@@ -158,8 +162,13 @@ class Summary:
             self.frames += n
 
     @property
+    def images(self) -> int:
+        """Images written (videos are counted by their frames)."""
+        return self.written - self.videos
+
+    @property
     def rate(self) -> float:
-        return self.written / self.seconds if self.seconds > 0 else 0.0
+        return self.images / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def frame_rate(self) -> float:
@@ -170,12 +179,13 @@ class Summary:
                  f"not images {self.not_images}"]
         if self.frames:
             parts.append(f"video frames {self.frames}")
-        rates = f"{self.rate:.2f} img/s"
+        rates = [f"{self.rate:.2f} img/s"] if self.images else []
         if self.frames:
-            rates += f", {self.frame_rate:.2f} frames/s"
+            rates.append(f"{self.frame_rate:.2f} frames/s")
         models = ", ".join(f"{m} for {k}" for k, m in self.models.items())
         return (", ".join(parts) + f"; {self.seconds:.1f} s ({self.load_seconds:.1f} s loading "
-                f"the model), {rates}" + (f"; {models}" if models else "")
+                "the model)" + "".join(f", {r}" for r in rates)
+                + (f"; {models}" if models else "")
                 + (" (interrupted)" if self.interrupted else ""))
 
     def as_dict(self, settings: dict[str, object] | None = None,
@@ -183,9 +193,10 @@ class Summary:
         d = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         if not with_outputs:
             d.pop("outputs")
-        if not self.images:
-            d.pop("images")
-        d["img_per_s"] = round(self.rate, 4)  # written inputs (a video counts once) per second
+        cameras = d.pop("cameras")
+        if cameras:
+            d["images"] = cameras
+        d["img_per_s"] = round(self.rate, 4)  # images written per second (videos: frames_per_s)
         d["frames_per_s"] = round(self.frame_rate, 4)
         d["seconds"] = round(self.seconds, 3)
         d["load_seconds"] = round(self.load_seconds, 3)

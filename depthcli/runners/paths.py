@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import UnsafeOutputError
 from ..io import confine, images
 from ..io.images import InputItem
+from ..io.manifest import Manifest
 
 
 class OutputMapper:
@@ -73,6 +76,16 @@ def overlaps(out_dir: Path, args: tuple[str, ...]) -> bool:
     except OSError:
         return False
     return False
+
+
+def foreign_files(paths: Iterable[Path], src: Path, journal: Manifest) -> list[Path]:
+    """Existing files at `paths` that are not depthcli's recorded outputs of `src`.
+
+    Such a file (a user's own `out/x.png`, an output of another input, or an output of a run
+    from before the journal) is named in a warning before it is replaced, or, with
+    `--no-clobber`, not replaced at all.
+    """
+    return [p for p in paths if os.path.lexists(p) and not journal.is_output_of(p, src)]
 
 
 def output_exists(path: Path) -> bool:

@@ -38,6 +38,7 @@ from ..errors import DepthCliError
 from ..io import images
 from ..io.atomic import remove_stale_temps
 from ..io.images import Discovery
+from ..io.manifest import OutputFolders
 from .options import PredictOptions, Summary
 from .paths import OutputMapper, output_exists, overlaps
 from .ray_stages import (
@@ -164,7 +165,7 @@ class _Feed:
 
     def __init__(self, opts: PredictOptions, tally: _Tally, ropts: RayOptions) -> None:
         self.opts, self.tally, self.ropts = opts, tally, ropts
-        self.state = Discovery()
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir))  # never its own -o
         self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..io.atomic import as_disk_full
+from ..io.manifest import Manifest
 from .options import Summary
 
 Report = Callable[[str], None]
@@ -20,12 +21,14 @@ Progress = Callable[[int], None]
 class RunState:
     """What every input of a run reports into: counts, failures, progress, the stop signal."""
 
-    def __init__(self, report: Report, progress: Progress | None) -> None:
+    def __init__(self, report: Report, progress: Progress | None,
+                 journal: Manifest | None = None) -> None:
         self.report = report  # one line each: the error lines (and the image run's others)
         self.progress: Progress = progress or (lambda n: None)
         self.summary = Summary()
         self.full = threading.Event()  # disk full / over quota: the run stops, one error line
         self._lock = threading.Lock()
+        self.journal = journal  # what depthcli wrote in -o (io.manifest); None: not kept
 
     def fail(self, path: str, reason: str) -> None:
         """`path` failed: counted once, and its `error: PATH: reason` line."""
@@ -49,9 +52,12 @@ class RunState:
         """An input whose outputs all exist (--skip-existing)."""
         self.summary.add_skipped()
 
-    def written(self, paths: list[Path] | None = None) -> None:
-        """An input written (`paths`: its files, for --list-outputs)."""
-        self.summary.add_written(paths)
+    def written(self, paths: list[Path] | None = None, src: Path | None = None,
+                video: bool = False) -> None:
+        """An input written (`paths`: its files, for --list-outputs and the journal)."""
+        if self.journal is not None and paths and src is not None:
+            self.journal.add(paths, src)
+        self.summary.add_written(paths, video=video)
 
     def frames(self, n: int) -> None:
         """`n` more video frames processed."""

@@ -144,7 +144,7 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
     except Exception as exc:  # a damaged file must cost one line, not the run
         if is_disk_full(exc):
             raise as_disk_full(exc, item.src) from exc
-        _logger.info("unexpected failure on %s", item.src, exc_info=True)
+        _logger.debug("unexpected failure on %s", item.src, exc_info=True)  # -vv
         run.fail(str(item.src), f"cannot process video ({type(exc).__name__}: {exc})")
         return
     finally:
@@ -154,7 +154,7 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
         return
     run.frames(rep.frames)
     if rep.written:
-        run.written(rep.paths)
+        run.written(rep.paths, item.src, video=True)
     for i, reason in enumerate(rep.errors):
         if i == 0:  # one failed input, however many lines describe it
             run.fail(str(item.src), reason)

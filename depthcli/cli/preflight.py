@@ -78,6 +78,11 @@ def check_weights_file(weights: Path | None) -> None:
 
     if not weights.exists():
         raise click.BadParameter(f"{weights}: weights file not found", param_hint="--weights")
+    if weights.is_dir():  # a Depth Anything 3 folder: model.safetensors beside its config.json
+        if not (weights / "model.safetensors").is_file():
+            raise click.BadParameter(f"{weights}: a folder without model.safetensors; --weights "
+                                     f"takes {ACCEPTED}", param_hint="--weights")
+        weights = weights / "model.safetensors"
     if not weights.is_file():
         raise click.BadParameter(f"{weights}: not a file", param_hint="--weights")
     try:

@@ -70,12 +70,21 @@ def files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
+def journal(path: Path) -> dict[str, str]:
+    """An output journal's records (io.manifest): lines come in completion order."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["o"]: r["s"] for r in rows if "o" in r}
+
+
 def same_outputs(a: Path, b: Path) -> None:
-    """Same names; npy within 1e-5 of the range; every other file byte for byte."""
+    """Same names; npy within 1e-5 of the range; the same journal records; every other file
+    byte for byte."""
     assert files(a) == files(b), (sorted(files(a) ^ files(b)))
     assert not [f for f in files(a) if f.endswith(".tmp")]
     for rel in sorted(files(a)):
-        if rel.endswith(".npy"):
+        if rel.endswith(".depthcli-outputs"):
+            assert journal(a / rel) == journal(b / rel), rel
+        elif rel.endswith(".npy"):
             x, y = np.load(a / rel), np.load(b / rel)
             assert x.shape == y.shape, rel
             assert np.abs(x - y).max() <= 1e-5 * max(float(x.max() - x.min()), 1e-12), rel

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from . import confine
 
 _logger = logging.getLogger(__name__)

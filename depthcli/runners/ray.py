@@ -38,7 +38,7 @@ from ..errors import DepthCliError
 from ..io import images
 from ..io.atomic import remove_stale_temps
 from ..io.images import Discovery
-from ..io.manifest import OutputFolders
+from ..io.manifest import Manifest, OutputFolders
 from .options import PredictOptions, Summary
 from .paths import OutputMapper, output_exists, overlaps
 from .ray_stages import (
@@ -165,7 +165,7 @@ class _Feed:
 
     def __init__(self, opts: PredictOptions, tally: _Tally, ropts: RayOptions) -> None:
         self.opts, self.tally, self.ropts = opts, tally, ropts
-        self.state = Discovery(exclude=OutputFolders(opts.out_dir))  # never its own -o
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir, tally.journal))  # not -o
         self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
@@ -185,6 +185,11 @@ class _Feed:
                 continue
             row = {"idx": idx, "src": str(item.src), "kind": item.kind, "base": str(base),
                    "paths": "{}"}
+            if item.kind == "video":  # what the actor's predict_video will write, as locally
+                vpaths = outputs.video_paths(base, [f for f in fmt if outputs.FORMATS[f].video])
+                if self.opts.skip_existing:
+                    vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
+                self.tally.planned[idx] = list(vpaths.values())
             if item.kind == "image":
                 paths = outputs.image_paths(base, fmt)
                 if self.opts.skip_existing:
@@ -193,6 +198,7 @@ class _Feed:
                         self.tally.skipped()
                         continue
                 row["paths"] = json.dumps({f: str(p) for f, p in paths.items()})
+                self.tally.planned[idx] = list(paths.values())
             yield row
 
     def _run(self) -> None:
@@ -238,10 +244,19 @@ class _Tally:
     """Turns result rows into the local engine's summary counts and error lines."""
 
     def __init__(self, summary: Summary, report: Callable[[str], None],
-                 progress: Callable[[int], None] | None) -> None:
+                 progress: Callable[[int], None] | None, journal: Manifest) -> None:
         self.summary, self.report, self.progress = summary, report, progress
         self.lock = threading.Lock()
         self.kinds: set[str] = set()  # "images" / "videos" processed
+        # The output journal (io.manifest), kept on the driver as the local run keeps it:
+        # each input's planned output files, recorded when its row comes back written.
+        self.journal = journal
+        self.planned: dict[int, list[Path]] = {}
+
+    def _record(self, row: dict[str, Any]) -> None:
+        paths = self.planned.pop(int(row["idx"]), None)
+        if paths:
+            self.journal.add(paths, str(row["src"]))
 
     def skipped(self) -> None:
         with self.lock:
@@ -257,9 +272,12 @@ class _Tally:
         src, status, error = str(row["src"]), str(row["status"]), str(row["error"])
         self.kinds.add(f"{row['kind']}s")
         if row["kind"] == "video":
+            if status == "written":
+                self._record(row)
             self._video(src, status, error, int(row["frames"]), json.loads(str(row["verrors"])))
             return
         if status == "written":
+            self._record(row)
             with self.lock:
                 self.summary.written += 1
             if row.get("camera"):  # Depth Anything 3: camera / focal / sky fill for --json
@@ -351,7 +369,8 @@ def run_predict_ray(
     if stale:
         _logger.info("removed %d temporary files left by an interrupted run", stale)
     summary = Summary()
-    tally = _Tally(summary, report, progress)
+    journal = Manifest(opts.out_dir)
+    tally = _Tally(summary, report, progress, journal)
     feed = _Feed(opts, tally, ropts)
     try:
         with connected(ropts.address):
@@ -372,6 +391,7 @@ def run_predict_ray(
         summary.interrupted = True
     finally:
         feed.stop.set()
+        journal.close()
         remove_stale_temps(opts.out_dir)  # temporaries of killed workers (all ours are done)
         for path, reason in feed.state.errors or []:
             tally.fail(path, reason)

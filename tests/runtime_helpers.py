@@ -26,7 +26,10 @@ def memo_onnx_export(real: Callable) -> Callable:
         if not hasattr(model, "spec"):
             return real(model, args, *a, **kw)
         dims = kw.get("dynamic_shapes")
-        key = (model.spec.name, model.max_depth, state_dict_digest(model),
+        spec = model.spec  # the network, not the name: V1 and V2 share their graph
+        key = (type(model).__name__, spec.encoder.name, spec.layers, spec.features,
+               spec.out_channels, spec.output, spec.da3, getattr(model, "max_depth", None),
+               state_dict_digest(model),
                tuple(args[0].shape), kw.get("opset_version"), repr(dims))
         if key not in _EXPORTS:
             _EXPORTS[key] = real(model, args, *a, **kw)

@@ -89,7 +89,7 @@ class DepthEstimator:
                             f"not {type(model).__name__}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.spec: ModelSpec = model.spec  # type: ignore[assignment]
+        self.spec: ModelSpec = model.spec
         if output_size not in ("input", "network"):
             raise ValueError(f"output size {output_size!r}: use 'input' or 'network'")
         self.output_size = output_size

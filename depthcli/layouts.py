@@ -168,7 +168,7 @@ def official_name(key: str, swiglu: bool = False, video: bool = False) -> str:
 
 
 def is_swiglu(model: torch.nn.Module) -> bool:
-    return model.spec.encoder.name == "vitg"  # type: ignore[union-attr]
+    return model.spec.encoder.name == "vitg"
 
 
 def da3_official_name(key: str, swiglu: bool = False) -> str:

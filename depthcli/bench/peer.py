@@ -36,7 +36,7 @@ def build_peer(spec: ModelSpec, official_sd: dict[str, torch.Tensor], max_depth:
     backbone = Dinov2Config(
         image_size=518, patch_size=14, hidden_size=enc.embed_dim, num_hidden_layers=enc.depth,
         num_attention_heads=enc.num_heads, mlp_ratio=4, layerscale_value=1.0,
-        out_indices=[i + 1 for i in spec.layers],  # type: ignore[call-arg]  # a BackboneConfig kwarg
+        out_indices=[i + 1 for i in spec.layers],  # a BackboneConfig kwarg
         apply_layernorm=True,
         reshape_hidden_states=False, use_swiglu_ffn=enc.name == "vitg",
     )
@@ -46,7 +46,7 @@ def build_peer(spec: ModelSpec, official_sd: dict[str, torch.Tensor], max_depth:
         reassemble_factors=[4, 2, 1, 0.5], depth_estimation_type=spec.output,
     )
     if spec.output == "metric":  # its config field is typed int
-        cfg.max_depth = int(max_depth) if float(max_depth).is_integer() else max_depth  # type: ignore[assignment]
+        cfg.max_depth = int(max_depth) if float(max_depth).is_integer() else max_depth
     # Default attention, as from_pretrained gives it: SDPA in the Dinov2 backbone.
     model = DepthAnythingForDepthEstimation(cfg)
     sd = to_transformers(official_sd, set(model.state_dict()))

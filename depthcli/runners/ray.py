@@ -130,11 +130,11 @@ def connected(address: str | None) -> Iterator[None]:
     addr = address or os.environ.get("RAY_ADDRESS") or None
     quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
     if addr:
-        ray.init(address=addr, **quiet)  # type: ignore[arg-type]
+        ray.init(address=addr, **quiet)
     else:
         # "local": always a new instance. A bare ray.init() would join whatever `ray start`
         # cluster /tmp/ray/ray_current_cluster names (another user's, or a dead one: a hang).
-        ray.init(address="local", include_dashboard=False, **quiet)  # type: ignore[arg-type]
+        ray.init(address="local", include_dashboard=False, **quiet)
     try:
         yield
     finally:

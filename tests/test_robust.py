@@ -265,6 +265,24 @@ def test_native_stderr_never_splits_our_lines(level: str) -> None:
         assert "DEBUG: native: libpng error: simulated" in native
 
 
+def test_decoder_loggers_only_at_vv(capsys: pytest.CaptureFixture[str]) -> None:
+    """Pillow's anonymous decoder complaints (found by a fuzz corpus, seed 11: a TIFF header
+    with 65500 samples per pixel) are no line of their own below -vv."""
+    import logging
+
+    from depthcli.cli.common import setup_logging
+
+    pil = logging.getLogger("PIL.TiffImagePlugin")
+    setup_logging(0, False)
+    pil.error("More samples per pixel than can be decoded: %s", 65500)
+    logging.getLogger("depthcli.test").warning("ours")
+    assert capsys.readouterr().err == "WARNING: ours\n"
+    setup_logging(2, False)
+    pil.error("More samples per pixel than can be decoded: %s", 65500)
+    assert "More samples per pixel" in capsys.readouterr().err
+    setup_logging(0, False)
+
+
 # --------------------------------------------------------------------------- video limits
 
 def test_video_frame_size_refused_from_header(tmp_path: Path, small_ckpt: Path) -> None:

@@ -35,6 +35,10 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         level = logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr,
                         force=True)
+    # Pillow's decoders log their own complaints (e.g. `More samples per pixel than can be
+    # decoded` for a damaged TIFF) naming no file; the input's one `error: PATH: reason` line
+    # says it. Shown with -vv, like the C libraries' lines (native_stderr).
+    logging.getLogger("PIL").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def silence_opencv() -> None:

@@ -25,9 +25,11 @@ def official_keys(model_name: str) -> list[tuple[str, list[int]]]:
     """The official checkpoint's (key, shape) list for a registry model (depthcli.layouts)."""
     from depthcli.layouts import official_keys as keys_of
     from depthcli.models import DepthAnything, get_spec
+    from depthcli.models.video_depth_anything import VideoDepthAnything
 
+    spec = get_spec(model_name)
     with torch.device("meta"):  # names and shapes only: no storage, no random init
-        return keys_of(DepthAnything(get_spec(model_name)))
+        return keys_of(VideoDepthAnything(spec) if spec.temporal else DepthAnything(spec))
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +70,19 @@ def make_checkpoint(path: Path, model_name: str = "da2-small", salt: str = "t") 
 def small_ckpt(ckpt_dir: Path) -> Path:
     """ViT-S official-layout checkpoint with random recipe weights (da2-small / da1-small / metric)."""
     return make_checkpoint(ckpt_dir / "vits.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(ckpt_dir: Path) -> Path:
+    """`da2-tiny-test` (4-block ViT, narrow head) official-layout checkpoint: for tests of
+    plumbing (files, names, exit codes, engines), where ViT-S would only cost time."""
+    return make_checkpoint(ckpt_dir / "vitt.pth", "da2-tiny-test")
+
+
+@pytest.fixture(scope="session")
+def tiny_vda_ckpt(ckpt_dir: Path) -> Path:
+    """`vda-tiny-test`: Video Depth Anything's code path (temporal modules) at toy cost."""
+    return make_checkpoint(ckpt_dir / "vitt_vda.pth", "vda-tiny-test")
 
 
 @pytest.fixture(scope="session")

@@ -102,7 +102,8 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, h0: int, w0: int) -> torch.Te
 class DinoV2Encoder(nn.Module):
     """timm `vit_*_patch14_dinov2` (random init) + official pos-embed rule + intermediate taps."""
 
-    def __init__(self, timm_name: str, layers: Sequence[int], img_size: int = 518) -> None:
+    def __init__(self, timm_name: str, layers: Sequence[int], img_size: int = 518,
+                 **timm_kwargs: int) -> None:
         super().__init__()
         # init_values must be set so LayerScale (ls1/ls2) exists; the checkpoint overwrites it.
         # Any: timm's VisionTransformer, whose submodules nn.Module types as Tensor | Module
@@ -113,6 +114,7 @@ class DinoV2Encoder(nn.Module):
             num_classes=0,
             dynamic_img_size=True,
             init_values=1.0,
+            **timm_kwargs,
         )
         self.layers = tuple(int(i) for i in layers)
         self._last = max(self.layers)

@@ -20,11 +20,19 @@ Quantity = Literal["inverse", "depth"]
 class EncoderSpec:
     """A DINOv2 ViT/14 encoder as timm names it."""
 
-    name: Literal["vits", "vitb", "vitl", "vitg"]
+    name: Literal["vits", "vitb", "vitl", "vitg", "vitt"]
     timm_name: str
     embed_dim: int
     depth: int
     num_heads: int
+    custom: bool = False  # not timm's own size: embed_dim, depth and num_heads override it
+
+    @property
+    def timm_kwargs(self) -> dict[str, int]:
+        """What `timm.create_model(timm_name, ...)` needs beyond the name to build this size."""
+        if not self.custom:
+            return {}
+        return {"embed_dim": self.embed_dim, "depth": self.depth, "num_heads": self.num_heads}
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,8 @@ class ModelSpec:
 
     @property
     def size(self) -> str:
-        return {"vits": "small", "vitb": "base", "vitl": "large", "vitg": "giant"}[self.encoder.name]
+        return {"vits": "small", "vitb": "base", "vitl": "large", "vitg": "giant",
+                "vitt": "tiny"}[self.encoder.name]
 
     @property
     def kind(self) -> str:
@@ -107,6 +116,8 @@ ENCODERS: dict[str, EncoderSpec] = {
     "vitl": EncoderSpec("vitl", "vit_large_patch14_dinov2", 1024, 24, 16),
     "vitg": EncoderSpec("vitg", "vit_giant_patch14_dinov2", 1536, 40, 24),
 }
+# Not a published size: a 4-block, 64-wide ViT/14 for tests that check plumbing, not numbers.
+TINY_ENCODER = EncoderSpec("vitt", "vit_small_patch14_dinov2", 64, 4, 2, custom=True)
 
 _HEAD = {  # features, out_channels, V2 taps, params (M) of the V2 model
     "vits": (64, (48, 96, 192, 384), (2, 5, 8, 11), 24.8),
@@ -232,7 +243,24 @@ def _da3_specs() -> dict[str, ModelSpec]:
     return specs
 
 
-MODEL_SPECS: dict[str, ModelSpec] = {**_build(), **_da3_specs()}
+def _test_specs() -> dict[str, ModelSpec]:
+    """Unlisted tiny configurations (a 4-block ViT, a 32-wide head; ~0.3 M values): the real
+    code paths of V2 and Video Depth Anything at a cost that suits plumbing tests."""
+    tiny = {"encoder": TINY_ENCODER, "layers": (0, 1, 2, 3), "features": 32,
+            "out_channels": (16, 32, 64, 64), "hub_repo": "", "hf_repo": "",
+            "licence": "test configuration", "listed": False}
+    return {
+        "da2-tiny-test": ModelSpec(name="da2-tiny-test", family="v2", output="relative",
+                                   hub_file="depth_anything_v2_vitt.pth", params_m=0.3,
+                                   dataset="test configuration", **tiny),  # type: ignore[arg-type]
+        "vda-tiny-test": ModelSpec(name="vda-tiny-test", family="v2", output="relative",
+                                   hub_file="video_depth_anything_vitt.pth", params_m=0.4,
+                                   dataset="test configuration", temporal=True,
+                                   **tiny),  # type: ignore[arg-type]
+    }
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {**_build(), **_da3_specs(), **_test_specs()}
 DEFAULT_MODEL = "da2-small"
 DEFAULT_VIDEO_MODEL = "vda-small"
 

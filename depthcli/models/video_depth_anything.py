@@ -73,7 +73,7 @@ class VideoDepthAnything(nn.Module):
         self.spec = spec
         self.metric = spec.output == "metric"
         self.max_depth = 1.0
-        self.encoder = DinoV2Encoder(spec.encoder.timm_name, spec.layers)
+        self.encoder = DinoV2Encoder(spec.encoder.timm_name, spec.layers, **spec.encoder.timm_kwargs)
         self.head = TemporalDPTHead(spec.encoder.embed_dim, spec.features, spec.out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

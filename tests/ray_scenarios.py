@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, write_image
 from depthcli.cli import main
 
-COMMON = ["--model", "da2-small", "--input-size", "56", "--device", "cpu", "--threads", "1",
+COMMON = ["--model", "da2-tiny-test", "--input-size", "56", "--device", "cpu", "--threads", "1",
           "-f", "npy,color", "--json", "-q"]
 
 

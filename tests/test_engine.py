@@ -13,8 +13,8 @@ from depthcli.engine import DepthEstimator
 
 
 @pytest.fixture(scope="module")
-def est(small_ckpt) -> DepthEstimator:
-    return DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=42)
+def est(tiny_ckpt) -> DepthEstimator:
+    return DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=42)
 
 
 def test_resolve_device_and_precision() -> None:
@@ -27,8 +27,8 @@ def test_resolve_device_and_precision() -> None:
     assert resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
 
 
-def test_non_finite_half_batch_is_redone_in_fp32(small_ckpt, caplog) -> None:
-    e = DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu",
+def test_non_finite_half_batch_is_redone_in_fp32(tiny_ckpt, caplog) -> None:
+    e = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
                                  precision="bf16", input_size=42)
     x = np.random.default_rng(0).standard_normal((2, 3, 42, 56)).astype(np.float32)
     ref = DepthEstimator(e.model, device="cpu", precision="fp32", input_size=42).forward_batch(x)

@@ -24,7 +24,7 @@ from depthcli.outputs import read_pfm
 
 
 def invoke(args: list[str], ckpt: Path, *extra: str):
-    base = ["predict", *args, "--model", "da2-small", "--weights", str(ckpt),
+    base = ["predict", *args, "--model", "da2-tiny-test", "--weights", str(ckpt),
             "--input-size", "70", "--device", "cpu", *extra]
     return CliRunner().invoke(main, base)
 
@@ -66,10 +66,10 @@ def messy(tmp_path: Path) -> tuple[Path, list[str], list[str]]:
     return root, good, bad
 
 
-def test_messy_folder(messy, small_ckpt, tmp_path) -> None:
+def test_messy_folder(messy, tiny_ckpt, tmp_path) -> None:
     root, good, bad = messy
     out = tmp_path / "out"
-    r = invoke([str(root), "-o", str(out), "--format", "npy", "--json", "-b", "3"], small_ckpt)
+    r = invoke([str(root), "-o", str(out), "--format", "npy", "--json", "-b", "3"], tiny_ckpt)
     assert r.exit_code == 1, r.stderr
     assert "Traceback" not in r.stderr
     summary = json.loads(r.stdout)
@@ -99,10 +99,10 @@ def test_messy_folder(messy, small_ckpt, tmp_path) -> None:
     assert "100000x100000" in huge_line
 
 
-def test_messy_folder_subprocess_exit_code(messy, small_ckpt, tmp_path) -> None:
+def test_messy_folder_subprocess_exit_code(messy, tiny_ckpt, tmp_path) -> None:
     root, good, bad = messy
     r = subprocess.run([sys.executable, "-m", "depthcli", "predict", str(root), "-o",
-                        str(tmp_path / "o"), "--model", "da2-small", "--weights", str(small_ckpt),
+                        str(tmp_path / "o"), "--model", "da2-tiny-test", "--weights", str(tiny_ckpt),
                         "--input-size", "70", "--format", "npy", "-b", "4"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr
@@ -110,19 +110,19 @@ def test_messy_folder_subprocess_exit_code(messy, small_ckpt, tmp_path) -> None:
     assert len([ln for ln in r.stderr.splitlines() if ln.startswith("error:")]) == len(bad)
 
 
-def test_batched_equals_unbatched(tmp_path, small_ckpt) -> None:
+def test_batched_equals_unbatched(tmp_path, tiny_ckpt) -> None:
     root = tmp_path / "in"
     for i in range(7):  # two shapes after preprocessing, several per bucket
         write_image(root / f"im{i}.png", 40 if i % 2 else 60, 60 if i % 2 else 40, seed=i)
-    r1 = invoke([str(root), "-o", str(tmp_path / "b1"), "--format", "npy", "-b", "1"], small_ckpt)
-    r4 = invoke([str(root), "-o", str(tmp_path / "b4"), "--format", "npy", "-b", "4"], small_ckpt)
+    r1 = invoke([str(root), "-o", str(tmp_path / "b1"), "--format", "npy", "-b", "1"], tiny_ckpt)
+    r4 = invoke([str(root), "-o", str(tmp_path / "b4"), "--format", "npy", "-b", "4"], tiny_ckpt)
     assert r1.exit_code == 0 and r4.exit_code == 0
     for i in range(7):
         a, b = np.load(tmp_path / "b1" / f"im{i}.npy"), np.load(tmp_path / "b4" / f"im{i}.npy")
         assert np.abs(a - b).max() <= 1e-5 * (a.max() - a.min())
 
 
-def test_list_file_and_glob(tmp_path, small_ckpt) -> None:
+def test_list_file_and_glob(tmp_path, tiny_ckpt) -> None:
     root = tmp_path / "data"
     write_image(root / "p" / "one.jpg", 30, 40, seed=1)
     write_image(root / "q" / "two.png", 30, 40, seed=2)
@@ -131,7 +131,7 @@ def test_list_file_and_glob(tmp_path, small_ckpt) -> None:
     lst.write_text("# comment\n\np/one.jpg\n  q/two.png  \nmissing.jpg\n")
     out = tmp_path / "out"
     r = invoke([str(lst), str(root / "q" / "*.png"), "-o", str(out), "--format", "npy"],
-               small_ckpt)
+               tiny_ckpt)
     assert r.exit_code == 1  # missing.jpg
     assert "missing.jpg" in r.stderr and "no such file" in r.stderr
     assert (out / "p" / "one.npy").is_file() and (out / "q" / "two.npy").is_file()
@@ -140,11 +140,11 @@ def test_list_file_and_glob(tmp_path, small_ckpt) -> None:
     assert not (out / "two.npy").exists()
 
 
-def test_all_formats(tmp_path, small_ckpt) -> None:
+def test_all_formats(tmp_path, tiny_ckpt) -> None:
     img = write_image(tmp_path / "pic.png", 36, 52, seed=3)
     out = tmp_path / "out"
     r = invoke([str(img), "-o", str(out), "-f", "color,gray,png16", "-f", "npy", "-f", "pfm",
-                "-f", "exr,side"], small_ckpt)
+                "-f", "exr,side"], tiny_ckpt)
     assert r.exit_code == 0, r.stderr
     d = np.load(out / "pic.npy")
     assert np.allclose(read_pfm(out / "pic.pfm"), d)
@@ -166,24 +166,24 @@ def test_all_formats(tmp_path, small_ckpt) -> None:
     assert np.array_equal(side[:, :52], cv2.imread(str(img)))
 
 
-def test_single_png_format_name_and_cmap(tmp_path, small_ckpt) -> None:
+def test_single_png_format_name_and_cmap(tmp_path, tiny_ckpt) -> None:
     img = write_image(tmp_path / "pic.jpg", 30, 30)
     out = tmp_path / "o"
     r = invoke([str(img), "-o", str(out), "--cmap", "inferno", "--range", "p5,95", "--invert",
-                "--threads", "1"], small_ckpt)
+                "--threads", "1"], tiny_ckpt)
     assert r.exit_code == 0, r.stderr
     assert (out / "pic.png").is_file()
-    bad = invoke([str(img), "-o", str(out), "--cmap", "nope"], small_ckpt)
+    bad = invoke([str(img), "-o", str(out), "--cmap", "nope"], tiny_ckpt)
     assert bad.exit_code == 2
-    bad = invoke([str(img), "-o", str(out), "--format", "gif"], small_ckpt)
+    bad = invoke([str(img), "-o", str(out), "--format", "gif"], tiny_ckpt)
     assert bad.exit_code == 2 and "gif" in bad.stderr
 
 
-def test_inputs_never_overwritten(tmp_path, small_ckpt) -> None:
+def test_inputs_never_overwritten(tmp_path, tiny_ckpt) -> None:
     root = tmp_path / "in"
     img = write_image(root / "x.png", 30, 40)
     before = img.read_bytes()
-    r = invoke([str(root), "-o", str(root), "--format", "color"], small_ckpt)
+    r = invoke([str(root), "-o", str(root), "--format", "color"], tiny_ckpt)
     assert r.exit_code == 0, r.stderr
     assert img.read_bytes() == before
     assert (root / "x_depth.png").is_file()
@@ -191,21 +191,21 @@ def test_inputs_never_overwritten(tmp_path, small_ckpt) -> None:
     other = write_image(root / "y.jpg", 30, 40, seed=2)
     shadow = write_image(root / "y.png", 30, 40, seed=3)
     before2 = shadow.read_bytes()
-    r = invoke([str(other), "-o", str(root)], small_ckpt)
+    r = invoke([str(other), "-o", str(root)], tiny_ckpt)
     assert r.exit_code == 0 and shadow.read_bytes() == before2 and (root / "y_depth.png").is_file()
 
 
-def test_skip_existing_resumes(tmp_path, small_ckpt) -> None:
+def test_skip_existing_resumes(tmp_path, tiny_ckpt) -> None:
     root = tmp_path / "in"
     for i in range(4):
         write_image(root / f"i{i}.png", 30, 30, seed=i)
     out = tmp_path / "out"
-    r = invoke([str(root), "-o", str(out), "-f", "npy,color"], small_ckpt)
+    r = invoke([str(root), "-o", str(out), "-f", "npy,color"], tiny_ckpt)
     assert r.exit_code == 0
     (out / "i2.npy").unlink()
     mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.name != MARKER}
     r = invoke([str(root), "-o", str(out), "-f", "npy,color", "--skip-existing", "--json"],
-               small_ckpt)
+               tiny_ckpt)
     s = json.loads(r.stdout)
     assert r.exit_code == 0 and s["skipped"] == 3 and s["written"] == 1
     for p, m in mtimes.items():
@@ -234,7 +234,7 @@ def _folder_run(tmp_path: Path, ckpt: Path, n: int, *extra: str) -> tuple[Path, 
         write_image(root / f"f{i:02d}.png", 40, 40, seed=i)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "depthcli", "predict", str(root), "-o", str(out), "--model",
-           "da2-small", "--weights", str(ckpt), "--input-size", "70", *extra]
+           "da2-tiny-test", "--weights", str(ckpt), "--input-size", "70", *extra]
     return out, cmd
 
 
@@ -244,9 +244,9 @@ def _wait_for_outputs(out: Path, count: int) -> None:
         time.sleep(0.05)
 
 
-def test_sigkill_then_skip_existing_completes(tmp_path, small_ckpt) -> None:
+def test_sigkill_then_skip_existing_completes(tmp_path, tiny_ckpt) -> None:
     n = 60  # enough that the kill (at the third output) lands mid-run on any machine
-    out, cmd = _folder_run(tmp_path, small_ckpt, n, "-f", "npy,color", "-q")
+    out, cmd = _folder_run(tmp_path, tiny_ckpt, n, "-f", "npy,color", "-q")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_outputs(out, 3)
     proc.send_signal(signal.SIGKILL)
@@ -268,25 +268,26 @@ def test_sigkill_then_skip_existing_completes(tmp_path, small_ckpt) -> None:
         assert cv2.imread(str(out / f"f{i:02d}.png")).shape == (40, 40, 3)
 
 
-def test_usage_errors_exit_2(tmp_path, small_ckpt) -> None:
-    r = invoke(["x.png", "--batch-size", "0"], small_ckpt)
+def test_usage_errors_exit_2(tmp_path, tiny_ckpt) -> None:
+    r = invoke(["x.png", "--batch-size", "0"], tiny_ckpt)
     assert r.exit_code == 2
     r = CliRunner().invoke(main, ["predict"])
     assert r.exit_code == 2
 
 
-def test_extreme_aspect_ratio_is_refused_per_image(tmp_path, small_ckpt) -> None:
+def test_extreme_aspect_ratio_is_refused_per_image(tmp_path, tiny_ckpt) -> None:
     root = tmp_path / "in"
     write_image(root / "ok.png", 30, 30)
     write_image(root / "strip.png", 1, 400)
     r = CliRunner().invoke(main, ["predict", str(root), "-o", str(tmp_path / "o"), "--weights",
-                                  str(small_ckpt), "--device", "cpu", "-f", "npy"])
+                                  str(tiny_ckpt), "--model", "da2-tiny-test", "--device", "cpu",
+                                  "-f", "npy"])
     assert r.exit_code == 1 and "strip.png" in r.stderr and "aspect ratio" in r.stderr
     assert (tmp_path / "o" / "ok.npy").is_file()
 
 
-def test_ctrl_c_stops_cleanly(tmp_path, small_ckpt) -> None:
-    out, cmd = _folder_run(tmp_path, small_ckpt, 30, "-f", "npy")
+def test_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt) -> None:
+    out, cmd = _folder_run(tmp_path, tiny_ckpt, 30, "-f", "npy")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     _wait_for_outputs(out, 2)

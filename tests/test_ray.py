@@ -54,20 +54,20 @@ def scenario(name: str, work: Path, ckpt: Path, timeout: int = 240) -> str:
 
 
 @needs_netns
-def test_local_vs_ray_identical(tmp_path, small_ckpt) -> None:
+def test_local_vs_ray_identical(tmp_path, tiny_ckpt) -> None:
     """Sizes, subfolders, a bad file, a video: same files, lines, summary and exit code."""
-    assert "parity: ok" in scenario("parity", tmp_path, small_ckpt)
+    assert "parity: ok" in scenario("parity", tmp_path, tiny_ckpt)
 
 
 @needs_netns
-def test_two_node_cluster_and_skip_existing_across_engines(tmp_path, small_ckpt) -> None:
-    assert "cluster2: ok" in scenario("cluster2", tmp_path, small_ckpt)
+def test_two_node_cluster_and_skip_existing_across_engines(tmp_path, tiny_ckpt) -> None:
+    assert "cluster2: ok" in scenario("cluster2", tmp_path, tiny_ckpt)
 
 
 @needs_netns
-def test_killed_actor_through_ray_address(tmp_path, small_ckpt) -> None:
+def test_killed_actor_through_ray_address(tmp_path, tiny_ckpt) -> None:
     """`ray start` cluster reached through RAY_ADDRESS; the model actor SIGKILLed mid-run."""
-    out = scenario("killed_actor", tmp_path, small_ckpt)
+    out = scenario("killed_actor", tmp_path, tiny_ckpt)
     assert "killed_actor: ok" in out, out
 
 
@@ -91,7 +91,7 @@ def test_pool_sizing_leaves_cpus_for_tasks() -> None:
         plan_pool(EstimatorConfig("da2-small", device="cuda"), RayOptions(), [{"CPU": 4.0}])
 
 
-def test_stages_without_ray(tmp_path, small_ckpt) -> None:
+def test_stages_without_ray(tmp_path, tiny_ckpt) -> None:
     """read -> model -> write as plain functions equal the local engine's outputs."""
     from depthcli.io.images import read_image
     from depthcli.outputs import OutputOptions
@@ -107,7 +107,7 @@ def test_stages_without_ray(tmp_path, small_ckpt) -> None:
     srcs = [write_image(tmp_path / f"i{k}.png", 30 + 9 * k, 44, seed=k) for k in range(3)]
     (tmp_path / "bad.png").write_bytes(b"nope")
     srcs.append(tmp_path / "bad.png")
-    cfg = EstimatorConfig("da2-small", str(small_ckpt), device="cpu", input_size=56)
+    cfg = EstimatorConfig("da2-tiny-test", str(tiny_ckpt), device="cpu", input_size=56)
     opts = PredictOptions(inputs=(), out_dir=tmp_path / "o", output=OutputOptions(("npy",)),
                           batch_size=2)
     paths = [json.dumps({"npy": str(tmp_path / "o" / f"{p.stem}.npy")}) for p in srcs]
@@ -125,13 +125,13 @@ def test_stages_without_ray(tmp_path, small_ckpt) -> None:
         assert np.abs(ref - got).max() <= 1e-5 * (ref.max() - ref.min())
 
 
-def test_depth_predictor_callable(small_ckpt, tmp_path) -> None:
+def test_depth_predictor_callable(tiny_ckpt, tmp_path) -> None:
     """The map_batches class on plain numpy batches: RGB arrays and encoded bytes."""
     import cv2
 
     from depthcli import DepthPredictor
 
-    pred = DepthPredictor("da2-small", weights=small_ckpt, input_size=56, device="cpu")
+    pred = DepthPredictor("da2-tiny-test", weights=tiny_ckpt, input_size=56, device="cpu")
     bgr = cv2.imread(str(write_image(tmp_path / "a.png", 40, 50)))
     rgb = bgr[..., ::-1]
     out = pred({"image": np.stack([rgb, rgb])})

@@ -27,7 +27,7 @@ from depthcli.io import confine
 from depthcli.io.atomic import remove_stale_temps
 from depthcli.io.manifest import MARKER  # the output journal (issue 21)
 
-FAST = ("--model", "da2-small", "--input-size", "28", "--device", "cpu", "--threads", "1")
+FAST = ("--model", "da2-tiny-test", "--input-size", "28", "--device", "cpu", "--threads", "1")
 
 
 def invoke(args: list[str], ckpt: Path, *extra: str):
@@ -84,7 +84,7 @@ def test_safe_rel_mapping() -> None:
         assert not out.is_absolute() and ".." not in out.parts
 
 
-def test_outputs_confined(tmp_path: Path, small_ckpt: Path) -> None:
+def test_outputs_confined(tmp_path: Path, tiny_ckpt: Path) -> None:
     """Lists, globs and links that point outside -o, next to files that must survive."""
     w = tmp_path / "w"
     photos = w / "photos"
@@ -111,7 +111,7 @@ def test_outputs_confined(tmp_path: Path, small_ckpt: Path) -> None:
     before = snapshot(w, skip=out)
 
     r = invoke([str(lists / "l.txt"), glob, str(folder), str(w / "in2"), "-o", str(out),
-                "-f", "color,npy", "--json"], small_ckpt)
+                "-f", "color,npy", "--json"], tiny_ckpt)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.exit_code == 1, r.stderr  # in2/evil/v.jpg is refused, the rest written
     assert snapshot(w, skip=out) == before  # nothing outside -o changed
@@ -126,13 +126,13 @@ def test_outputs_confined(tmp_path: Path, small_ckpt: Path) -> None:
     assert written == {f"{s}{ext}" for s in stems for ext in (".png", ".npy")}
     # a rerun overwrites its own outputs at the same paths, and still nothing else
     r2 = invoke([str(lists / "l.txt"), glob, str(folder), str(w / "in2"), "-o", str(out),
-                 "-f", "color,npy"], small_ckpt)
+                 "-f", "color,npy"], tiny_ckpt)
     assert r2.exit_code == 1
     assert {str(p.relative_to(out)) for p in files_inside(out) if p.name != MARKER} == written
     assert snapshot(w, skip=out) == before
 
 
-def test_duplicates_processed_once(tmp_path: Path, small_ckpt: Path) -> None:
+def test_duplicates_processed_once(tmp_path: Path, tiny_ckpt: Path) -> None:
     d = tmp_path / "d"
     write_image(d / "x.jpg", 20, 24, seed=1)
     write_image(d / "y.jpg", 20, 24, seed=2)
@@ -142,7 +142,7 @@ def test_duplicates_processed_once(tmp_path: Path, small_ckpt: Path) -> None:
     x = str(d / "x.jpg")
     args = [x, x, str(d / "." / "x.jpg"), str(d), str(lst), str(d / "*.jpg"),
             str(tmp_path / "alias.jpg"), "-o", str(tmp_path / "out"), "-f", "npy", "--json"]
-    r = invoke(args, small_ckpt)
+    r = invoke(args, tiny_ckpt)
     summary = json.loads(r.stdout)
     assert summary["written"] == 2, r.stderr
     assert summary["failed"] == 1 and r.stderr.count("missing.jpg") == 1, r.stderr
@@ -166,12 +166,12 @@ def tiny_fs(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_disk_full_stops_once_and_resumes(tmp_path: Path, tiny_fs: Path, small_ckpt: Path) -> None:
+def test_disk_full_stops_once_and_resumes(tmp_path: Path, tiny_fs: Path, tiny_ckpt: Path) -> None:
     src = tmp_path / "src"
     for i in range(16):
         write_image(src / f"im{i:02d}.png", 96, 96, seed=i)  # npy: 36 kB each
     out = tiny_fs / "out"
-    r = invoke([str(src), "-o", str(out), "-f", "npy", "-b", "2", "--workers", "2"], small_ckpt)
+    r = invoke([str(src), "-o", str(out), "-f", "npy", "-b", "2", "--workers", "2"], tiny_ckpt)
     assert r.exit_code == 1, r.stderr
     assert "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
@@ -184,18 +184,18 @@ def test_disk_full_stops_once_and_resumes(tmp_path: Path, tiny_fs: Path, small_c
         assert np.load(p).shape == (96, 96)  # finished outputs are complete
     stamps = {p.name: p.stat().st_mtime_ns for p in done}
     subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_fs)], check=True)
-    r2 = invoke([str(src), "-o", str(out), "-f", "npy", "--skip-existing", "--json"], small_ckpt)
+    r2 = invoke([str(src), "-o", str(out), "-f", "npy", "--skip-existing", "--json"], tiny_ckpt)
     assert r2.exit_code == 0, r2.stderr
     assert len([p for p in out.iterdir() if p.name != MARKER]) == 16
     assert all(p.stat().st_mtime_ns == stamps[p.name] for p in out.iterdir() if p.name in stamps)
 
 
-def test_disk_full_on_video(tmp_path: Path, tiny_fs: Path, small_ckpt: Path) -> None:
+def test_disk_full_on_video(tmp_path: Path, tiny_fs: Path, tiny_ckpt: Path) -> None:
     from test_video import make_video
 
     clip = make_video(tmp_path / "clip.mp4", n=40, w=96, h=64)
     out = tiny_fs / "out"
-    r = invoke([str(clip), "-o", str(out), "-f", "npy,color"], small_ckpt)
+    r = invoke([str(clip), "-o", str(out), "-f", "npy,color"], tiny_ckpt)
     assert r.exit_code == 1, r.stderr
     assert "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
@@ -205,15 +205,15 @@ def test_disk_full_on_video(tmp_path: Path, tiny_fs: Path, small_ckpt: Path) -> 
 
 # ---------------------------------------------------------------------------------- fuzz
 
-def test_fuzz_small_corpus(tmp_path: Path, small_ckpt: Path) -> None:
+def test_fuzz_small_corpus(tmp_path: Path, tiny_ckpt: Path) -> None:
     from depthcli.devtools import fuzz
 
     samples = fuzz.build_corpus(tmp_path / "corpus", 60, 8, seed=3)
     again = fuzz.build_corpus(tmp_path / "corpus2", 60, 8, seed=3)
     assert [s.path.read_bytes() for s in samples] == [s.path.read_bytes() for s in again]
     shutil.rmtree(tmp_path / "corpus2")
-    res = fuzz.check_run(samples, tmp_path / "corpus", tmp_path / "out", small_ckpt,
-                         timeout=300, bisect=False)
+    res = fuzz.check_run(samples, tmp_path / "corpus", tmp_path / "out", tiny_ckpt,
+                         timeout=300, bisect=False, model="da2-tiny-test")
     print(json.dumps(res.as_dict()))
     assert res.ok, res.problems
     assert res.written >= 8 and res.named_failures >= 10
@@ -285,7 +285,7 @@ def test_decoder_loggers_only_at_vv(capsys: pytest.CaptureFixture[str]) -> None:
 
 # --------------------------------------------------------------------------- video limits
 
-def test_video_frame_size_refused_from_header(tmp_path: Path, small_ckpt: Path) -> None:
+def test_video_frame_size_refused_from_header(tmp_path: Path, tiny_ckpt: Path) -> None:
     from test_video import make_video
 
     from depthcli.errors import InputError
@@ -294,7 +294,7 @@ def test_video_frame_size_refused_from_header(tmp_path: Path, small_ckpt: Path) 
     clip = make_video(tmp_path / "big.mp4", n=3, w=64, h=48)
     with pytest.raises(InputError, match="over the limit of 1000"):
         vio.probe(clip, max_pixels=1000)
-    r = invoke([str(clip), "-o", str(tmp_path / "out"), "--max-pixels", "1000"], small_ckpt)
+    r = invoke([str(clip), "-o", str(tmp_path / "out"), "--max-pixels", "1000"], tiny_ckpt)
     assert r.exit_code == 1 and "64x48 pixels, over the limit" in r.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -317,13 +317,13 @@ def test_clip_stats_bounded_for_millions_of_frames(monkeypatch: pytest.MonkeyPat
 
 # ------------------------------------------------------------------------ concurrent runs
 
-def test_two_processes_same_output(tmp_path: Path, small_ckpt: Path) -> None:
+def test_two_processes_same_output(tmp_path: Path, tiny_ckpt: Path) -> None:
     src = tmp_path / "src"
     for i in range(10):
         write_image(src / f"im{i}.jpg", 40 + i, 48, seed=i)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "depthcli", "predict", str(src), "-o", str(out),
-           "--weights", str(small_ckpt), *FAST, "-f", "color,npy", "-q"]
+           "--weights", str(tiny_ckpt), *FAST, "-f", "color,npy", "-q"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
@@ -394,7 +394,7 @@ def test_no_network_answers_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert [ln for ln in p.stderr.splitlines() if ln.strip()] == lines
 
 
-def test_ctrl_c_while_loading_exits_130(tmp_path: Path, small_ckpt: Path,
+def test_ctrl_c_while_loading_exits_130(tmp_path: Path, tiny_ckpt: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from depthcli.engine import DepthEstimator
 
@@ -403,6 +403,6 @@ def test_ctrl_c_while_loading_exits_130(tmp_path: Path, small_ckpt: Path,
 
     monkeypatch.setattr(DepthEstimator, "from_name", interrupted)
     img = write_image(tmp_path / "x.jpg", 20, 24)
-    r = invoke([str(img), "-o", str(tmp_path / "out")], small_ckpt)
+    r = invoke([str(img), "-o", str(tmp_path / "out")], tiny_ckpt)
     assert r.exit_code == 130
     assert "Traceback" not in r.stderr and "Aborted" not in r.output

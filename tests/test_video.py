@@ -102,7 +102,7 @@ def audio_packets(path: Path) -> int:
 
 
 def run_cli(inputs: list[Path], out: Path, ckpt: Path, *extra: str):
-    args = ["predict", *map(str, inputs), "-o", str(out), "--model", "da2-small",
+    args = ["predict", *map(str, inputs), "-o", str(out), "--model", "da2-tiny-test",
             "--weights", str(ckpt), "--input-size", "70", "--device", "cpu", "-q", *extra]
     return CliRunner().invoke(main, args)
 
@@ -143,9 +143,9 @@ def _truncated(d: Path, tex: np.ndarray) -> Path:
 
 # --------------------------------------------------------------------------------- tests
 
-def test_depth_video_keeps_timing_size_audio_and_resumes(clips, small_ckpt, tmp_path):
+def test_depth_video_keeps_timing_size_audio_and_resumes(clips, tiny_ckpt, tmp_path):
     out = tmp_path / "out"
-    res = run_cli([clips["ntsc"], clips["vfr"]], out, small_ckpt, "--json")
+    res = run_cli([clips["ntsc"], clips["vfr"]], out, tiny_ckpt, "--json")
     assert res.exit_code == 0, res.output + res.stderr
     summary = json.loads(res.stdout)
     assert summary["frames"] == 17 and summary["written"] == 2
@@ -164,7 +164,7 @@ def test_depth_video_keeps_timing_size_audio_and_resumes(clips, small_ckpt, tmp_
     assert not leftovers(out)
 
     mtime = (out / "ntsc.mp4").stat().st_mtime_ns
-    res = run_cli([clips["ntsc"], clips["vfr"]], out, small_ckpt, "--skip-existing", "--json")
+    res = run_cli([clips["ntsc"], clips["vfr"]], out, tiny_ckpt, "--skip-existing", "--json")
     assert res.exit_code == 0, res.output + res.stderr
     assert '"skipped": 2' in res.stdout
     assert (out / "ntsc.mp4").stat().st_mtime_ns == mtime
@@ -174,9 +174,9 @@ def _expected_gray(depth: np.ndarray, vrange: tuple[float, float]) -> np.ndarray
     return render.to_uint8(render.nearness(depth, vrange, near_is_large=True))
 
 
-def test_clip_wide_range_gray_and_npy_match_inference(clips, small_ckpt, tmp_path):
+def test_clip_wide_range_gray_and_npy_match_inference(clips, tiny_ckpt, tmp_path):
     out = tmp_path / "clip"
-    res = run_cli([clips["ramp"]], out, small_ckpt, "-f", "gray,npy")
+    res = run_cli([clips["ramp"]], out, tiny_ckpt, "-f", "gray,npy")
     assert res.exit_code == 0, res.output + res.stderr
     depth = np.load(out / "ramp.npy", mmap_mode="r")
     assert depth.shape == (8, 48, 64) and depth.dtype == np.float32
@@ -195,7 +195,7 @@ def test_clip_wide_range_gray_and_npy_match_inference(clips, small_ckpt, tmp_pat
     # npy = model output at the source size, as the image API computes it
     from depthcli.engine import DepthEstimator
 
-    est = DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=70)
+    est = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
     src = probe(clips["ramp"])["bgr"]
     tol = 1e-5 * (hi - lo)
     for i in (0, 7):
@@ -203,7 +203,7 @@ def test_clip_wide_range_gray_and_npy_match_inference(clips, small_ckpt, tmp_pat
 
     # --video-norm frame: every frame stretched over the whole scale
     out2 = tmp_path / "frame"
-    res = run_cli([clips["ramp"]], out2, small_ckpt, "-f", "gray", "--video-norm", "frame")
+    res = run_cli([clips["ramp"]], out2, tiny_ckpt, "-f", "gray", "--video-norm", "frame")
     assert res.exit_code == 0, res.output + res.stderr
     gray2 = probe(out2 / "ramp_gray.mp4")["gray"]
     for i, g in enumerate(gray2):
@@ -213,9 +213,9 @@ def test_clip_wide_range_gray_and_npy_match_inference(clips, small_ckpt, tmp_pat
         assert g.min() <= 10 and g.max() >= 245, i
 
 
-def test_odd_size_rotation_sequences_side_and_audio_reencode(clips, small_ckpt, tmp_path):
+def test_odd_size_rotation_sequences_side_and_audio_reencode(clips, tiny_ckpt, tmp_path):
     out = tmp_path / "out"
-    res = run_cli([clips["odd"], clips["rot"]], out, small_ckpt,
+    res = run_cli([clips["odd"], clips["rot"]], out, tiny_ckpt,
                   "-f", "color,side,png16,npy")
     assert res.exit_code == 0, res.output + res.stderr
     src = probe(clips["odd"])
@@ -247,9 +247,9 @@ def test_odd_size_rotation_sequences_side_and_audio_reencode(clips, small_ckpt, 
     assert not leftovers(out)
 
 
-def test_truncated_video_keeps_decodable_frames(clips, small_ckpt, tmp_path):
+def test_truncated_video_keeps_decodable_frames(clips, tiny_ckpt, tmp_path):
     out = tmp_path / "out"
-    res = run_cli([clips["trunc"]], out, small_ckpt)
+    res = run_cli([clips["trunc"]], out, tiny_ckpt)
     assert res.exit_code == 1
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and str(clips["trunc"]) in lines[0] and "frame" in lines[0]
@@ -262,7 +262,7 @@ def test_truncated_video_keeps_decodable_frames(clips, small_ckpt, tmp_path):
     assert not leftovers(out)
 
 
-def test_not_a_video_and_no_video_stream(small_ckpt, tmp_path):
+def test_not_a_video_and_no_video_stream(tiny_ckpt, tmp_path):
     bad = tmp_path / "notes.mp4"
     bad.write_text("this is not a video\n")
     sound = tmp_path / "sound.mp4"
@@ -282,7 +282,7 @@ def test_not_a_video_and_no_video_stream(small_ckpt, tmp_path):
         vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
         c.start_encoding()
     out = tmp_path / "out"
-    res = run_cli([bad, sound, empty], out, small_ckpt)
+    res = run_cli([bad, sound, empty], out, tiny_ckpt)
     assert res.exit_code == 1
     assert "Traceback" not in res.output + res.stderr
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
@@ -294,11 +294,11 @@ def test_not_a_video_and_no_video_stream(small_ckpt, tmp_path):
     assert not out.exists() or not any(out.rglob("*"))
 
 
-def test_failure_mid_video_leaves_no_output(clips, small_ckpt, tmp_path, monkeypatch):
+def test_failure_mid_video_leaves_no_output(clips, tiny_ckpt, tmp_path, monkeypatch):
     from depthcli.engine import DepthEstimator
     from depthcli.runners.options import PredictOptions
 
-    est = DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=70)
+    est = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
     calls = {"n": 0}
     real = est.forward_batch
 
@@ -317,12 +317,12 @@ def test_failure_mid_video_leaves_no_output(clips, small_ckpt, tmp_path, monkeyp
     assert not any(out.rglob("*")) if out.exists() else True
 
 
-def test_rollercoaster_sample(samples_dir, small_ckpt, tmp_path):
+def test_rollercoaster_sample(samples_dir, tiny_ckpt, tmp_path):
     src = samples_dir / "videos" / "davis_rollercoaster.mp4"
     if not src.is_file():
         pytest.skip("davis_rollercoaster.mp4 is absent")
     out = tmp_path / "out"
-    res = run_cli([src], out, small_ckpt, "-b", "4")
+    res = run_cli([src], out, tiny_ckpt, "-b", "4")
     assert res.exit_code == 0, res.output + res.stderr
     a, b = probe(src), probe(out / "davis_rollercoaster.mp4")
     assert b["n"] == a["n"] == 70
@@ -398,8 +398,8 @@ def test_probe_failure_is_one_clean_line(exc, tmp_path, monkeypatch):
         vio.probe(src)
     assert str(info.value) == f"{src}: not a readable video ({exc})"
     lines: list[str] = []
-    models = Estimators(lambda name: pytest.fail("the model must not be needed"), "da2-small")
-    models._cache["da2-small"] = None  # never used: the probe fails first
+    models = Estimators(lambda name: pytest.fail("the model must not be needed"), "da2-tiny-test")
+    models._cache["da2-tiny-test"] = None  # never used: the probe fails first
     opts = PredictOptions(inputs=(str(src),), out_dir=tmp_path / "out")
     summary = run_predict(opts, models, report=lines.append)
     assert lines == [f"error: {src}: not a readable video ({exc})"]

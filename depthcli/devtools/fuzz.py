@@ -337,19 +337,20 @@ class FuzzResult:
                 "culprits": self.culprits, "ok": self.ok}
 
 
-def random_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A da2-small checkpoint with random weights (internal layout), for exercising the I/O."""
+def random_checkpoint(path: Path, seed: int = 0, model: str = "da2-small") -> Path:
+    """A checkpoint of `model` with random weights (internal layout), for exercising the I/O."""
     import torch
 
     from ..models import DepthAnything, get_spec
 
     torch.manual_seed(seed)
-    torch.save(DepthAnything(get_spec("da2-small")).state_dict(), path)
+    torch.save(DepthAnything(get_spec(model)).state_dict(), path)
     return path
 
 
 def predict_command(inputs: list[str], out: Path, weights: Path, input_size: int = 28,
                     extra: tuple[str, ...] = ()) -> list[str]:
+    """The fuzz run's command line; `extra` flags come last (a `--model` there wins)."""
     return [sys.executable, "-m", "depthcli", "predict", *inputs, "-o", str(out),
             "--model", "da2-small", "--weights", str(weights), "--input-size", str(input_size),
             "--device", "cpu", "-f", "color", "-q", "--json", "--threads", "1",
@@ -403,8 +404,13 @@ _SUMMARY_LINE = re.compile(r"^(written \d+, |\d+ input\(s\) failed$)")
 
 def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
               timeout: float | None = None, input_size: int = 28,
-              extra: tuple[str, ...] = (), bisect: bool = True) -> FuzzResult:
-    """Run predict on `corpus` once and check every sample (see the module docstring)."""
+              extra: tuple[str, ...] = (), bisect: bool = True,
+              model: str = "da2-small") -> FuzzResult:
+    """Run predict on `corpus` once and check every sample (see the module docstring).
+
+    `model` names the architecture of `weights` (any registry name, test configurations too).
+    """
+    extra = (*extra, "--model", model)  # every run (bisection too) names the architecture
     import cv2
 
     res = FuzzResult(images=sum(not s.is_video for s in samples),
@@ -437,6 +443,7 @@ def check_run(samples: list[Sample], corpus: Path, out: Path, weights: Path, *,
         name = s.path.stem + (".mp4" if s.is_video else ".png")
         dst = out / name
         named = errors.get(str(s.path))
+        reason = named or "not named on stderr"
         if dst.is_file():
             res.written += 1
             if s.is_video:
@@ -478,15 +485,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--input-size", type=int, default=28)
+    ap.add_argument("--model", default="da2-small",
+                    help="registry name of the --weights architecture (default da2-small)")
     ap.add_argument("--timeout", type=float, default=None, help="seconds for the whole run")
     a = ap.parse_args(argv)
     a.outdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     samples = build_corpus(a.outdir / "corpus", a.images, a.videos, a.seed)
     built = time.perf_counter() - t0
-    weights = a.weights or random_checkpoint(a.outdir / "random-vits.pth")
+    weights = a.weights or random_checkpoint(a.outdir / f"random-{a.model}.pth", model=a.model)
     res = check_run(samples, a.outdir / "corpus", a.outdir / "out", weights,
-                    timeout=a.timeout, input_size=a.input_size)
+                    timeout=a.timeout, input_size=a.input_size, model=a.model)
     report = {"corpus_seconds": round(built, 1), **res.as_dict()}
     print(json.dumps(report, indent=2))
     return 0 if res.ok else 1

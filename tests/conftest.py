@@ -6,6 +6,12 @@ import json
 import os
 from pathlib import Path
 
+# Under pytest-xdist (pyproject's addopts: one worker per core) each worker runs torch on one
+# thread: two workers with a thread per core each would oversubscribe the cores. Set before torch
+# is imported, so that subprocesses inherit it too.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import cv2
 import numpy as np
 import pytest
@@ -19,6 +25,21 @@ ROOT = Path(__file__).resolve().parent.parent
 # each checkpoint to OpenVINO once, which tests/test_backends.py covers on its own.
 os.environ.setdefault("DEPTHCLI_BACKEND", "torch")
 SHARED = ROOT.parent / "shared"
+
+
+# Modules whose tests share expensive process-wide state run in one xdist worker (--dist
+# loadgroup): the ONNX export memo (tests/runtime_helpers.py) and the runtime caches of the
+# golden models; the Ray scenarios, which must not start two Ray instances at once (they share
+# /tmp/ray). Everything else is spread over the workers test by test.
+_XDIST_GROUPS = {"test_backends.py": "runtimes", "test_export.py": "runtimes",
+                 "test_ray.py": "ray"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _XDIST_GROUPS.get(item.path.name)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def official_keys(model_name: str) -> list[tuple[str, list[int]]]:

@@ -19,7 +19,7 @@ from conftest import ROOT, write_image
 from depthcli.cli import main
 from depthcli.io.manifest import MARKER
 
-TINY = ("--input-size", "28", "--device", "cpu")
+TINY = ("--model", "da2-tiny-test", "--input-size", "28", "--device", "cpu")
 
 
 def predict(args: list[str], ckpt: Path, *extra: str):  # type: ignore[no-untyped-def]
@@ -48,23 +48,23 @@ CLI = "import runpy; runpy.run_module('depthcli', run_name='__main__')\n"
 # ------------------------------------------------------------------------ 1. reruns
 
 
-def test_reruns_of_dot_and_of_o_equal_input_never_nest_nor_retag(tmp_path, small_ckpt,
+def test_reruns_of_dot_and_of_o_equal_input_never_nest_nor_retag(tmp_path, tiny_ckpt,
                                                                   monkeypatch) -> None:
     h = tmp_path / "h"
     write_image(h / "a.jpg", 20, 30, seed=1)
     write_image(h / "sub" / "b.png", 20, 30, seed=2)
     monkeypatch.chdir(h)
     for _ in range(2):  # `predict .`: -o depth_out lies inside the input folder
-        r = predict(["."], small_ckpt, "--json")
+        r = predict(["."], tiny_ckpt, "--json")
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["written"] == 2
     assert tree(h) == ["a.jpg", f"depth_out/{MARKER}", "depth_out/a_depth.png",
                        "depth_out/sub/b_depth.png", "sub/b.png"]
-    r = predict(["."], small_ckpt, "--skip-existing", "--json")
+    r = predict(["."], tiny_ckpt, "--skip-existing", "--json")
     s = json.loads(r.stdout)
     assert (s["written"], s["skipped"]) == (0, 2)
     for _ in range(2):  # -o equal to the input folder
-        r = predict([".", "-o", "."], small_ckpt, "--json")
+        r = predict([".", "-o", "."], tiny_ckpt, "--json")
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["written"] == 2
         assert "WARNING" not in r.stderr  # its own outputs are replaced without a word
@@ -72,7 +72,7 @@ def test_reruns_of_dot_and_of_o_equal_input_never_nest_nor_retag(tmp_path, small
     assert [f for f in files if "depth_depth" in f or "depth_out/depth_out" in f] == []
     assert {"a_depth.png", "sub/b_depth.png", MARKER} <= set(files)
     # another run from above sees neither output folder as input
-    r = predict([str(tmp_path), "-o", str(tmp_path / "other")], small_ckpt, "--json")
+    r = predict([str(tmp_path), "-o", str(tmp_path / "other")], tiny_ckpt, "--json")
     assert json.loads(r.stdout)["written"] == 2
     assert tree(tmp_path / "other") == [MARKER, "h/a_depth.png", "h/sub/b_depth.png"]
 
@@ -118,7 +118,7 @@ def test_offline_first_run_names_the_folder_without_importing_torch(tmp_path) ->
 # ------------------------------------------------------------------------ 3. checks first
 
 
-def test_usage_errors_come_before_the_model_and_torch(tmp_path, small_ckpt) -> None:
+def test_usage_errors_come_before_the_model_and_torch(tmp_path, tiny_ckpt) -> None:
     img = write_image(tmp_path / "p.jpg", 20, 30)
     clip = tmp_path / "c.mp4"
     clip.write_bytes(b"not checked: only its name counts here")
@@ -177,12 +177,12 @@ def test_cpu_half_precision_without_a_fast_path_runs_fp32(monkeypatch, caplog) -
     precision._warn_once.cache_clear()
 
 
-def test_predict_bf16_and_fp16_on_this_cpu(tmp_path, small_ckpt) -> None:
+def test_predict_bf16_and_fp16_on_this_cpu(tmp_path, tiny_ckpt) -> None:
     from depthcli.precision import cpu_fast
 
     img = write_image(tmp_path / "p.jpg", 20, 30)
     for prec in ("bf16", "fp16"):
-        r = predict([str(img), "-o", str(tmp_path / prec)], small_ckpt, "--precision", prec,
+        r = predict([str(img), "-o", str(tmp_path / prec)], tiny_ckpt, "--precision", prec,
                     "--json")
         assert r.exit_code == 0, r.output
         used = json.loads(r.stdout)["settings"]["models"]["images"]["precision"]
@@ -216,7 +216,7 @@ def test_bench_without_transformers_runs_without_the_peer(tmp_path, monkeypatch)
 
 
 def test_foreign_files_warned_or_refused_and_names_fixed_per_format(tmp_path,
-                                                                   small_ckpt) -> None:
+                                                                   tiny_ckpt) -> None:
     src = tmp_path / "in"
     write_image(src / "x.jpg", 20, 30, seed=1)
     write_image(src / "y.jpg", 20, 30, seed=2)
@@ -224,19 +224,19 @@ def test_foreign_files_warned_or_refused_and_names_fixed_per_format(tmp_path,
     out.mkdir()
     (out / "x.png").write_bytes(b"mine")
     (out / "y.png").write_bytes(b"mine too")
-    r = predict([str(src / "y.jpg"), "-o", str(out)], small_ckpt, "--no-clobber")
+    r = predict([str(src / "y.jpg"), "-o", str(out)], tiny_ckpt, "--no-clobber")
     assert r.exit_code == 1
     assert f"not replacing {out / 'y.png'}" in r.stderr and "--no-clobber" in r.stderr
     assert (out / "y.png").read_bytes() == b"mine too"
-    r = predict([str(src / "x.jpg"), "-o", str(out)], small_ckpt)
+    r = predict([str(src / "x.jpg"), "-o", str(out)], tiny_ckpt)
     assert r.exit_code == 0
     assert f"replacing {out / 'x.png'}" in r.stderr and "not a depthcli output" in r.stderr
     assert (out / "x.png").read_bytes() != b"mine"
-    r = predict([str(src / "x.jpg"), "-o", str(out)], small_ckpt, "--no-clobber")
+    r = predict([str(src / "x.jpg"), "-o", str(out)], tiny_ckpt, "--no-clobber")
     assert r.exit_code == 0 and "replacing" not in r.stderr  # ours now: replaced silently
     # adding a format renames nothing: color stays x.png, gray is x_gray.png
     stamp = (out / "x.png").stat().st_mtime_ns
-    r = predict([str(src / "x.jpg"), "-o", str(out)], small_ckpt, "-f", "color,gray,npy",
+    r = predict([str(src / "x.jpg"), "-o", str(out)], tiny_ckpt, "-f", "color,gray,npy",
                 "--skip-existing", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["written"] == 1
     assert (out / "x.png").stat().st_mtime_ns == stamp
@@ -246,7 +246,7 @@ def test_foreign_files_warned_or_refused_and_names_fixed_per_format(tmp_path,
 # ------------------------------------------------------------------------ 7. broken install
 
 
-def test_broken_torchvision_is_one_line_with_the_repair(tmp_path, small_ckpt) -> None:
+def test_broken_torchvision_is_one_line_with_the_repair(tmp_path, tiny_ckpt) -> None:
     img = write_image(tmp_path / "p.jpg", 20, 30)
     poison = ("import sys\n"
               "class Broken:\n"
@@ -255,7 +255,7 @@ def test_broken_torchvision_is_one_line_with_the_repair(tmp_path, small_ckpt) ->
               "            raise RuntimeError('operator torchvision::nms does not exist')\n"
               "sys.meta_path.insert(0, Broken())\n")
     r = run_py(poison + CLI, "predict", str(img), "-o", str(tmp_path / "o"), "--weights",
-               str(small_ckpt))
+               str(tiny_ckpt))
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -267,12 +267,12 @@ def test_broken_torchvision_is_one_line_with_the_repair(tmp_path, small_ckpt) ->
 # ------------------------------------------------------------------------ 8. summary, logging
 
 
-def test_summary_and_logging_rules(tmp_path, small_ckpt) -> None:
+def test_summary_and_logging_rules(tmp_path, tiny_ckpt) -> None:
     from test_video import make_video
 
     (tmp_path / "v").mkdir()
     clip = make_video(tmp_path / "v" / "c.mp4", n=3)
-    r = predict([str(clip), "-o", str(tmp_path / "ov"), "-m", "da2-small"], small_ckpt)
+    r = predict([str(clip), "-o", str(tmp_path / "ov"), "-m", "da2-tiny-test"], tiny_ckpt)
     assert r.exit_code == 0, r.output
     line = r.stderr.strip().splitlines()[-1]
     assert "frames/s" in line and "img/s" not in line
@@ -281,14 +281,14 @@ def test_summary_and_logging_rules(tmp_path, small_ckpt) -> None:
     write_image(d / "ok.png", 20, 30)
     (d / "notes.txt").write_text("x")
     (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
-    r = predict([str(d), "-o", str(tmp_path / "od")], small_ckpt, "-v")
+    r = predict([str(d), "-o", str(tmp_path / "od")], tiny_ckpt, "-v")
     assert r.exit_code == 1
     assert f"{d / 'notes.txt'}: not an image or video file; skipped" in r.stderr
     assert "Traceback" not in r.stderr
     # an empty folder and a glob matching nothing: both one error line and exit 1
     (tmp_path / "empty").mkdir()
-    r1 = predict([str(tmp_path / "empty"), "-o", str(tmp_path / "oe")], small_ckpt)
-    r2 = predict([str(tmp_path / "empty" / "*.jpg"), "-o", str(tmp_path / "oe")], small_ckpt)
+    r1 = predict([str(tmp_path / "empty"), "-o", str(tmp_path / "oe")], tiny_ckpt)
+    r2 = predict([str(tmp_path / "empty" / "*.jpg"), "-o", str(tmp_path / "oe")], tiny_ckpt)
     assert r1.exit_code == r2.exit_code == 1
     assert "folder holds no image or video files" in r1.stderr
     assert "pattern matched no image or video files" in r2.stderr
@@ -307,9 +307,9 @@ def test_progress_total_counts_what_the_run_will_process(tmp_path) -> None:
     assert _count_inputs(opts) == 3
 
 
-def test_tracebacks_only_at_vv(tmp_path, small_ckpt) -> None:
+def test_tracebacks_only_at_vv(tmp_path, tiny_ckpt) -> None:
     d = tmp_path / "d"
     write_image(d / "ok.png", 20, 30)
     (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
-    r = predict([str(d), "-o", str(tmp_path / "o")], small_ckpt, "-vv")
+    r = predict([str(d), "-o", str(tmp_path / "o")], tiny_ckpt, "-vv")
     assert r.exit_code == 1 and "error:" in r.stderr and "Traceback" in r.stderr

@@ -27,17 +27,18 @@ os.environ.setdefault("DEPTHCLI_BACKEND", "torch")
 SHARED = ROOT.parent / "shared"
 
 
-# Modules whose tests share expensive process-wide state run in one xdist worker (--dist
-# loadgroup): the ONNX export memo (tests/runtime_helpers.py) and the runtime caches of the
-# golden models; the Ray scenarios, which must not start two Ray instances at once (they share
-# /tmp/ray). Everything else is spread over the workers test by test.
-_XDIST_GROUPS = {"test_backends.py": "runtimes", "test_export.py": "runtimes",
-                 "test_ray.py": "ray"}
+# Tests that share expensive process-wide state run in one xdist worker (--dist loadgroup): the
+# ONNX export memo (tests/runtime_helpers.py: each golden graph is exported once), the OpenVINO
+# conversions of the golden models (one cache folder), and the Ray scenarios, which must not
+# start two Ray instances at once (they share /tmp/ray). The rest is spread test by test.
+_XDIST_GROUPS = {"test_backends.py": "onnx", "test_export.py": "onnx", "test_ray.py": "ray"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         group = _XDIST_GROUPS.get(item.path.name)
+        if group == "onnx" and "openvino" in item.name:
+            group = "openvino"
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
 

@@ -280,15 +280,15 @@ def _predict(args: list[str]):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(main, ["predict", *args], catch_exceptions=False)
 
 
-def _common(small_ckpt: Path, model: str = "da2-metric-indoor-small") -> list[str]:
-    return ["--model", model, "--weights", str(small_ckpt), "--input-size", "70",
+def _common(tiny_ckpt: Path, model: str = "da2-metric-tiny-test") -> list[str]:
+    return ["--model", model, "--weights", str(tiny_ckpt), "--input-size", "70",
             "--device", "cpu", "-q"]
 
 
-def test_cli_ply_matches_npy(tmp_path, small_ckpt):
+def test_cli_ply_matches_npy(tmp_path, tiny_ckpt):
     img = write_image(tmp_path / "in" / "a.png", 45, 60)
     out = tmp_path / "out"
-    res = _predict([str(img), "-o", str(out), *_common(small_ckpt), "--format", "ply,npy",
+    res = _predict([str(img), "-o", str(out), *_common(tiny_ckpt), "--format", "ply,npy",
                     "--fov-deg", "60"])
     assert res.exit_code == 0, res.output
     depth = np.load(out / "a.npy")
@@ -308,10 +308,10 @@ def test_cli_ply_matches_npy(tmp_path, small_ckpt):
     np.testing.assert_array_equal(v["green"], bgr[r, u, 1])
 
 
-def test_cli_ply_stride(tmp_path, small_ckpt):
+def test_cli_ply_stride(tmp_path, tiny_ckpt):
     img = write_image(tmp_path / "b.png", 45, 60, seed=2)
     out = tmp_path / "out"
-    res = _predict([str(img), "-o", str(out), *_common(small_ckpt), "-f", "ply", "-f", "npy",
+    res = _predict([str(img), "-o", str(out), *_common(tiny_ckpt), "-f", "ply", "-f", "npy",
                     "--ply-stride", "4", "--focal-px", "100", "--cx", "29.5", "--cy", "22"])
     assert res.exit_code == 0, res.output
     depth = np.load(out / "b.npy")
@@ -323,30 +323,30 @@ def test_cli_ply_stride(tmp_path, small_ckpt):
     np.testing.assert_array_equal(v["z"], depth[r, u])
 
 
-def test_cli_ply_exif_focal(tmp_path, small_ckpt):
+def test_cli_ply_exif_focal(tmp_path, tiny_ckpt):
     """Needs the pipeline to pass the source path to the writer (src=)."""
     img = exif_jpeg(tmp_path / "c.jpg", 42, 56, 24)
     out = tmp_path / "out"
-    res = _predict([str(img), "-o", str(out), *_common(small_ckpt), "-f", "ply"])
+    res = _predict([str(img), "-o", str(out), *_common(tiny_ckpt), "-f", "ply"])
     assert res.exit_code == 0, res.output
     header, f, _ = parse_ply(out / "c.ply")
     assert header_value(header, "focal_source") == "exif"
     assert math.isclose(f["fx"], 24 / 36 * 56)
 
 
-def test_cli_relative_model_refused(tmp_path, small_ckpt):
+def test_cli_relative_model_refused(tmp_path, tiny_ckpt):
     img = write_image(tmp_path / "a.png", 28, 28)
     res = CliRunner().invoke(main, ["predict", str(img), "-o", str(tmp_path / "o"),
-                                    *_common(small_ckpt, "da2-small"), "-f", "ply"])
+                                    *_common(tiny_ckpt, "da2-tiny-test"), "-f", "ply"])
     assert res.exit_code == 2
     assert "no scale" in res.output
     assert not (tmp_path / "o" / "a.ply").exists()
 
 
-def test_cli_relative_assume_scale(tmp_path, small_ckpt):
+def test_cli_relative_assume_scale(tmp_path, tiny_ckpt):
     img = write_image(tmp_path / "a.png", 28, 42, seed=3)
     out = tmp_path / "o"
-    res = _predict([str(img), "-o", str(out), *_common(small_ckpt, "da2-small"),
+    res = _predict([str(img), "-o", str(out), *_common(tiny_ckpt, "da2-tiny-test"),
                     "-f", "ply,npy", "--assume-scale", "3", "--focal-px", "40"])
     assert res.exit_code == 0, res.output
     rel = np.load(out / "a.npy")
@@ -357,13 +357,13 @@ def test_cli_relative_assume_scale(tmp_path, small_ckpt):
     np.testing.assert_allclose(v["z"], 3.0 / rel[r, u].astype(np.float64), rtol=1e-6)
 
 
-def test_cli_max_depth_scales_metric_output(tmp_path, small_ckpt):
+def test_cli_max_depth_scales_metric_output(tmp_path, tiny_ckpt):
     img = write_image(tmp_path / "a.png", 28, 42, seed=4)
     runs = {}
     for md in (None, "40"):
         out = tmp_path / f"o{md}"
         extra = ["--max-depth", md] if md else []
-        res = _predict([str(img), "-o", str(out), *_common(small_ckpt), "-f", "npy", *extra])
+        res = _predict([str(img), "-o", str(out), *_common(tiny_ckpt), "-f", "npy", *extra])
         assert res.exit_code == 0, res.output
         runs[md] = np.load(out / "a.npy")
     assert (runs[None] > 0).all() and (runs[None] < 20).all()
@@ -377,9 +377,9 @@ def test_read_ply_helper_roundtrip(tmp_path):
     assert fields["fx"] == "2" and fields["focal_source"] == "focal-px" and len(v) == 12
 
 
-def test_cli_warns_about_ignored_point_cloud_options(tmp_path, small_ckpt, capsys):
+def test_cli_warns_about_ignored_point_cloud_options(tmp_path, tiny_ckpt, capsys):
     img = write_image(tmp_path / "a.png", 28, 42, seed=5)
-    common = [c for c in _common(small_ckpt) if c != "-q"]
+    common = [c for c in _common(tiny_ckpt) if c != "-q"]
     res = _predict([str(img), "-o", str(tmp_path / "o"), *common, "-f", "ply",
                     "--assume-scale", "2", "--focal-px", "40", "--fov-deg", "50"])
     assert res.exit_code == 0, res.output

@@ -253,6 +253,11 @@ def _test_specs() -> dict[str, ModelSpec]:
         "da2-tiny-test": ModelSpec(name="da2-tiny-test", family="v2", output="relative",
                                    hub_file="depth_anything_v2_vitt.pth", params_m=0.3,
                                    dataset="test configuration", **tiny),  # type: ignore[arg-type]
+        "da2-metric-tiny-test": ModelSpec(name="da2-metric-tiny-test", family="v2",
+                                          output="metric", max_depth=20.0,
+                                          hub_file="depth_anything_v2_metric_vitt.pth",
+                                          params_m=0.3, dataset="test configuration (max 20 m)",
+                                          **tiny),  # type: ignore[arg-type]
         "vda-tiny-test": ModelSpec(name="vda-tiny-test", family="v2", output="relative",
                                    hub_file="video_depth_anything_vitt.pth", params_m=0.4,
                                    dataset="test configuration", temporal=True,

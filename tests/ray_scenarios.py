@@ -229,7 +229,7 @@ def killed_actor(work: Path, ckpt: Path) -> None:
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
         done_at_kill = len(list(out.rglob("*.npy")))
-        stdout, stderr = run.communicate(timeout=240)
+        stdout, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr[-3000:]
         summary = json.loads(stdout.strip().splitlines()[-1])
         n = sum(1 for p in src.rglob("*.png")) + sum(1 for p in src.rglob("*.jpg"))
@@ -248,7 +248,7 @@ SCENARIOS = {"parity": parity, "cluster2": cluster2, "killed_actor": killed_acto
 if __name__ == "__main__":
     name, work, ckpt = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     work.mkdir(parents=True, exist_ok=True)
-    faulthandler.dump_traceback_later(float(os.environ.get("DEPTHCLI_SCENARIO_TIMEOUT", 200)),
+    faulthandler.dump_traceback_later(float(os.environ.get("DEPTHCLI_SCENARIO_TIMEOUT", 420)),
                                       exit=True)  # a hang shows where, then fails
     t0 = time.perf_counter()
     SCENARIOS[name](work, ckpt)

@@ -64,7 +64,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import time
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,6 +84,7 @@ from ..threads import Producer, Sink, fan_out, prefetch
 from .frame_depth import FrameDepth, frame_depth
 from .options import parse_norm
 from .paths import output_exists
+from .video_progress import FrameBars, VideoProgress, frame_total
 
 if TYPE_CHECKING:
     from ..engine import DepthEstimator
@@ -93,9 +93,6 @@ if TYPE_CHECKING:
     from .run import RunState
 
 _logger = logging.getLogger(__name__)
-
-LOG_EVERY_S = 10.0
-
 
 @dataclass
 class VideoReport:
@@ -108,34 +105,11 @@ class VideoReport:
     paths: list[Path] = field(default_factory=list)
 
 
-class _Progress:
-    """A log line every LOG_EVERY_S seconds of a long video (the bar counts inputs)."""
-
-    def __init__(self, name: str, label: str, total: int) -> None:
-        self.name, self.label, self.total = name, label, total
-        self.t0 = self.last = time.perf_counter()
-        self.n = 0
-
-    def step(self) -> None:
-        self.n += 1
-        now = time.perf_counter()
-        if now - self.last >= LOG_EVERY_S:
-            self.last = now
-            of = f"/{self.total}" if self.total else ""
-            _logger.info("%s: %s %d%s frames, %.1f fps", self.name, self.label, self.n, of,
-                         self.n / (now - self.t0))
-
-    def done(self) -> None:
-        dt = time.perf_counter() - self.t0
-        _logger.info("%s: %s %d frames in %.1f s (%.1f fps)", self.name, self.label, self.n, dt,
-                     self.n / dt if dt > 0 else 0.0)
-
-
 def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
               run: RunState) -> None:
     """One video of a `predict` run: outputs, then its lines in the run's summary."""
     try:
-        rep = predict_video(item.src, base, est, opts)
+        rep = predict_video(item.src, base, est, opts, run.frame_bars)
     except DepthCliError as exc:
         if is_disk_full(exc):
             raise as_disk_full(exc, item.src) from exc
@@ -162,7 +136,8 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
             run.error_line(str(item.src), reason)
 
 
-def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions) -> VideoReport:
+def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions,
+                  bars: FrameBars | None = None) -> VideoReport:
     """Depth outputs for one video file (see the module docstring); returns a report.
 
     Raises InputError for inputs that are not videos (or cannot be processed at all).
@@ -189,7 +164,7 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
             return VideoReport(skipped=True)
     info = vio.probe(src, opts.max_pixels)
     try:
-        return _VideoRun(src, paths, est, opts, info, norm).run()
+        return _VideoRun(src, paths, est, opts, info, norm, bars).run()
     except (DepthCliError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one video failing must not stop the run
@@ -202,8 +177,9 @@ class _VideoRun:
 
     def __init__(self, src: Path, paths: dict[str, Path], est: DepthEstimator,
                  opts: PredictOptions, info: vio.VideoInfo,
-                 norm: str | tuple[float, float]) -> None:
+                 norm: str | tuple[float, float], bars: FrameBars | None = None) -> None:
         self.src, self.paths, self.est, self.opts, self.info = src, paths, est, opts, info
+        self.bars = bars
         self.oopts = opts.output
         ropts = self.oopts.render
         fixed_render = ropts.mode == "fixed" and ropts.vrange is not None
@@ -296,8 +272,8 @@ class _VideoRun:
         keep_image = "side" in self.pass1
         outs = [s for s in sinks if s.name != "store"]
         store_sink = next((s for s in sinks if s.name == "store"), None)
-        prog = _Progress(self.src.name, "pass 1/2" if self.two_pass else "frames",
-                         self.info.frames)
+        prog = VideoProgress(self.src.name, "pass 1/2" if self.two_pass else "frames",
+                             frame_total(self.info), self.bars)
         producer = self._frames(log)
         try:
             for fr, full, compact in strategy.depths(producer):
@@ -314,6 +290,7 @@ class _VideoRun:
                 prog.step()
         finally:
             producer.close()
+            prog.close()
         for s in sinks:
             s.finish()
         prog.done()
@@ -322,7 +299,7 @@ class _VideoRun:
 
     def _pass2(self, sinks: list[Sink], source: RawStack, strategy: FrameDepth | None) -> None:
         read = source.reader()
-        prog = _Progress(self.src.name, "pass 2/2", source.count)
+        prog = VideoProgress(self.src.name, "pass 2/2", (source.count, False), self.bars)
         producer = self._frames(None) if "side" in self.pass2 else None  # input frames again
         images = iter(producer) if producer is not None else None
         missing: int | None = None
@@ -350,6 +327,7 @@ class _VideoRun:
                 producer.close()
             pool.shutdown(wait=True, cancel_futures=True)
             read.close()  # type: ignore[attr-defined]
+            prog.close()
         for s in sinks:
             s.finish()
         prog.done()

@@ -1,0 +1,133 @@
+"""Resume of killed video runs: SIGKILL inside the first pass, between the passes and inside the
+second pass (per-frame and temporal models), rerun with --skip-existing, and every output equal
+in bytes to an uninterrupted run's; a rerun with other settings starts over. Tiny models and
+clips; the kills are real SIGKILLs of a child process, at points chosen by frame number."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_video import make_video, probe
+
+from depthcli.cli import main
+from depthcli.io.atomic import PARTIAL_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {"DEPTHCLI_CHECKPOINT_FRAMES": "5", "DEPTHCLI_SEGMENT_FRAMES": "8"}
+
+# The child runs the real CLI and SIGKILLs itself once the given pass reaches the given frame
+# (or right after the state between the passes is saved): a kill at a known point.
+CHILD = r"""
+import os, signal, sys
+from depthcli.runners import video_progress, video_resume
+where, at = sys.argv[1], int(sys.argv[2])
+save, step = video_resume.VideoState.save, video_progress.VideoProgress.step
+def saving(self, meta, arrays):
+    save(self, meta, arrays)
+    if where == "between" and meta["phase"] == "pass2" and meta["done"] == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+def stepping(self, n=1):
+    step(self, n)
+    label = "pass2" if self.label == "pass 2/2" else "pass1"
+    if label == where and self.n >= at:
+        os.kill(os.getpid(), signal.SIGKILL)
+video_resume.VideoState.save, video_progress.VideoProgress.step = saving, stepping
+from depthcli.cli import main
+main(sys.argv[3:])
+"""
+
+
+def _args(src: Path, out: Path, model: str, ckpt: Path, *extra: str) -> list[str]:
+    return ["predict", str(src), "-o", str(out), "--model", model, "--weights", str(ckpt),
+            "--input-size", "56", "--device", "cpu", "--backend", "torch", *extra]
+
+
+def _killed(where: str, at: int, args: list[str]) -> None:
+    env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", CHILD, where, str(at), *args, "--skip-existing"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stderr  # killed where asked, not finished or failed
+
+
+def _run(args: list[str]) -> None:
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != ".depthcli-outputs"}
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("rclips")
+    return {"pf": make_video(d / "pf.mp4", 26, 48, 32, audio="aac"),
+            "vda": make_video(d / "vda.mp4", 60, 48, 32, rate=Fraction(25))}
+
+
+def _check_same(ref: Path, out: Path, names: set[str]) -> None:
+    a, b = _files(ref), _files(out)
+    assert set(a) == set(b) and names <= set(a), (sorted(a), sorted(b))
+    for name in a:
+        assert a[name] == b[name], name
+    assert not (out / PARTIAL_DIR).exists()
+
+
+def test_per_frame_killed_in_pass1_between_and_in_pass2(clips, tiny_ckpt, tmp_path) -> None:
+    fmts = ("-f", "color,npy,png16")
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    _run(_args(clips["pf"], ref, "da2-tiny-test", tiny_ckpt, *fmts))
+    args = _args(clips["pf"], out, "da2-tiny-test", tiny_ckpt, *fmts)
+    _killed("pass1", 13, args)
+    assert not (out / "pf.mp4").exists() and (out / PARTIAL_DIR).is_dir()
+    _killed("between", 0, args)
+    _killed("pass2", 19, args)
+    _run([*args, "--skip-existing"])
+    _check_same(ref, out, {"pf.mp4", "pf.npy", "pf_png16/000025.png"})
+    assert probe(out / "pf.mp4")["audio"] == "aac" and probe(out / "pf.mp4")["n"] == 26
+
+
+def test_temporal_killed_in_both_passes(clips, tiny_vda_ckpt, tmp_path) -> None:
+    fmts = ("-f", "gray,npy")
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    _run(_args(clips["vda"], ref, "vda-tiny-test", tiny_vda_ckpt, *fmts))
+    args = _args(clips["vda"], out, "vda-tiny-test", tiny_vda_ckpt, *fmts)
+    _killed("pass1", 50, args)  # after the second window's state (frame 46) was saved
+    _killed("pass2", 45, args)
+    _run([*args, "--skip-existing"])
+    _check_same(ref, out, {"vda_gray.mp4", "vda.npy"})
+
+
+def test_one_pass_resume_and_changed_settings_start_over(clips, tiny_ckpt, tmp_path) -> None:
+    fmts = ("-f", "color,exr", "--video-norm", "frame")
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    _run(_args(clips["pf"], ref, "da2-tiny-test", tiny_ckpt, *fmts))
+    args = _args(clips["pf"], out, "da2-tiny-test", tiny_ckpt, *fmts)
+    _killed("pass1", 19, args)  # inside the third segment: its pending frames are replayed
+    _run([*args, "--skip-existing"])
+    _check_same(ref, out, {"pf.mp4", "pf_exr/000000.exr"})
+
+    # killed again, then rerun with another colour map: the partial state is not reused
+    other, ref2 = tmp_path / "other", tmp_path / "ref2"
+    _killed("pass1", 12, _args(clips["pf"], other, "da2-tiny-test", tiny_ckpt, *fmts))
+    changed = ("--cmap", "gray")
+    _run(_args(clips["pf"], ref2, "da2-tiny-test", tiny_ckpt, *fmts, *changed))
+    res = CliRunner().invoke(main, [*_args(clips["pf"], other, "da2-tiny-test", tiny_ckpt,
+                                           *fmts, *changed), "--skip-existing", "-v"])
+    assert res.exit_code == 0, res.output
+    log = res.output + res.stderr
+    assert "settings differ" in log and "resuming" not in log
+    _check_same(ref2, other, {"pf.mp4"})

@@ -55,7 +55,7 @@ def recorder(monkeypatch):
 
 def _run(src: Path, out: Path, model: str, ckpt: Path, *extra: str):
     args = ["predict", str(src), "-o", str(out), "--model", model, "--weights", str(ckpt),
-            "--input-size", "56", "--device", "cpu", "--backend", "torch", *extra]
+            "--input-size", "56", "--device", "cpu", "--backend", "torch", "--threads", "1", *extra]
     return CliRunner().invoke(main, args)
 
 

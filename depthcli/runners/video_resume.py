@@ -74,8 +74,15 @@ def fingerprint(src: Path, est: DepthEstimator, opts: PredictOptions,
         "output_size": est.output_size, "formats": sorted(formats), "render": repr(o.render),
         "metric": o.metric, "near": o.near_is_large, "norm": opts.video_norm,
         "batch": opts.batch_size, "segment": segment_frames(), "max_pixels": opts.max_pixels,
+        "threads": _torch_threads(),  # the sums of a forward pass may differ with the threads
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 class Checkpoints:

@@ -143,3 +143,20 @@ def test_one_pass_resume_and_changed_settings_start_over(clips, tiny_ckpt, tmp_p
     log = res.output + res.stderr
     assert "settings differ" in log and "resuming" not in log
     _check_same(ref2, other, {"pf.mp4"})
+
+
+def test_temporal_recompute_mode_killed_in_pass2(clips, tiny_vda_ckpt, tmp_path,
+                                                 monkeypatch) -> None:
+    """The second pass that runs the model again (small disks) resumes its window chain too."""
+    from depthcli.runners import video_disk
+
+    fmts = ("-f", "gray,png16")  # png16: float32 in the store, so both modes agree in bytes
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    _run(_args(clips["vda"], ref, "vda-tiny-test", tiny_vda_ckpt, *fmts))
+    monkeypatch.setattr(video_disk, "plan", lambda *a, **k: video_disk.DiskPlan(0, 1, True, 1))
+    args = _args(clips["vda"], out, "vda-tiny-test", tiny_vda_ckpt, *fmts)
+    _killed("pass2", 50, args)
+    res = CliRunner().invoke(main, [*args, "--skip-existing", "-v"])
+    assert res.exit_code == 0, res.output
+    assert "resuming at frame 46" in res.stderr
+    _check_same(ref, out, {"vda_gray.mp4", "vda_png16/000059.png"})

@@ -88,6 +88,7 @@ from ..outputs.resumable import FramesWriter, Mp4Writer, StackWriter, Writer, wr
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
 from ..threads import Producer, Sink, fan_out, prefetch
+from . import video_disk
 from .frame_depth import frame_depth
 from .options import parse_norm
 from .paths import output_exists
@@ -212,6 +213,8 @@ class _VideoRun:
         self.durations = array("q")
         self.report = VideoReport(paths=list(paths.values()))
         self.sinks: list[Sink] = []  # the running writer threads (aborted on failure)
+        # the second pass recomputes the depth instead of storing it (the disk is too small)
+        self.recompute = bool(state.meta.get("recompute", False))
 
     # --------------------------------------------------------------------- partial outputs
 
@@ -250,9 +253,46 @@ class _VideoRun:
 
     # ------------------------------------------------------------------------------- run
 
+    def _check_disk(self) -> None:
+        """Before the first frame: the mode's disk against the free space (`video_disk`)."""
+        frames = frame_total(self.info)[0]
+        if not frames:
+            return
+        h, w = self.size
+        if getattr(self.est.spec, "temporal", False):
+            from ..transforms import lower_bound_size
+            from ..windows import video_input_size
+
+            nh, nw = lower_bound_size(h, w, video_input_size(self.est.preprocess.input_size,
+                                                             (h, w)))
+            store_px, state_bytes = h * w, 11 * 3 * nh * nw * 4 + 10 * h * w * 4
+        else:
+            net = self.est.preprocess(np.zeros((h, w, 3), np.uint8))
+            store_px, state_bytes = int(net.shape[-2] * net.shape[-1]), 0
+        state_bytes += 16 * frames
+        p = video_disk.plan(self.state.folder, frames=frames, formats=list(self.paths),
+                            frame_size=self.size, store_pixels=store_px,
+                            store_itemsize=4 if "png16" in self.pass2 else 2,
+                            two_pass_store=self.two_pass and "npy" not in self.paths,
+                            segment=self.segment,
+                            one_pass_mp4=[f for f in self.pass1
+                                          if outputs.FORMATS[f].video == "mp4"],
+                            state_bytes=state_bytes)
+        where = self.opts.out_dir
+        if p.needed > p.free:
+            raise InputError(f"{self.src}: needs about {video_disk.gb(p.needed)} of disk in "
+                             f"{where} for {frames} frames, only {video_disk.gb(p.free)} free")
+        if p.recompute:
+            self.recompute = True
+            _logger.warning("%s: the clip-wide range would keep %s of depth in %s, which has "
+                            "%s free: the second pass recomputes it instead (twice the compute)",
+                            self.src, video_disk.gb(p.store_bytes), where, video_disk.gb(p.free))
+
     def run(self) -> VideoReport:
         phase = self.state.meta.get("phase", "pass1")
         try:
+            if not self.state.resumed:
+                self._check_disk()
             if phase == "pass1":
                 self._pass1()
             if phase in ("pass1", "pass2") and self.two_pass:
@@ -281,28 +321,55 @@ class _VideoRun:
                               lambda it: it.depth)
             writers.append(npy)
         store: StackWriter | None = None
-        if self.two_pass and npy is None:
-            precise = "png16" in self.pass2
+        if self.two_pass and npy is None and not self.recompute:
             store = StackWriter("store", st.folder / "store.raw", None,
-                                np.float32 if precise else np.float16, lambda a: a)
+                                np.float32 if "png16" in self.pass2 else np.float16,
+                                lambda a: a)
             writers.append(store)
         stats = ClipStats(self.oopts.render) if self.two_pass else None
+        log = self._infer("pass1", "pass 1/2" if self.two_pass else "frames", writers, store,
+                          stats, "side" in self.pass1)
+        if not self.pts:
+            raise InputError(f"{self.src}: no decodable video frames")
+        extra: dict[str, object] = {"frames": len(self.pts), "errors": log.lines(),
+                                    "recompute": self.recompute}
+        if self.two_pass:
+            assert stats is not None
+            vrange = stats.value_range()
+            _logger.info("%s: clip value range %.6g .. %.6g", self.src.name, *vrange)
+            extra["vrange"] = list(vrange)
+            extra["source"] = "npy" if npy is not None else "store"
+            if npy is not None or store is not None:
+                extra["source_dtype"] = np.dtype((npy or store).dtype).str  # type: ignore[union-attr]
+        self.state.save(self._meta("pass2" if self.two_pass else "publish", done=0, **extra),
+                        self._timing())
+
+    def _infer(self, phase: str, label: str, writers: list[Writer], store: Writer | None,
+               stats: ClipStats | None, keep_image: bool) -> vio.DecodeLog:
+        """A pass through the model (the first pass, or the second in recompute mode): frames
+        → depth → writers, durable every checkpoint, continued from the saved state."""
+        st = self.state
+        first = phase == "pass1"
         strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
                                workers=self.workers,
-                               need_full=any(w.name != "store" for w in writers))
+                               need_full=any(w is not store for w in writers))
         done = 0
-        if st.resumed:
+        if st.resumed and st.meta.get("phase") == phase and "writers" in st.meta:
             done = int(st.meta["done"])
             for w in writers:
                 got = w.resume(st.meta["writers"][w.name])
                 if got != done:
                     raise RuntimeError(f"partial {w.name} holds {got} frames, not {done}")
-            self.pts.extend(int(v) for v in st.arrays["pts"])
-            self.durations.extend(int(v) for v in st.arrays["dur"])
+            if first:
+                self.pts.extend(int(v) for v in st.arrays["pts"])
+                self.durations.extend(int(v) for v in st.arrays["dur"])
             if stats is not None:
                 stats.restore(_sub(st.arrays, "stats_"))
             strategy.restore(_sub(st.arrays, "win_"))
             _logger.info("%s: resuming at frame %d", self.src.name, done)
+        elif not first:  # a second pass starting: whatever a killed attempt left goes
+            for w in writers:
+                w.resume({"count": 0, "segments": 0})
         store_sink = None
         outs: list[Sink] = []
         for w in writers:
@@ -312,10 +379,10 @@ class _VideoRun:
                 store_sink = sink
             else:
                 outs.append(sink)
+        base_meta = {k: v for k, v in st.meta.items() if k not in ("phase", "writers", "done")}
         log = vio.DecodeLog(self.src)
-        keep_image = "side" in self.pass1
-        prog = VideoProgress(self.src.name, "pass 1/2" if self.two_pass else "frames",
-                             frame_total(self.info), self.bars, start=done)
+        total = frame_total(self.info) if first else (len(self.pts), False)
+        prog = VideoProgress(self.src.name, label, total, self.bars, start=done)
         producer = self._frames(log, done)
         self.ckpt.start(done)
         try:
@@ -328,8 +395,9 @@ class _VideoRun:
                 if full is not None:
                     fan_out(outs, FrameOut(fr.index, fr.pts, fr.duration, full,
                                            fr.bgr if keep_image else None))
-                self.pts.append(fr.pts)
-                self.durations.append(fr.duration)
+                if first:
+                    self.pts.append(fr.pts)
+                    self.durations.append(fr.duration)
                 done += 1
                 prog.step()
                 if self.ckpt.due(done):
@@ -338,7 +406,9 @@ class _VideoRun:
                         arrays = {f"win_{k}": v for k, v in carried.items()}
                         if stats is not None:
                             arrays.update({f"stats_{k}": v for k, v in stats.state().items()})
-                        self._checkpoint(writers, self._meta("pass1", done=done), arrays)
+                        meta = self._meta(phase, done=done, recompute=self.recompute) if first \
+                            else {**base_meta, "phase": phase, "done": done}
+                        self._checkpoint(writers, meta, arrays)
                         self.ckpt.start(done)
         finally:
             producer.close()
@@ -347,25 +417,25 @@ class _VideoRun:
             s.finish()
         self.sinks = []
         prog.done()
-        errors = [*st.meta.get("errors", []), *log.lines()] if st.resumed else log.lines()
-        if not self.pts:
-            raise InputError(f"{self.src}: no decodable video frames")
-        extra: dict[str, object] = {"frames": len(self.pts), "errors": errors}
-        if self.two_pass:
-            assert stats is not None
-            vrange = stats.value_range()
-            _logger.info("%s: clip value range %.6g .. %.6g", self.src.name, *vrange)
-            extra["vrange"] = list(vrange)
-            extra["source"] = "npy" if npy is not None else "store"
-            extra["source_dtype"] = np.dtype((npy or store).dtype).str  # type: ignore[union-attr]
-        self.state.save(self._meta("pass2" if self.two_pass else "publish", done=0, **extra),
-                        self._timing())
+        return log
+
+    def _pass2_recompute(self) -> None:
+        """The second pass without stored depth: the model runs again (twice the compute)."""
+        st = self.state
+        vrange = (float(st.meta["vrange"][0]), float(st.meta["vrange"][1]))
+        writers = [self._writer(f, vrange, pending=True) for f in self.pass2]
+        meta = {k: v for k, v in st.meta.items() if k not in ("phase", "writers", "done")}
+        self._infer("pass2", "pass 2/2", writers, None, None, "side" in self.pass2)
+        self.state.save({**meta, "phase": "publish", "done": 0}, self._timing())
 
     def _pass2(self) -> None:
         st = self.state
         if not len(self.pts):
             self.pts.extend(int(v) for v in st.arrays["pts"])
             self.durations.extend(int(v) for v in st.arrays["dur"])
+        if st.meta.get("recompute"):
+            self._pass2_recompute()
+            return
         vrange = (float(st.meta["vrange"][0]), float(st.meta["vrange"][1]))
         src_path = self._part("npy") if st.meta["source"] == "npy" else st.folder / "store.raw"
         source = RawStack.existing(src_path, np.dtype(st.meta["source_dtype"]))

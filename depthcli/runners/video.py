@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ import numpy as np
 import torch
 
 from .. import outputs
-from ..errors import DepthCliError, InputError, strip_path
+from ..errors import DepthCliError, DiskFullError, InputError, strip_path
 from ..io import video as vio
 from ..io.atomic import as_disk_full, is_disk_full, publish
 from ..outputs.clipstats import ClipStats
@@ -243,6 +244,7 @@ class _VideoRun:
                     arrays: dict[str, np.ndarray]) -> None:
         """Every writer's frames durable, then the state that names them; then old pending
         frames may go."""
+        t0 = time.perf_counter()
         for s in self.sinks:
             s.drain()
         meta = {**meta, "writers": {w.name: w.sync() for w in writers}}
@@ -250,6 +252,8 @@ class _VideoRun:
         for w in writers:
             if isinstance(w, Mp4Writer):
                 w.committed()
+        _logger.debug("%s: durable at frame %s of %s (%.0f ms)", self.src.name, meta["done"],
+                      meta["phase"], 1000 * (time.perf_counter() - t0))
 
     # ------------------------------------------------------------------------------- run
 
@@ -279,9 +283,11 @@ class _VideoRun:
                                           if outputs.FORMATS[f].video == "mp4"],
                             state_bytes=state_bytes)
         where = self.opts.out_dir
-        if p.needed > p.free:
-            raise InputError(f"{self.src}: needs about {video_disk.gb(p.needed)} of disk in "
-                             f"{where} for {frames} frames, only {video_disk.gb(p.free)} free")
+        if p.needed > p.free:  # a disk-full stop before the first frame, with the figures
+            raise DiskFullError(f"{self.src}: needs about {video_disk.gb(p.needed)} of disk in "
+                                f"{where} for {frames} frames, only {video_disk.gb(p.free)} "
+                                "free: No space left on device; stopping the run (free some "
+                                "space and rerun with --skip-existing to finish)")
         if p.recompute:
             self.recompute = True
             _logger.warning("%s: the clip-wide range would keep %s of depth in %s, which has "
@@ -301,7 +307,9 @@ class _VideoRun:
         except BaseException as exc:
             for s in self.sinks:
                 s.abort()
-            if not isinstance(exc, KeyboardInterrupt):  # interrupted: the state is kept
+            if isinstance(exc, KeyboardInterrupt):  # interrupted: the state is kept
+                self.state.release()
+            else:
                 self.state.remove()
             raise
         self.report.written = True

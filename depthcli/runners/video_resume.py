@@ -102,6 +102,22 @@ class Checkpoints:
         return time.perf_counter() - self.last_t >= CHECKPOINT_S
 
 
+def _lock(folder: Path) -> int | None:
+    """An exclusive lock on `<folder>.lock`, or None when another live run holds it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder.with_name(folder.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class VideoState:
     """The partial-state folder of one video: its `state.npz` and the partial outputs."""
 
@@ -109,11 +125,30 @@ class VideoState:
         self.folder, self.fp = folder, fp
         self.meta: dict[str, Any] = {}
         self.arrays: dict[str, np.ndarray] = {}
+        self._lock: int | None = None
+
+    def release(self) -> None:
+        """Unlock (the lock file goes with the folder; a kill releases it too)."""
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                self.folder.with_name(self.folder.name + ".lock").unlink()
+            os.close(self._lock)
+            self._lock = None
 
     @classmethod
     def open(cls, folder: Path, fp: str, resume: bool) -> VideoState:
-        """The folder's saved state when `resume` and the fingerprint matches; else a fresh one."""
+        """The folder's saved state when `resume` and the fingerprint matches; else a fresh one.
+
+        The folder is locked (flock) while the run uses it: a second run on the same video at
+        once gets a private folder of its own (no resume) instead of mixing its frames in.
+        """
+        lock = _lock(folder)
+        if lock is None:
+            folder = folder.with_name(f"{folder.name}.{os.getpid()}")
+            resume = False
+            lock = _lock(folder)
         vs = cls(folder, fp)
+        vs._lock = lock
         path = folder / "state.npz"
         if resume and path.is_file():
             try:
@@ -154,5 +189,6 @@ class VideoState:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self.release()
         with contextlib.suppress(OSError):
             self.folder.parent.rmdir()  # the last partial video of -o

@@ -81,7 +81,7 @@ import numpy as np
 import torch
 
 from .. import outputs
-from ..errors import DepthCliError, DiskFullError, InputError, strip_path
+from ..errors import DepthCliError, InputError, strip_path
 from ..io import video as vio
 from ..io.atomic import as_disk_full, is_disk_full, publish
 from ..outputs.clipstats import ClipStats
@@ -257,48 +257,14 @@ class _VideoRun:
 
     # ------------------------------------------------------------------------------- run
 
-    def _check_disk(self) -> None:
-        """Before the first frame: the mode's disk against the free space (`video_disk`)."""
-        frames = frame_total(self.info)[0]
-        if not frames:
-            return
-        h, w = self.size
-        if getattr(self.est.spec, "temporal", False):
-            from ..transforms import lower_bound_size
-            from ..windows import video_input_size
-
-            nh, nw = lower_bound_size(h, w, video_input_size(self.est.preprocess.input_size,
-                                                             (h, w)))
-            store_px, state_bytes = h * w, 11 * 3 * nh * nw * 4 + 10 * h * w * 4
-        else:
-            net = self.est.preprocess(np.zeros((h, w, 3), np.uint8))
-            store_px, state_bytes = int(net.shape[-2] * net.shape[-1]), 0
-        state_bytes += 16 * frames
-        p = video_disk.plan(self.state.folder, frames=frames, formats=list(self.paths),
-                            frame_size=self.size, store_pixels=store_px,
-                            store_itemsize=4 if "png16" in self.pass2 else 2,
-                            two_pass_store=self.two_pass and "npy" not in self.paths,
-                            segment=self.segment,
-                            one_pass_mp4=[f for f in self.pass1
-                                          if outputs.FORMATS[f].video == "mp4"],
-                            state_bytes=state_bytes)
-        where = self.opts.out_dir
-        if p.needed > p.free:  # a disk-full stop before the first frame, with the figures
-            raise DiskFullError(f"{self.src}: needs about {video_disk.gb(p.needed)} of disk in "
-                                f"{where} for {frames} frames, only {video_disk.gb(p.free)} "
-                                "free: No space left on device; stopping the run (free some "
-                                "space and rerun with --skip-existing to finish)")
-        if p.recompute:
-            self.recompute = True
-            _logger.warning("%s: the clip-wide range would keep %s of depth in %s, which has "
-                            "%s free: the second pass recomputes it instead (twice the compute)",
-                            self.src, video_disk.gb(p.store_bytes), where, video_disk.gb(p.free))
-
     def run(self) -> VideoReport:
         phase = self.state.meta.get("phase", "pass1")
         try:
-            if not self.state.resumed:
-                self._check_disk()
+            if not self.state.resumed:  # before the first frame: does the mode fit the disk?
+                self.recompute = video_disk.check(
+                    self.src, self.opts.out_dir, self.state.folder, self.est, self.size,
+                    frame_total(self.info)[0], list(self.paths), self.pass1, self.pass2,
+                    two_pass=self.two_pass, segment=self.segment)
             if phase == "pass1":
                 self._pass1()
             if phase in ("pass1", "pass2") and self.two_pass:

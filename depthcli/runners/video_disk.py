@@ -19,11 +19,21 @@ The sizes of compressed outputs (mp4, png16) are estimates; the raw ones are exa
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .. import outputs
+from ..errors import DiskFullError
+
+if TYPE_CHECKING:
+    from ..engine import DepthEstimator
+
+_logger = logging.getLogger(__name__)
 
 MP4_BYTES_PER_PIXEL = 0.25  # generous for crf-18 depth videos: segments + the joined file
 PNG16_BYTES_PER_PIXEL = 2.0  # deflate of smooth 16-bit depth: at most about the raw size
@@ -79,3 +89,37 @@ def plan(folder: Path, *, frames: int, formats: list[str], frame_size: tuple[int
     pending = sum(segment * h * (2 * w + 50 if f == "side" else w) * 3
                   for f in formats if outputs.FORMATS[f].video == "mp4")
     return DiskPlan(int((outs + pending) * MARGIN) + SLACK, free, True, store)
+
+
+def check(src: Path, out_dir: Path, folder: Path, est: DepthEstimator, size: tuple[int, int],
+          frames: int, formats: list[str], pass1: list[str], pass2: list[str], *,
+          two_pass: bool, segment: int) -> bool:
+    """Whether the second pass must recompute (one warning line says so); DiskFullError with
+    the figures when even that does not fit. An unknown frame count is not checked."""
+    if not frames:
+        return False
+    h, w = size
+    if getattr(est.spec, "temporal", False):
+        from ..transforms import lower_bound_size
+        from ..windows import video_input_size
+
+        nh, nw = lower_bound_size(h, w, video_input_size(est.preprocess.input_size, (h, w)))
+        store_px, state_bytes = h * w, 11 * 3 * nh * nw * 4 + 10 * h * w * 4
+    else:
+        net = est.preprocess(np.zeros((h, w, 3), np.uint8))
+        store_px, state_bytes = int(net.shape[-2] * net.shape[-1]), 0
+    p = plan(folder, frames=frames, formats=formats, frame_size=size, store_pixels=store_px,
+             store_itemsize=4 if "png16" in pass2 else 2,
+             two_pass_store=two_pass and "npy" not in formats, segment=segment,
+             one_pass_mp4=[f for f in pass1 if outputs.FORMATS[f].video == "mp4"],
+             state_bytes=state_bytes + 16 * frames)
+    if p.needed > p.free:  # a disk-full stop before the first frame, with the figures
+        raise DiskFullError(f"{src}: needs about {gb(p.needed)} of disk in {out_dir} for "
+                            f"{frames} frames, only {gb(p.free)} free: No space left on device; "
+                            "stopping the run (free some space and rerun with --skip-existing "
+                            "to finish)")
+    if p.recompute:
+        _logger.warning("%s: the clip-wide range would keep %s of depth in %s, which has %s "
+                        "free: the second pass recomputes it instead (twice the compute)",
+                        src, gb(p.store_bytes), out_dir, gb(p.free))
+    return p.recompute

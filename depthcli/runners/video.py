@@ -147,8 +147,11 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
 
 
 def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions,
-                  bars: FrameBars | None = None) -> VideoReport:
+                  bars: FrameBars | None = None, resume: bool | None = None) -> VideoReport:
     """Depth outputs for one video file (see the module docstring); returns a report.
+
+    `resume`: continue a partial state of the same settings (default: with --skip-existing;
+    the Ray engine always, so that a video retried after a killed actor continues).
 
     Raises InputError for inputs that are not videos (or cannot be processed at all).
     """
@@ -177,7 +180,8 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
                 shutil.rmtree(folder, ignore_errors=True)
             return VideoReport(skipped=True)
     info = vio.probe(src, opts.max_pixels)
-    state = VideoState.open(folder, fingerprint(src, est, opts, wanted), opts.skip_existing)
+    state = VideoState.open(folder, fingerprint(src, est, opts, wanted),
+                            opts.skip_existing if resume is None else resume)
     if state.resumed:
         paths = {f: every[f] for f in state.meta["formats"]}
     try:

@@ -97,6 +97,7 @@ class DepthEstimator:
         self.camera = dict(camera or {})
         self.preprocess = preprocess_for(self.spec, input_size,
                                          exact=self.dtype == torch.float32)
+        self.digest = _param_digest(model)  # which weights: a resumed video must match them
         self.backend: Backend = create_backend(
             backend, model, self.device, self.dtype, channels_last=channels_last,
             compile=compile, owns_model=owns_model)
@@ -261,6 +262,21 @@ class DepthEstimator:
                 yield from self._flush(buckets.popitem(last=False)[1])
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _param_digest(model: torch.nn.Module) -> str:
+    """A short digest of the weights (names, shapes, 64 values of each tensor): milliseconds even
+    for ViT-L, and different for any two checkpoints one would confuse."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            flat = t.detach().reshape(-1)
+            step = max(1, flat.numel() // 64)
+            h.update(f"{name}{tuple(t.shape)}".encode())
+            h.update(flat[::step][:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _check_image(img: object) -> None:

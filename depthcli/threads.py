@@ -139,13 +139,15 @@ class Sink:
         while True:
             item = self._q.get()
             if item is _END:
+                self._q.task_done()
                 break
-            if self.error is not None:
-                continue
             try:
-                self._handle(item)
+                if self.error is None:
+                    self._handle(item)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
                 self.error = exc
+            finally:
+                self._q.task_done()
         if self.error is None and self._finish is not None:
             try:
                 self._finish()
@@ -162,6 +164,14 @@ class Sink:
             except queue.Full:
                 if not self._thread.is_alive():
                     raise RuntimeError(f"{self.name} writer stopped") from self.error
+
+    def drain(self) -> None:
+        """Wait until every item put so far is handled (a checkpoint); raise any failure."""
+        while self._q.unfinished_tasks and self._thread.is_alive() and self.error is None:
+            with self._q.all_tasks_done:
+                self._q.all_tasks_done.wait(timeout=0.1)
+        if self.error is not None:
+            raise self.error
 
     def finish(self) -> None:
         """Drain, run the `finish` step, and raise any failure."""

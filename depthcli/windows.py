@@ -100,6 +100,29 @@ class TemporalWindows:
         self.emitted = 0  # depth frames returned
         self.windows = 0  # windows run
 
+    def resumable(self) -> bool:
+        """True between windows: nothing is half-collected, so `state()` is all that carries."""
+        return self.windows > 0 and not self.new
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What carries over to the next window (key-frame inputs, the cross-fade tail, the
+        alignment references, the counters), as arrays for a resume file."""
+        assert self.resumable() and self.keys is not None and self.last is not None
+        return {"keys": np.stack(self.keys), "last": self.last,
+                "tail": np.stack(self.tail) if self.tail else np.zeros((0, *self.frame_size),
+                                                                      np.float32),
+                "refs": np.stack(self.refs),
+                "counts": np.array([self.seen, self.emitted, self.windows], np.int64)}
+
+    def restore(self, st: dict[str, np.ndarray]) -> None:
+        """Continue from `state()`: the next frame pushed is frame `seen`."""
+        self.keys = list(st["keys"])
+        self.last = st["last"]
+        self.tail = list(st["tail"])
+        self.refs = list(st["refs"])
+        self.seen, self.emitted, self.windows = (int(v) for v in st["counts"])
+        self.new = []
+
     def push(self, x: np.ndarray) -> list[np.ndarray]:
         """One preprocessed frame; returns the depth frames that became final (maybe none)."""
         self.seen += 1

@@ -52,14 +52,22 @@ def silence_opencv() -> None:
 
 
 class Progress:
-    """tqdm on stderr when it is a terminal and not --quiet; a no-op otherwise."""
+    """tqdm on stderr when it is a terminal and not --quiet; a no-op otherwise.
 
-    def __init__(self, enabled: bool, unit: str = "input", total: int | None = None) -> None:
+    The run's bar counts inputs (and, once videos run, their frames in its postfix); each pass
+    over a video gets a second bar in frames (`frame_bar`). `stream` forces the bars onto a
+    file whatever it is (tests).
+    """
+
+    def __init__(self, enabled: bool, unit: str = "input", total: int | None = None,
+                 stream: Any = None) -> None:
         self.bar = None
-        if enabled and sys.stderr.isatty():
+        self.stream = stream if stream is not None else sys.stderr
+        self.video_frames = 0
+        if enabled and (stream is not None or sys.stderr.isatty()):
             from tqdm import tqdm
 
-            self.bar = tqdm(unit=unit, file=sys.stderr, dynamic_ncols=True, total=total)
+            self.bar = tqdm(unit=unit, file=self.stream, dynamic_ncols=True, total=total)
 
     def __call__(self, n: int) -> None:
         if self.bar is not None:
@@ -86,15 +94,51 @@ class Progress:
 
         threading.Thread(target=work, name="depthcli-count", daemon=True).start()
 
+    def frames(self, n: int) -> None:
+        """`n` more video frames: shown in the run bar's postfix."""
+        self.video_frames += n
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.video_frames} frames", refresh=False)
+
+    def frame_bar(self, desc: str, total: int, estimated: bool, done: int = 0) -> Any:
+        """A bar in frames for one pass over a video (an estimated total is marked '~')."""
+        return _FrameBar(self, desc, total, estimated, done)
+
     def write(self, msg: str) -> None:
         if self.bar is not None:
-            self.bar.write(msg, file=sys.stderr)
+            self.bar.write(msg, file=self.stream)
         else:
             click.echo(msg, err=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class _FrameBar:
+    """One video pass under the run's bar: frames done / total, frames/s, ETA (tqdm's rate)."""
+
+    def __init__(self, run: Progress, desc: str, total: int, estimated: bool, done: int) -> None:
+        self.run, self.estimated = run, estimated
+        self.bar = None
+        if run.bar is not None:
+            from tqdm import tqdm
+
+            label = f"{desc} (total ~{total}, estimated)" if estimated and total else desc
+            self.bar = tqdm(total=total or None, initial=done, unit="frame", desc=label,
+                            file=run.stream, dynamic_ncols=True, leave=False, position=1)
+
+    def update(self, n: int) -> None:
+        self.run.frames(n)
+        if self.bar is not None:
+            if self.bar.total is not None and self.bar.n + n > self.bar.total:
+                self.bar.total = self.bar.n + n  # an estimate that was short
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def spec_or_usage(model: str, param: str = "--model") -> ModelSpec:

@@ -259,7 +259,7 @@ def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
     def run(report: Any, progress: Any) -> Any:
         with torch_threads(threads):
             summary = run_predict(opts, models, report=report, progress=progress,
-                                  started=STARTED)
+                                  started=STARTED, frame_bars=progress.frame_bar)
         return summary, _settings(models, opts, threads)
 
     return run

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..errors import DiskFullError, UnsafeOutputError
 
 TMP_SUFFIX = ".tmp"
+PARTIAL_DIR = ".depthcli-partial"  # under -o: resumable partial videos (runners.video_resume)
 _FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 _FULL_TEXT = ("no space left on device", "disk quota exceeded")
 
@@ -176,6 +177,33 @@ def remove_stale_temps(root: Path) -> int:
     return removed
 
 
+def publish(tmp: Path, dst: Path) -> None:
+    """Give a finished temporary file or folder (same filesystem) its final name `dst`."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if tmp.is_dir():
+        _replace_dir(tmp, dst)
+        return
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, _MODE)
+    refuse_non_regular(dst)
+    os.replace(tmp, dst)
+
+
+def _replace_dir(tmp: Path, dst: Path) -> None:
+    old: Path | None = None
+    if dst.is_dir() and not dst.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=".old.tmp",
+                                    dir=dst.parent))
+        os.replace(dst, old / "x")
+    elif dst.exists() or dst.is_symlink():
+        dst.unlink()
+    os.chmod(tmp, _DIR_MODE)
+    os.replace(tmp, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(dst: Path) -> Iterator[Path]:
     """Yield a temporary folder beside `dst`; it replaces `dst` only if the block succeeds."""
@@ -184,17 +212,7 @@ def atomic_dir(dst: Path) -> Iterator[Path]:
                                 dir=dst.parent))
     try:
         yield tmp
-        old: Path | None = None
-        if dst.is_dir() and not dst.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.{os.getpid()}.", suffix=".old.tmp",
-                                        dir=dst.parent))
-            os.replace(dst, old / "x")
-        elif dst.exists() or dst.is_symlink():
-            dst.unlink()
-        os.chmod(tmp, _DIR_MODE)
-        os.replace(tmp, dst)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _replace_dir(tmp, dst)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import confine
+from .atomic import PARTIAL_DIR
 from .kinds import IMAGE_EXTS, VIDEO_EXTS, has_magic, kind_of  # noqa: F401 - re-exported
 from .manifest import MARKER, OutputFolders
 
@@ -96,8 +97,8 @@ def _walk(root: Path, state: Discovery) -> Iterator[InputItem]:
         subdirs = []
         for e in entries:
             p = Path(e.path)
-            if e.name.startswith(".") and e.name.endswith(".tmp"):
-                continue  # our own leftovers from a killed run
+            if e.name.startswith(".") and e.name.endswith(".tmp") or e.name == PARTIAL_DIR:
+                continue  # our own leftovers from a killed run, partial videos
             try:
                 if e.is_dir(follow_symlinks=False):
                     if state.exclude.skip_dir(p):

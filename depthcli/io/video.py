@@ -236,8 +236,11 @@ class DecodeLog:
         return out
 
 
-def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame]:
+def iter_frames(info: VideoInfo, log: DecodeLog | None = None, skip: int = 0) -> Iterator[Frame]:
     """Decode every decodable frame of `info.path` in order, upright, as BGR uint8.
+
+    The first `skip` frames are decoded (frame numbers and the log stay those of a whole run)
+    but neither converted nor yielded: a resumed video continues there.
 
     Damaged packets are skipped (the decoder conceals what it can) and noted in `log`; a demuxer
     error ends the stream early but keeps the frames already in the decoder.
@@ -251,7 +254,7 @@ def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame
     last_pts: int | None = None
     index = 0
 
-    def convert(fr: av.VideoFrame) -> Frame:
+    def convert(fr: av.VideoFrame) -> Frame | None:
         nonlocal last_pts, index
         pts = fr.pts
         if pts is None:
@@ -265,6 +268,12 @@ def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame
             log.corrupt_count += 1
             if len(log.corrupt) < MAX_ERROR_DETAIL:
                 log.corrupt.append(index)
+        if index < skip:
+            duration = int(getattr(fr, "duration", 0) or 0)
+            log.last_end = float((pts + (duration or step)) * info.time_base)
+            index += 1
+            log.decoded = index
+            return None
         img: np.ndarray = fr.to_ndarray(format="bgr24")
         if info.rotation:
             img = np.ascontiguousarray(np.rot90(img, k=info.rotation // 90))
@@ -290,7 +299,9 @@ def iter_frames(info: VideoInfo, log: DecodeLog | None = None) -> Iterator[Frame
             if info.max_pixels is not None and fr.width * fr.height > info.max_pixels:
                 log.error(index, f"frame is {fr.width}x{fr.height} pixels, over --max-pixels")
                 continue  # never converted: a damaged header must not allocate gigabytes
-            yield convert(fr)
+            out = convert(fr)
+            if out is not None:
+                yield out
 
 
 class _AudioFeed:
@@ -395,8 +406,12 @@ class VideoWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, info: VideoInfo, *,
-                 audio: bool = True, crf: int = 18, preset: str = "fast") -> None:
+                 audio: bool = True, crf: int = 18, preset: str = "fast",
+                 packets: Callable[[av.Packet], None] | None = None) -> None:
+        """`packets`: encoded packets go there instead of into the file (segments, see
+        `io.mp4_segments`); the file then holds only the header."""
         self.path = path
+        self.packets = packets
         self.size = (height, width)
         self.time_base = info.time_base
         self.container = av.open(str(path), "w", format="mp4",
@@ -439,13 +454,27 @@ class VideoWriter:
         if self.audio is not None:
             self.audio.feed(float(pts * self.time_base))
         for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+            self._out(packet)
         self.frames += 1
+
+    def _out(self, packet: av.Packet) -> None:
+        if self.packets is not None:
+            self.packets(packet)
+        else:
+            self.container.mux(packet)
+
+    def mux_encoded(self, packet: av.Packet) -> None:
+        """A packet this writer's settings encoded elsewhere (a segment), with the audio up to
+        its time; the stream's codec parameters are this writer's own, which are the same."""
+        if self.audio is not None and packet.pts is not None:
+            self.audio.feed(float(packet.pts * self.time_base))
+        packet.stream = self.stream
+        self.container.mux(packet)
 
     def close(self) -> None:
         """Flush the encoder and the rest of the audio, and finish the file."""
         for packet in self.stream.encode(None):
-            self.container.mux(packet)
+            self._out(packet)
         if self.audio is not None:
             self.audio.feed(None)
         self.container.close()

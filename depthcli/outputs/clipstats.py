@@ -54,6 +54,21 @@ class ClipStats:
                 self.stride *= 2
             self.size = sum(a.size for a in self.samples)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The running statistics as arrays (a resumed first pass continues them exactly)."""
+        lens = np.array([a.size for a in self.samples], np.int64)
+        flat = np.concatenate(self.samples) if self.samples else np.zeros(0, np.float32)
+        return {"bounds": np.array([self.lo, self.hi], np.float64),
+                "counts": np.array([self.per_frame, self.size, self.stride, self.seen], np.int64),
+                "lens": lens, "samples": flat}
+
+    def restore(self, st: dict[str, np.ndarray]) -> None:
+        self.lo, self.hi = (float(v) for v in st["bounds"])
+        self.per_frame, self.size, self.stride, self.seen = (int(v) for v in st["counts"])
+        cuts: list[int] | np.ndarray = np.cumsum(st["lens"])[:-1] if len(st["lens"]) else []
+        self.samples = [a.copy() for a in np.split(st["samples"], cuts)] if len(st["lens"]) \
+            else []
+
     def value_range(self) -> tuple[float, float]:
         if self.percentile:
             if not self.samples:

@@ -21,13 +21,42 @@ class RawStack:
     HEADER = 128  # bytes reserved for the .npy header (64-byte aligned)
 
     def __init__(self, path: Path, shape: tuple[int, int] | None,
-                 dtype: np.dtype[Any] | type) -> None:
+                 dtype: np.dtype[Any] | type, resume: tuple[int, tuple[int, int] | None]
+                 | None = None) -> None:
+        """`resume=(count, shape)` continues a file whose first `count` frames are durable
+        (`sync()`), dropping whatever was written after them."""
         self.path = path
         self.shape = shape  # None: taken from the first frame
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.count = 0
-        self._f = open(path, "w+b")  # closed in close()/abort()
+        if resume is not None and path.exists():
+            self.count, shape0 = resume
+            self.shape = shape0 if shape0 is not None else self.shape
+            self._f = open(path, "r+b")
+            self._f.truncate(self.HEADER + self.count * self.frame_bytes)
+            self._f.seek(0, os.SEEK_END)
+            return
+        self._f = open(path, "w+b")
         self._f.write(b"\0" * self.HEADER)
+
+    def sync(self) -> tuple[int, tuple[int, int] | None]:
+        """Make the frames appended so far durable; what `resume` takes."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        return self.count, self.shape
+
+    @classmethod
+    def existing(cls, path: Path, dtype: np.dtype[Any] | type) -> RawStack:
+        """A finished stack (`close()` done), to read its frames back."""
+        obj = cls.__new__(cls)
+        obj.path, obj.dtype = path, np.dtype(dtype).newbyteorder("<")
+        with open(path, "rb") as f:
+            np.lib.format.read_magic(f)
+            shape, _, _ = np.lib.format.read_array_header_1_0(f)
+        obj.count, obj.shape = int(shape[0]), (int(shape[1]), int(shape[2]))
+        obj._f = open(path, "r+b")
+        obj._f.close()
+        return obj
 
     @property
     def frame_bytes(self) -> int:

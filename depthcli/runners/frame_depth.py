@@ -9,6 +9,11 @@ Both yield `(frame, full, compact)` in frame order: `full` is the (H, W) float32
 frame size (or None when the caller does not need it yet), `compact` what a clip-wide second pass
 keeps on disk (network-size depth for per-frame models; the full frame for windowed ones, whose
 alignment happens at frame size), and `expand(compact)` turns it back into `full` exactly.
+
+Resume (`runners.video_resume`): `state(done)` is what must be saved to continue after `done`
+frames came out, or None when that is not a point to continue from (a temporal model between
+two windows is; per-frame models always are); `restore(state)` before `depths` continues there,
+given the frames from `done` on.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ class FrameDepth(Protocol):
     def expand(self, compact: torch.Tensor) -> np.ndarray: ...
 
     def frame_tensor(self, compact: torch.Tensor) -> torch.Tensor: ...
+
+    def state(self, done: int) -> dict[str, np.ndarray] | None: ...
+
+    def restore(self, state: dict[str, np.ndarray]) -> None: ...
 
 
 def _preprocessed(fn, frames: Iterable[Frame], workers: int,
@@ -88,6 +97,12 @@ class PerFrame:
     def expand(self, compact: torch.Tensor) -> np.ndarray:
         return self.est.postprocess(compact, self.size)
 
+    def state(self, done: int) -> dict[str, np.ndarray] | None:
+        return {}  # frames are independent: any frame is a point to continue from
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
 
 class Windowed:
     """A temporal model's windows (Video Depth Anything), streamed; see `depthcli.windows`."""
@@ -105,8 +120,16 @@ class Windowed:
     def _forward(self, window: np.ndarray) -> np.ndarray:
         return self.est.forward_batch(window).float().cpu().numpy()
 
+    def state(self, done: int) -> dict[str, np.ndarray] | None:
+        w = self.windows
+        return w.state() if w.resumable() and w.emitted == done else None
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        self.windows.restore(state)
+
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:
         waiting: deque[Frame] = deque()  # frames whose depth is not final yet (one window)
+        pushed = self.windows.seen  # a resumed run: frames before this are in the window state
 
         def pair(done: list[np.ndarray]) -> Iterator[Item]:
             for d in done:
@@ -115,7 +138,8 @@ class Windowed:
 
         for fr, x in _preprocessed(self.preprocess, frames, self.workers, ahead=self.workers * 2):
             waiting.append(fr)
-            yield from pair(self.windows.push(x))
+            if fr.index >= pushed:
+                yield from pair(self.windows.push(x))
         yield from pair(self.windows.finish())
 
     def frame_tensor(self, compact: torch.Tensor) -> torch.Tensor:

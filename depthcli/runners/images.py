@@ -28,6 +28,7 @@ from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
 from .paths import OutputMapper, foreign_files, output_exists, overlaps
 from .run import Progress, Report, RunState
+from .video_progress import FrameBars
 
 _logger = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ class _Run(RunState):
     """One `predict` run: options, models, mapper, and the accounting of `RunState`."""
 
     def __init__(self, opts: PredictOptions, models: Estimators, report: Report,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, frame_bars: FrameBars | None = None) -> None:
         self.manifest = Manifest(opts.out_dir)
-        super().__init__(report, progress, self.manifest)
+        super().__init__(report, progress, self.manifest, frame_bars)
         self.opts, self.models = opts, models
         self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.manifest))
         fmts = opts.output.formats
@@ -156,8 +157,11 @@ class _Run(RunState):
 
 
 def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, report: Report,
-                progress: Progress | None = None, started: float | None = None) -> Summary:
+                progress: Progress | None = None, started: float | None = None,
+                frame_bars: FrameBars | None = None) -> Summary:
     """Process every input; `report` gets one line per failure; returns the summary.
+
+    `frame_bars` opens a bar in frames for each pass over a video (see `video_progress`).
 
     `started` (a `time.perf_counter()` value) lets the summary's seconds include what the
     caller did before (start-up, argument checks).
@@ -168,7 +172,7 @@ def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, re
     stale = remove_stale_temps(opts.out_dir)
     if stale:
         _logger.info("removed %d temporary files left by an interrupted run", stale)
-    run = _Run(opts, models, report, progress)
+    run = _Run(opts, models, report, progress, frame_bars)
     try:
         run.run_images()
         run.run_videos()

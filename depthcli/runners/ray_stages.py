@@ -293,7 +293,8 @@ class ModelStage:
         from .video import predict_video
 
         try:
-            rep = predict_video(Path(src), Path(base), self.video_estimator(), self.opts)
+            rep = predict_video(Path(src), Path(base), self.video_estimator(), self.opts,
+                                resume=True)  # a retry after a killed actor continues
         except Exception as exc:  # noqa: BLE001 - DepthCliError locally; anything else too here
             return 0, "failed", "[]", strip_path(str(exc).splitlines()[0] if str(exc) else
                                                 type(exc).__name__, src)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..io.atomic import as_disk_full
 from ..io.manifest import Manifest
 from .options import Summary
+from .video_progress import FrameBars
 
 Report = Callable[[str], None]
 Progress = Callable[[int], None]
@@ -22,13 +23,14 @@ class RunState:
     """What every input of a run reports into: counts, failures, progress, the stop signal."""
 
     def __init__(self, report: Report, progress: Progress | None,
-                 journal: Manifest | None = None) -> None:
+                 journal: Manifest | None = None, frame_bars: FrameBars | None = None) -> None:
         self.report = report  # one line each: the error lines (and the image run's others)
         self.progress: Progress = progress or (lambda n: None)
         self.summary = Summary()
         self.full = threading.Event()  # disk full / over quota: the run stops, one error line
         self._lock = threading.Lock()
         self.journal = journal  # what depthcli wrote in -o (io.manifest); None: not kept
+        self.frame_bars = frame_bars  # a bar in frames per video pass; None: not shown
 
     def fail(self, path: str, reason: str) -> None:
         """`path` failed: counted once, and its `error: PATH: reason` line."""

@@ -2,8 +2,10 @@
 
 `predict_video(src, base, est, opts)` is called by the predict run for each video input. This
 module orchestrates; the parts live beside it: frames become depth in `runners.frame_depth`
-(per-frame or temporal windows), the writers are `outputs.sinks`, clip statistics
-`outputs.clipstats`, `.npy` stacks `outputs.stacks`, decoding/encoding `io.video`.
+(per-frame or temporal windows), the writers are `outputs.resumable`, clip statistics
+`outputs.clipstats`, `.npy` stacks `outputs.stacks`, decoding/encoding `io.video` and
+`io.mp4_segments`, durable progress and resume `runners.video_resume`, the bars
+`runners.video_progress`.
 
 Outputs (`base` is the output stem, e.g. OUT/sub/clip):
 - visual formats `color`, `gray`, `side` → `<base>.mp4` when only one is asked for, else
@@ -20,8 +22,8 @@ Other per-image formats (point clouds, ...) are not written for videos (a warnin
 Value range of visual formats (`opts.video_norm`, CLI `--video-norm`):
 - `clip` (default): ONE range for the whole clip, so brightness means the same depth in every
   frame (no flicker). Pass 1 infers every frame, writes the raw exports, keeps the network-size
-  depth in a temporary file in the output folder (float16, float32 when png16 needs the
-  precision; the `.npy` itself is used instead when it is requested) and the clip's min/max (or
+  depth in a temporary file in the video's partial-state folder (float16, float32 when png16
+  needs the precision; the `.npy` itself is used instead when it is requested) and the clip's min/max (or
   percentiles, from an evenly spaced subsample of every frame, when `--range pLO,HI`). Pass 2
   upsamples each stored frame again (the same bilinear step as pass 1) and encodes the visual
   outputs; only `side` re-decodes the source, for the input frames. Disk use of the temporary
@@ -49,9 +51,15 @@ sample aspect ratio is copied to the mp4 outputs.
 
 Damage: a truncated or partly corrupt file yields every frame that decodes; the problems go to
 the report's `errors` (with frame numbers) and the outputs are still complete, playable files.
-Not a video / no video stream / no decodable frame → `InputError`. All outputs are written under
-temporary names in their folder and renamed when complete, so a killed run leaves no partial
-file under a final name (temporaries are `.<name>.<random>.tmp`, which discovery ignores).
+Not a video / no video stream / no decodable frame → `InputError`.
+
+Resume: every output is written inside the video's hidden partial-state folder
+(`-o/.depthcli-partial/<name>/`) and moved to its final name when the video is complete, so a
+killed run leaves no partial file under a final name. Progress is made durable at least every
+30 s of work (`runners.video_resume`); a rerun with `--skip-existing` and the same settings
+continues from the last durable point and writes the same bytes as an uninterrupted run (H.264
+in fixed segments, `io.mp4_segments`). After a failure that is not an interruption the folder
+is removed.
 
 Measuring memory (peak RSS does not grow with length)::
 
@@ -60,10 +68,8 @@ Measuring memory (peak RSS does not grow with length)::
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
+import shutil
 import time
 from array import array
 from concurrent.futures import ThreadPoolExecutor
@@ -77,14 +83,18 @@ import torch
 from .. import outputs
 from ..errors import DepthCliError, InputError, strip_path
 from ..io import video as vio
-from ..io.atomic import as_disk_full, atomic_dir, atomic_path, is_disk_full
+from ..io.atomic import as_disk_full, is_disk_full, publish
 from ..outputs.clipstats import ClipStats
-from ..outputs.sinks import FrameOut, frames_sink, mp4_sink, stack_sink, visual_sink
+from ..outputs.resumable import FramesWriter, Mp4Writer, StackWriter, Writer, writer_sink
+from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
 from ..threads import Producer, Sink, fan_out, prefetch
-from .frame_depth import FrameDepth, frame_depth
+from . import video_disk
+from .frame_depth import frame_depth
 from .options import parse_norm
 from .paths import output_exists
+from .video_progress import FrameBars, VideoProgress, frame_total
+from .video_resume import Checkpoints, VideoState, fingerprint, segment_frames, state_folder
 
 if TYPE_CHECKING:
     from ..engine import DepthEstimator
@@ -93,9 +103,6 @@ if TYPE_CHECKING:
     from .run import RunState
 
 _logger = logging.getLogger(__name__)
-
-LOG_EVERY_S = 10.0
-
 
 @dataclass
 class VideoReport:
@@ -108,34 +115,11 @@ class VideoReport:
     paths: list[Path] = field(default_factory=list)
 
 
-class _Progress:
-    """A log line every LOG_EVERY_S seconds of a long video (the bar counts inputs)."""
-
-    def __init__(self, name: str, label: str, total: int) -> None:
-        self.name, self.label, self.total = name, label, total
-        self.t0 = self.last = time.perf_counter()
-        self.n = 0
-
-    def step(self) -> None:
-        self.n += 1
-        now = time.perf_counter()
-        if now - self.last >= LOG_EVERY_S:
-            self.last = now
-            of = f"/{self.total}" if self.total else ""
-            _logger.info("%s: %s %d%s frames, %.1f fps", self.name, self.label, self.n, of,
-                         self.n / (now - self.t0))
-
-    def done(self) -> None:
-        dt = time.perf_counter() - self.t0
-        _logger.info("%s: %s %d frames in %.1f s (%.1f fps)", self.name, self.label, self.n, dt,
-                     self.n / dt if dt > 0 else 0.0)
-
-
 def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
               run: RunState) -> None:
     """One video of a `predict` run: outputs, then its lines in the run's summary."""
     try:
-        rep = predict_video(item.src, base, est, opts)
+        rep = predict_video(item.src, base, est, opts, run.frame_bars)
     except DepthCliError as exc:
         if is_disk_full(exc):
             raise as_disk_full(exc, item.src) from exc
@@ -162,8 +146,12 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
             run.error_line(str(item.src), reason)
 
 
-def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions) -> VideoReport:
+def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions,
+                  bars: FrameBars | None = None, resume: bool | None = None) -> VideoReport:
     """Depth outputs for one video file (see the module docstring); returns a report.
+
+    `resume`: continue a partial state of the same settings (default: with --skip-existing;
+    the Ray engine always, so that a video retried after a killed actor continues).
 
     Raises InputError for inputs that are not videos (or cannot be processed at all).
     """
@@ -181,15 +169,23 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
         norm = parse_norm(opts.video_norm)
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
-    paths = outputs.video_paths(base, wanted)
+    every = outputs.video_paths(base, wanted)
+    paths = every
+    folder = state_folder(opts.out_dir, base)
     if opts.skip_existing:  # resume: only the missing outputs are made
         paths = {f: p for f, p in paths.items() if not output_exists(p)}
         if not paths:
             _logger.info("%s: outputs exist; skipped", src)
+            if folder.exists():  # killed between its last rename and the cleanup
+                shutil.rmtree(folder, ignore_errors=True)
             return VideoReport(skipped=True)
     info = vio.probe(src, opts.max_pixels)
+    state = VideoState.open(folder, fingerprint(src, est, opts, wanted),
+                            opts.skip_existing if resume is None else resume)
+    if state.resumed:
+        paths = {f: every[f] for f in state.meta["formats"]}
     try:
-        return _VideoRun(src, paths, est, opts, info, norm).run()
+        return _VideoRun(src, paths, est, opts, info, norm, bars, state).run()
     except (DepthCliError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one video failing must not stop the run
@@ -198,12 +194,13 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
 
 
 class _VideoRun:
-    """One video through one or two passes; holds the temporaries and writer threads."""
+    """One video through one or two passes; holds the partial outputs and writer threads."""
 
     def __init__(self, src: Path, paths: dict[str, Path], est: DepthEstimator,
-                 opts: PredictOptions, info: vio.VideoInfo,
-                 norm: str | tuple[float, float]) -> None:
+                 opts: PredictOptions, info: vio.VideoInfo, norm: str | tuple[float, float],
+                 bars: FrameBars | None, state: VideoState) -> None:
         self.src, self.paths, self.est, self.opts, self.info = src, paths, est, opts, info
+        self.bars, self.state = bars, state
         self.oopts = opts.output
         ropts = self.oopts.render
         fixed_render = ropts.mode == "fixed" and ropts.vrange is not None
@@ -215,90 +212,157 @@ class _VideoRun:
         self.pass1 = [f for f in paths if f not in self.pass2]
         self.size = (info.height, info.width)
         self.workers = opts.host_workers(est.device.type)
+        self.segment = segment_frames()
+        self.ckpt = Checkpoints()
         self.pts = array("q")
         self.durations = array("q")
         self.report = VideoReport(paths=list(paths.values()))
+        self.sinks: list[Sink] = []  # the running writer threads (aborted on failure)
+        # the second pass recomputes the depth instead of storing it (the disk is too small)
+        self.recompute = bool(state.meta.get("recompute", False))
 
-    def _temp(self, stack: contextlib.ExitStack, fmt: str) -> Path:
-        dst = self.paths[fmt]
-        if outputs.FORMATS[fmt].video == "frames":
-            return stack.enter_context(atomic_dir(dst))
-        return stack.enter_context(atomic_path(dst))
+    # --------------------------------------------------------------------- partial outputs
 
-    @staticmethod
-    def _abort_on_error(stack: contextlib.ExitStack, sinks: list[Sink]) -> None:
-        """Registered after the temporaries: on failure, stop threads before files go."""
-        def cleanup(exc_type: object, exc: object, tb: object) -> bool:
-            if exc_type is not None:
-                for s in sinks:
-                    s.abort()
-            return False
+    def _part(self, fmt: str) -> Path:
+        """Where the partial output of `fmt` lives in the state folder."""
+        kind = outputs.FORMATS[fmt].video
+        if fmt == "npy":
+            return self.state.folder / "npy.npy"
+        if kind == "mp4":
+            return self.state.folder / fmt / "joined.mp4"
+        return self.state.folder / fmt
 
-        stack.push(cleanup)
+    def _writer(self, fmt: str, vrange: tuple[float, float] | None, *, pending: bool) -> Writer:
+        if outputs.FORMATS[fmt].video == "mp4":
+            return Mp4Writer(fmt, self.state.folder / fmt, self.info, self.oopts, vrange,
+                             segment=self.segment, pending=pending)
+        return FramesWriter(fmt, self.state.folder / fmt, self.oopts, vrange)
 
-    def _pass1_sinks(self, stack: contextlib.ExitStack, tmps: dict[str, Path],
-                     sinks: list[Sink]) -> tuple[RawStack | None, RawStack | None]:
-        """Writers of pass 1 (into `sinks`); returns the npy stack and the pass-2 store."""
-        for f in self.pass1:
-            if outputs.FORMATS[f].video == "mp4":
-                sinks.append(mp4_sink(f, tmps[f], self.info, self.oopts, self.vrange))
-            elif outputs.FORMATS[f].video == "frames":
-                sinks.append(frames_sink(f, tmps[f], self.oopts, self.vrange))
-        npy: RawStack | None = None
-        if "npy" in self.paths:
-            npy = RawStack(tmps["npy"], self.size, np.float32)
-            sinks.append(stack_sink("npy", npy, lambda it: it.depth))
-        store: RawStack | None = None
-        if self.two_pass and npy is None:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{self.src.name}.{os.getpid()}.",
-                                            suffix=".depth.tmp",
-                                            dir=self.paths[self.pass2[0]].parent)
-            os.close(fd)
-            stack.callback(_unlink, Path(tmp_name))
-            precise = "png16" in self.pass2
-            store = RawStack(Path(tmp_name), None, np.float32 if precise else np.float16)
-            sinks.append(stack_sink("store", store, lambda it: it))
-        return npy, store
+    def _meta(self, phase: str, **extra: object) -> dict[str, object]:
+        return {"phase": phase, "formats": list(self.paths), **extra}
+
+    def _timing(self) -> dict[str, np.ndarray]:
+        return {"pts": np.array(self.pts, np.int64), "dur": np.array(self.durations, np.int64)}
+
+    def _checkpoint(self, writers: list[Writer], meta: dict[str, object],
+                    arrays: dict[str, np.ndarray]) -> None:
+        """Every writer's frames durable, then the state that names them; then old pending
+        frames may go."""
+        t0 = time.perf_counter()
+        for s in self.sinks:
+            s.drain()
+        meta = {**meta, "writers": {w.name: w.sync() for w in writers}}
+        self.state.save(meta, {**self._timing(), **arrays})
+        for w in writers:
+            if isinstance(w, Mp4Writer):
+                w.committed()
+        _logger.debug("%s: durable at frame %s of %s (%.0f ms)", self.src.name, meta["done"],
+                      meta["phase"], 1000 * (time.perf_counter() - t0))
+
+    # ------------------------------------------------------------------------------- run
 
     def run(self) -> VideoReport:
-        with contextlib.ExitStack() as stack:
-            tmps = {f: self._temp(stack, f) for f in self.paths}
-            sinks: list[Sink] = []
-            self._abort_on_error(stack, sinks)
-            npy, store = self._pass1_sinks(stack, tmps, sinks)
-            stats = ClipStats(self.oopts.render) if self.two_pass else None
-            strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
-                                   workers=self.workers,
-                                   need_full=any(s.name != "store" for s in sinks))
-            self._pass1(strategy, sinks, stats, store)
-            if self.report.frames == 0:
-                raise InputError(f"{self.src}: no decodable video frames")
-            if self.two_pass:
-                assert stats is not None
-                vrange = stats.value_range()
-                _logger.info("%s: clip value range %.6g .. %.6g", self.src.name, *vrange)
-                source = npy if npy is not None else store
-                assert source is not None
-                p2: list[Sink] = []
-                self._abort_on_error(stack, p2)
-                p2 += [visual_sink(f, tmps[f], self.info, self.oopts, vrange) for f in self.pass2]
-                self._pass2(p2, source, strategy if source is store else None)
-            self.report.written = True
+        phase = self.state.meta.get("phase", "pass1")
+        try:
+            if not self.state.resumed:  # before the first frame: does the mode fit the disk?
+                self.recompute = video_disk.check(
+                    self.src, self.opts.out_dir, self.state.folder, self.est, self.size,
+                    frame_total(self.info)[0], list(self.paths), self.pass1, self.pass2,
+                    two_pass=self.two_pass, segment=self.segment)
+            if phase == "pass1":
+                self._pass1()
+            if phase in ("pass1", "pass2") and self.two_pass:
+                self._pass2()
+            self._publish()
+        except BaseException as exc:
+            for s in self.sinks:
+                s.abort()
+            if isinstance(exc, KeyboardInterrupt):  # interrupted: the state is kept
+                self.state.release()
+            else:
+                self.state.remove()
+            raise
+        self.report.written = True
         return self.report
 
-    def _frames(self, log: vio.DecodeLog | None) -> Producer[vio.Frame]:
-        return Producer(vio.iter_frames(self.info, log),
+    def _frames(self, log: vio.DecodeLog | None, skip: int) -> Producer[vio.Frame]:
+        return Producer(vio.iter_frames(self.info, log, skip),
                         maxsize=self.opts.batch_size + 2 * self.workers, name="depthcli-decode")
 
-    def _pass1(self, strategy: FrameDepth, sinks: list[Sink], stats: ClipStats | None,
-               store: RawStack | None) -> None:
+    def _pass1(self) -> None:
+        st = self.state
+        writers: list[Writer] = [self._writer(f, self.vrange, pending=True) for f in self.pass1
+                                 if f != "npy"]
+        npy: StackWriter | None = None
+        if "npy" in self.paths:
+            npy = StackWriter("npy", self._part("npy"), self.size, np.float32,
+                              lambda it: it.depth)
+            writers.append(npy)
+        store: StackWriter | None = None
+        if self.two_pass and npy is None and not self.recompute:
+            store = StackWriter("store", st.folder / "store.raw", None,
+                                np.float32 if "png16" in self.pass2 else np.float16,
+                                lambda a: a)
+            writers.append(store)
+        stats = ClipStats(self.oopts.render) if self.two_pass else None
+        log = self._infer("pass1", "pass 1/2" if self.two_pass else "frames", writers, store,
+                          stats, "side" in self.pass1)
+        if not self.pts:
+            raise InputError(f"{self.src}: no decodable video frames")
+        extra: dict[str, object] = {"frames": len(self.pts), "errors": log.lines(),
+                                    "recompute": self.recompute}
+        if self.two_pass:
+            assert stats is not None
+            vrange = stats.value_range()
+            _logger.info("%s: clip value range %.6g .. %.6g", self.src.name, *vrange)
+            extra["vrange"] = list(vrange)
+            extra["source"] = "npy" if npy is not None else "store"
+            if npy is not None or store is not None:
+                extra["source_dtype"] = np.dtype((npy or store).dtype).str  # type: ignore[union-attr]
+        self.state.save(self._meta("pass2" if self.two_pass else "publish", done=0, **extra),
+                        self._timing())
+
+    def _infer(self, phase: str, label: str, writers: list[Writer], store: Writer | None,
+               stats: ClipStats | None, keep_image: bool) -> vio.DecodeLog:
+        """A pass through the model (the first pass, or the second in recompute mode): frames
+        → depth → writers, durable every checkpoint, continued from the saved state."""
+        st = self.state
+        first = phase == "pass1"
+        strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
+                               workers=self.workers,
+                               need_full=any(w is not store for w in writers))
+        done = 0
+        if st.resumed and st.meta.get("phase") == phase and "writers" in st.meta:
+            done = int(st.meta["done"])
+            for w in writers:
+                got = w.resume(st.meta["writers"][w.name])
+                if got != done:
+                    raise RuntimeError(f"partial {w.name} holds {got} frames, not {done}")
+            if first:
+                self.pts.extend(int(v) for v in st.arrays["pts"])
+                self.durations.extend(int(v) for v in st.arrays["dur"])
+            if stats is not None:
+                stats.restore(_sub(st.arrays, "stats_"))
+            strategy.restore(_sub(st.arrays, "win_"))
+            _logger.info("%s: resuming at frame %d", self.src.name, done)
+        elif not first:  # a second pass starting: whatever a killed attempt left goes
+            for w in writers:
+                w.resume({"count": 0, "segments": 0})
+        store_sink = None
+        outs: list[Sink] = []
+        for w in writers:
+            sink = writer_sink(w, indexed=w is not store)
+            self.sinks.append(sink)
+            if w is store:
+                store_sink = sink
+            else:
+                outs.append(sink)
+        base_meta = {k: v for k, v in st.meta.items() if k not in ("phase", "writers", "done")}
         log = vio.DecodeLog(self.src)
-        keep_image = "side" in self.pass1
-        outs = [s for s in sinks if s.name != "store"]
-        store_sink = next((s for s in sinks if s.name == "store"), None)
-        prog = _Progress(self.src.name, "pass 1/2" if self.two_pass else "frames",
-                         self.info.frames)
-        producer = self._frames(log)
+        total = frame_total(self.info) if first else (len(self.pts), False)
+        prog = VideoProgress(self.src.name, label, total, self.bars, start=done)
+        producer = self._frames(log, done)
+        self.ckpt.start(done)
         try:
             for fr, full, compact in strategy.depths(producer):
                 if stats is not None:
@@ -309,21 +373,61 @@ class _VideoRun:
                 if full is not None:
                     fan_out(outs, FrameOut(fr.index, fr.pts, fr.duration, full,
                                            fr.bgr if keep_image else None))
-                self.pts.append(fr.pts)
-                self.durations.append(fr.duration)
+                if first:
+                    self.pts.append(fr.pts)
+                    self.durations.append(fr.duration)
+                done += 1
                 prog.step()
+                if self.ckpt.due(done):
+                    carried = strategy.state(done)
+                    if carried is not None:
+                        arrays = {f"win_{k}": v for k, v in carried.items()}
+                        if stats is not None:
+                            arrays.update({f"stats_{k}": v for k, v in stats.state().items()})
+                        meta = self._meta(phase, done=done, recompute=self.recompute) if first \
+                            else {**base_meta, "phase": phase, "done": done}
+                        self._checkpoint(writers, meta, arrays)
+                        self.ckpt.start(done)
         finally:
             producer.close()
-        for s in sinks:
+            prog.close()
+        for s in self.sinks:
             s.finish()
+        self.sinks = []
         prog.done()
-        self.report.frames = len(self.pts)
-        self.report.errors.extend(log.lines())
+        return log
 
-    def _pass2(self, sinks: list[Sink], source: RawStack, strategy: FrameDepth | None) -> None:
+    def _pass2_recompute(self) -> None:
+        """The second pass without stored depth: the model runs again (twice the compute)."""
+        st = self.state
+        vrange = (float(st.meta["vrange"][0]), float(st.meta["vrange"][1]))
+        writers = [self._writer(f, vrange, pending=True) for f in self.pass2]
+        meta = {k: v for k, v in st.meta.items() if k not in ("phase", "writers", "done")}
+        self._infer("pass2", "pass 2/2", writers, None, None, "side" in self.pass2)
+        self.state.save({**meta, "phase": "publish", "done": 0}, self._timing())
+
+    def _pass2(self) -> None:
+        st = self.state
+        if not len(self.pts):
+            self.pts.extend(int(v) for v in st.arrays["pts"])
+            self.durations.extend(int(v) for v in st.arrays["dur"])
+        if st.meta.get("recompute"):
+            self._pass2_recompute()
+            return
+        vrange = (float(st.meta["vrange"][0]), float(st.meta["vrange"][1]))
+        src_path = self._part("npy") if st.meta["source"] == "npy" else st.folder / "store.raw"
+        source = RawStack.existing(src_path, np.dtype(st.meta["source_dtype"]))
+        lowres = st.meta["source"] == "store"
+        strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
+                               workers=self.workers, need_full=True) if lowres else None
+        writers = [self._writer(f, vrange, pending=False) for f in self.pass2]
+        saved = st.meta.get("writers", {}) if st.meta.get("phase") == "pass2" else {}
+        start = min(w.resume(saved.get(w.name, {"count": 0, "segments": 0})) for w in writers)
+        self.sinks = [writer_sink(w) for w in writers]
         read = source.reader()
-        prog = _Progress(self.src.name, "pass 2/2", source.count)
-        producer = self._frames(None) if "side" in self.pass2 else None  # input frames again
+        prog = VideoProgress(self.src.name, "pass 2/2", (source.count, False), self.bars,
+                             start=start)
+        producer = self._frames(None, start) if "side" in self.pass2 else None
         images = iter(producer) if producer is not None else None
         missing: int | None = None
 
@@ -333,9 +437,11 @@ class _VideoRun:
                 return strategy.expand(torch.from_numpy(d.astype(np.float32)))
             return d.astype(np.float32, copy=False)
 
+        meta = {k: v for k, v in st.meta.items() if k not in ("phase", "writers", "done")}
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="depthcli-load")
+        self.ckpt.start(start)
         try:
-            for i, fut in prefetch(load, range(source.count), pool, 2 * self.workers,
+            for i, fut in prefetch(load, range(start, source.count), pool, 2 * self.workers,
                                    ordered=True):
                 image = None
                 if images is not None:
@@ -343,21 +449,39 @@ class _VideoRun:
                     if fr is None and missing is None:
                         missing = i
                     image = fr.bgr if fr is not None else np.zeros((*self.size, 3), np.uint8)
-                fan_out(sinks, FrameOut(i, self.pts[i], self.durations[i], fut.result(), image))
+                fan_out(self.sinks, FrameOut(i, self.pts[i], self.durations[i], fut.result(),
+                                             image))
                 prog.step()
+                if self.ckpt.due(i + 1):
+                    self._checkpoint(writers, {**meta, "phase": "pass2", "done": i + 1}, {})
+                    self.ckpt.start(i + 1)
         finally:
             if producer is not None:
                 producer.close()
             pool.shutdown(wait=True, cancel_futures=True)
             read.close()  # type: ignore[attr-defined]
-        for s in sinks:
+            prog.close()
+        for s in self.sinks:
             s.finish()
+        self.sinks = []
         prog.done()
         if missing is not None:
-            self.report.errors.append(f"side: the input frames from frame {missing} on could not "
-                                      "be decoded again; they are black")
+            meta["errors"] = [*meta.get("errors", []),
+                              f"side: the input frames from frame {missing} on could not be "
+                              "decoded again; they are black"]
+        self.state.save({**meta, "phase": "publish", "done": 0}, self._timing())
+
+    def _publish(self) -> None:
+        """Every finished output to its final name, then the state folder goes."""
+        meta = self.state.meta
+        for f, dst in self.paths.items():
+            part = self._part(f)
+            if part.exists():
+                publish(part, dst)
+        self.report.frames = int(meta.get("frames", len(self.pts)))
+        self.report.errors.extend(meta.get("errors", []))
+        self.state.remove()
 
 
-def _unlink(p: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        p.unlink()
+def _sub(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}

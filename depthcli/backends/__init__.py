@@ -46,8 +46,8 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
 
     `auto` picks the fastest backend that keeps the official numbers: OpenVINO on CPUs where it
     is installed (and, for bf16/fp16, where the CPU runs that precision natively), torch on GPUs
-    and MPS. Temporal (video) models run on torch whatever is asked: the runtime backends do
-    not export them yet; an explicit request logs one line. `onnx=False` (Depth Anything 3
+    and MPS; temporal (video) models too: their graph has the window length fixed
+    (backends/graph.py) and keeps the official numbers. `onnx=False` (Depth Anything 3
     any-view models: torch.export cannot trace their RoPE position tables with dynamic sizes)
     does the same for ONNX Runtime only; OpenVINO converts them and matches torch (1e-6 of the
     range), so `auto` keeps it. Explicit choices that cannot work here fail with a one-line
@@ -55,11 +55,6 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
-    if temporal:
-        if name in RUNTIME_BACKENDS:
-            _logger.warning("--backend %s does not run temporal (video) models yet; using torch",
-                            name)
-        return "torch"
     if name == "onnxruntime" and not onnx:
         _logger.warning("--backend onnxruntime does not export Depth Anything 3 any-view models "
                         "(RoPE) yet; using torch")
@@ -119,7 +114,7 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
     """A ready backend for `model`: `name` is a backend name or an already built Backend.
 
     `auto` and explicit names resolve through `resolve_backend` (OpenVINO on CPUs where
-    installed, torch on GPUs and for temporal models); the runtime backends convert the fp32
+    installed, torch on GPUs); the runtime backends convert the fp32
     model once (cached on disk) and never change the caller's module.
     """
     if not isinstance(name, str):
@@ -135,6 +130,5 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
         from .torch import TorchBackend
 
         return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]
-    # not temporal: a DepthAnything (the runtime backends export it)
     return create_runtime_backend(chosen, cast("DepthAnything", model), getattr(model, "spec", None),
                                   precision=precision, device=device.type)

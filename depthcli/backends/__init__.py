@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from .base import Backend, BackendError, host_array
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from ..models.registry import ModelSpec
 
 __all__ = [
-    "BACKEND_NAMES", "RUNTIME_BACKENDS", "Backend", "BackendError", "available", "create_backend",
+    "BACKEND_NAMES", "RUNTIME_BACKENDS", "Backend", "BackendError", "Job", "available",
+    "create_backend",
     "create_runtime_backend", "host_array", "resolve_backend",
 ]
 
@@ -79,6 +81,30 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
     return name
 
 
+@dataclass(frozen=True)
+class Job:
+    """The work ahead of an estimator: `inputs` images or frames at `input_size` (None: unknown)
+    and the checkpoint file (for a background conversion)."""
+
+    inputs: int | None
+    input_size: int
+    weights: str | os.PathLike[str] | None = None
+
+
+def _auto_first_run(model: DepthAnything, job: Job) -> str:
+    """`auto` on a CPU with OpenVINO: the backend for this job, per backends/autoplan.py."""
+    from .autoplan import convert_in_background, plan
+    from .openvino import is_cached
+
+    p = plan("openvino", model.spec.name, cached=is_cached(model), inputs=job.inputs,
+             input_size=job.input_size, can_background=job.weights is not None)
+    if p.line:
+        _logger.warning("%s", p.line)
+    if p.background and job.weights is not None:
+        convert_in_background("openvino", model.spec.name, job.weights)
+    return p.backend
+
+
 def _openvino_supports(precision: str) -> bool:
     from .openvino import cpu_supports
 
@@ -110,12 +136,14 @@ def create_runtime_backend(name: str, model: DepthAnything, spec: ModelSpec | No
 
 
 def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.device,
-                   dtype: torch.dtype, **torch_options: object) -> Backend:
+                   dtype: torch.dtype, *, job: Job | None = None,
+                   **torch_options: object) -> Backend:
     """A ready backend for `model`: `name` is a backend name or an already built Backend.
 
     `auto` and explicit names resolve through `resolve_backend` (OpenVINO on CPUs where
     installed, torch on GPUs); the runtime backends convert the fp32
-    model once (cached on disk) and never change the caller's module.
+    model once (cached on disk) and never change the caller's module. `job`: what `auto` knows
+    of the work ahead, for the first run on a checkpoint (backends/autoplan.py).
     """
     if not isinstance(name, str):
         return name
@@ -126,6 +154,8 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
     any_view = getattr(getattr(spec, "da3", None), "any_view", False)
     chosen = resolve_backend(name, device.type, temporal=bool(getattr(model, "temporal", False)),
                              precision=precision, onnx=not any_view)
+    if name == "auto" and chosen == "openvino" and job is not None and job.inputs is not None:
+        chosen = _auto_first_run(cast("DepthAnything", model), job)
     if chosen == "torch":
         from .torch import TorchBackend
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .base import BackendError, host_array
-from .cache import RuntimeCache, model_cache_key
+from .cache import CacheKey, RuntimeCache, model_cache_key
 from .export import fp32_cpu
-from .graph import graph_for
+from .graph import Graph, graph_for
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +48,19 @@ def cpu_supports(precision: str) -> bool:
 
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return _CAPABILITY.get(precision, "?") in caps
+
+
+def cache_key(graph: Graph) -> CacheKey:
+    """The cache key of the fp32 IR of `graph` (backends/graph.py)."""
+    import openvino as ov
+
+    return model_cache_key(graph.net, "openvino", "fp32", graph.shapes,
+                           {"openvino": ov.__version__})
+
+
+def is_cached(model: DepthAnything, cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether an IR of `model` is in the cache (its entry exists; validated when loaded)."""
+    return RuntimeCache(cache_dir).entry_path(cache_key(graph_for(fp32_cpu(model)))).exists()
 
 
 class OpenVINOBackend:
@@ -72,8 +85,7 @@ class OpenVINOBackend:
         self._threads = threads
         self._graph = graph_for(fp32_cpu(model))
         self._net = self._graph.net
-        key = model_cache_key(self._net, "openvino", "fp32", self._graph.shapes,
-                              {"openvino": ov.__version__})
+        key = cache_key(self._graph)
         self.cache = RuntimeCache(cache_dir)
         # OpenVINO keys its compiled blobs itself (model, config, device, version).
         self._blob_dir = self.cache.root / "openvino" / "compiled"

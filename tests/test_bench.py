@@ -57,3 +57,20 @@ def test_bench_backends_side_by_side(tmp_path, tiny_ckpt, monkeypatch) -> None:
             assert 0 <= dev["mean_of_range"] <= dev["max_of_range"] < 1e-4
     bad = CliRunner().invoke(main, ["bench", "--backend", "torch,tensorrt", "--no-peer"])
     assert bad.exit_code == 2 and "tensorrt" in bad.output
+
+
+def test_startup_steps(tmp_path, tiny_ckpt) -> None:
+    """`bench --startup`: fresh processes, each step of the fixed cost, the total per run."""
+    write_image(tmp_path / "imgs" / "p0.jpg", 60, 90)
+    r = CliRunner().invoke(main, ["bench", "--startup", "--model", "da2-tiny-test", "--weights",
+                                  str(tiny_ckpt), "--backend", "torch", "--runs", "1",
+                                  "--warmup", "0", "--input-size", "56", "--inputs", str(tmp_path / "imgs"),
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["startup"]["torch"]
+    s = got["seconds"]
+    assert got["runs"] == 1 and len(got["total_runs"]) == 1
+    assert s["imports"] > 0 and s["checkpoint_read"] > 0 and s["first_image"] > 0
+    assert s["convert"] == s["cache_load"] == s["compile"] == 0  # torch: nothing to convert
+    parts = sum(v for k, v in s.items() if k != "to_first_forward")
+    assert parts <= s["to_first_forward"] + 0.01

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -83,14 +84,21 @@ class OpenVINOBackend:
         self.spec = spec or model.spec
         self._core = ov.Core()
         self._threads = threads
+        t = time.perf_counter()
         self._graph = graph_for(fp32_cpu(model))
         self._net = self._graph.net
         key = cache_key(self._graph)
         self.cache = RuntimeCache(cache_dir)
+        # Where start-up goes (`depthcli bench --startup`): seconds per step.
+        self.timings: dict[str, float] = {"cache_key": time.perf_counter() - t}
         # OpenVINO keys its compiled blobs itself (model, config, device, version).
         self._blob_dir = self.cache.root / "openvino" / "compiled"
+        t = time.perf_counter()
         self._ir, self.built = self.cache.get(key, self._convert, self._read)
+        self.timings["convert" if self.built else "cache_load"] = time.perf_counter() - t
+        t = time.perf_counter()
         self._compiled = self._compile(precision)
+        self.timings["compile"] = time.perf_counter() - t
         self._request = self._compiled.create_infer_request()
         self._fp32_request: Any | None = None if precision != "fp32" else self._request
         self._lock = threading.Lock()

@@ -118,3 +118,20 @@ def print_backends(r: dict) -> None:
         row("x peer model", [f"{per[n]['ratio_vs_peer']['model']:.2f}" for n in names])
     e("(deviations: |d| as % of the depth range, worst image; the rows above this table are "
       f"the first backend's, {names[0]})")
+
+
+def print_startup(r: dict) -> None:
+    """Fixed cost per step, one column per backend (median of fresh processes)."""
+    e = click.echo
+    per: dict[str, dict] = r["startup"]
+    names = list(per)
+    first = next(iter(per.values()))
+    e(f"start-up of {r['model']}: process start to the first image entering the network "
+      f"(median of {first['runs']} fresh processes after {first['warmup']} warming; "
+      f"{r['image']})")
+    e(f"{'step (s)':<20}" + "".join(f"{n:>14}" for n in names))
+    for step in next(iter(per.values()))["seconds"]:
+        e(f"{step:<20}" + "".join(f"{per[n]['seconds'][step]:>14.3f}" for n in names))
+    e(f"{'runs':<20}" + "".join(f"{str(per[n]['total_runs']):>14}" for n in names))
+    if r.get("load_average"):
+        e(f"load average    {r['load_average']}")

@@ -53,6 +53,7 @@ class BenchOptions:
     backends: tuple[str, ...] = ("torch",)
     peer: bool = True
     as_json: bool = False
+    startup: bool = False
 
 
 class Bench:
@@ -242,6 +243,8 @@ def run_bench(o: BenchOptions) -> dict[str, object]:
     import json
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if o.startup:
+        return run_startup(o)
     if o.threads:
         torch.set_num_threads(o.threads)
     bench = Bench(o)
@@ -255,4 +258,27 @@ def run_bench(o: BenchOptions) -> dict[str, object]:
         print_report(result)
         if "by_backend" in result:
             print_backends(result)
+    return result
+
+
+def run_startup(o: BenchOptions) -> dict[str, object]:
+    """`--startup`: the fixed cost of a run, per backend, in fresh processes."""
+    import json
+
+    from .report import print_startup
+    from .startup import measure
+
+    with tempfile.TemporaryDirectory(prefix="depthcli-bench-") as tmp:
+        _, files, desc = find_inputs(1, o.source, Path(tmp))
+        result: dict[str, Any] = {"model": o.model, "image": str(files[0]), "inputs": desc,
+                                  "startup": {}}
+        for name in o.backends:
+            got = measure(o.model, o.weights, name, files[0], o.input_size, o.runs,
+                          o.warmup)
+            result["startup"][got["backend"]] = got
+    result["load_average"] = loadavg()
+    if o.as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_startup(result)
     return result

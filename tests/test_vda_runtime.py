@@ -1,6 +1,6 @@
 """Video Depth Anything on the runtime backends: the golden clip through the OpenVINO graph of
 the temporal model (one conversion of the golden ViT-S, shared by every test here), the window
-contract, and `predict` on a clip picking it with `--backend auto`."""
+contract, and `predict` on a clip with `--backend openvino`."""
 
 from __future__ import annotations
 
@@ -59,20 +59,20 @@ def test_window_contract(vda_runtime) -> None:
     assert out.shape == (32, 42, 56) and out.dtype == np.float32
     with pytest.raises(BackendError, match="windows of 32 frames, got 4"):
         backend.run(np.zeros((4, 3, 42, 56), np.float32))
-    assert resolve_backend("auto", "cpu", temporal=True) == "openvino"
+    assert resolve_backend("openvino", "cpu", temporal=True) == "openvino"
 
 
-def test_predict_video_auto_runs_openvino(golden_dir, vda_runtime, tmp_path,
+def test_predict_video_on_openvino(golden_dir, vda_runtime, tmp_path,
                                           monkeypatch) -> None:
-    """`predict CLIP --backend auto` on a CPU runs the temporal model on OpenVINO, from the
-    cached conversion, and writes the streamed procedure's numbers."""
+    """`predict CLIP --backend openvino` runs the temporal model on OpenVINO, from the cached
+    conversion, and writes the streamed procedure's numbers."""
     monkeypatch.setenv("DEPTHCLI_CACHE", str(vda_runtime["cache"]))
     frames = np.load(golden_dir / "vda-small.npz")["frames"][:25]
     clip = write_clip(tmp_path / "clip.mp4", frames)
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["predict", str(clip), "-o", str(out), "--model", "vda-small",
                                   "--weights", str(vda_runtime["ckpt"]), "--format", "npy",
-                                  "--input-size", "70", "--device", "cpu", "--backend", "auto",
+                                  "--input-size", "70", "--device", "cpu", "--backend", "openvino",
                                   "--json", "-q"])
     assert r.exit_code == 0, r.output
     settings = json.loads(r.stdout)["settings"]["models"]["videos"]

@@ -48,8 +48,11 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
 
     `auto` picks the fastest backend that keeps the official numbers: OpenVINO on CPUs where it
     is installed (and, for bf16/fp16, where the CPU runs that precision natively), torch on GPUs
-    and MPS; temporal (video) models too: their graph has the window length fixed
-    (backends/graph.py) and keeps the official numbers. `onnx=False` (Depth Anything 3
+    and MPS. Temporal (video) models run on the runtime backends when asked (their graph has
+    the window length fixed, backends/graph.py, and keeps the official numbers), but `auto`
+    keeps torch for them: on a 2-core AVX2 CPU a 32-frame window at 266x476 takes as long on
+    OpenVINO as on torch (46-49 s each) and a whole `predict` of a 720p clip took longer
+    (0.17 vs 0.32 frames/s). `onnx=False` (Depth Anything 3
     any-view models: torch.export cannot trace their RoPE position tables with dynamic sizes)
     does the same for ONNX Runtime only; OpenVINO converts them and matches torch (1e-6 of the
     range), so `auto` keeps it. Explicit choices that cannot work here fail with a one-line
@@ -62,7 +65,7 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
                         "(RoPE) yet; using torch")
         return "torch"
     if name == "auto":
-        if device_type == "cpu" and available("openvino"):
+        if device_type == "cpu" and available("openvino") and not temporal:
             if precision in (None, "fp32") or _openvino_supports(precision):
                 return "openvino"
         return "torch"

@@ -129,8 +129,8 @@ def model_options(default_model: str | None) -> Callable[[Any], Any]:
                          help="auto = bf16 (or fp16) on CUDA, fp32 elsewhere."),
             click.option("--backend", default="auto", show_default=True,
                          type=click.Choice(BACKENDS), envvar="DEPTHCLI_BACKEND",
-                         help="Runtime: auto = OpenVINO on CPUs where installed (video "
-                              "models too), torch on GPUs [env: DEPTHCLI_BACKEND]."),
+                         help="Runtime: auto = OpenVINO on CPUs where installed, torch on GPUs "
+                              "and for video models [env: DEPTHCLI_BACKEND]."),
             click.option("--max-depth", type=click.FloatRange(min=0, min_open=True),
                          default=None,
                          help="Metric models: metres at the top of the sigmoid "

@@ -80,8 +80,13 @@ class DepthEstimator:
         owns_model: bool = False,
         output_size: OutputSize = "input",
         camera: dict[str, float | None] | None = None,
+        job_inputs: int | None = None,
+        weights_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        from .backends import create_backend
+        """`job_inputs`: how many images/frames the caller will run, when known: `auto` on a
+        checkpoint not yet converted then converts only when that pays (backends/autoplan.py;
+        `weights_file` lets it convert in the background for the next run instead)."""
+        from .backends import Job, create_backend
 
         if not isinstance(model, torch.nn.Module) or not isinstance(
                 getattr(model, "spec", None), ModelSpec):
@@ -98,8 +103,10 @@ class DepthEstimator:
         self.preprocess = preprocess_for(self.spec, input_size,
                                          exact=self.dtype == torch.float32)
         self.digest = _param_digest(model)  # which weights: a resumed video must match them
+        job = (None if job_inputs is None else
+               Job(job_inputs, self.preprocess.input_size, weights_file))
         self.backend: Backend = create_backend(
-            backend, model, self.device, self.dtype, channels_last=channels_last,
+            backend, model, self.device, self.dtype, job=job, channels_last=channels_last,
             compile=compile, owns_model=owns_model)
 
     @classmethod
@@ -113,7 +120,8 @@ class DepthEstimator:
     ) -> DepthEstimator:
         """Load a registry model (or hub repo id) once; reuse the estimator for many images."""
         model = create_model(name, weights=weights, max_depth=max_depth)
-        return cls(model, owns_model=True, **kwargs)  # type: ignore[arg-type]
+        return cls(model, owns_model=True, weights_file=weights,
+                   **kwargs)  # type: ignore[arg-type]
 
     @property
     def model(self) -> torch.nn.Module | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from .base import Backend, BackendError, host_array
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from ..models.registry import ModelSpec
 
 __all__ = [
-    "BACKEND_NAMES", "RUNTIME_BACKENDS", "Backend", "BackendError", "available", "create_backend",
+    "BACKEND_NAMES", "RUNTIME_BACKENDS", "Backend", "BackendError", "Job", "available",
+    "create_backend",
     "create_runtime_backend", "host_array", "resolve_backend",
 ]
 
@@ -46,8 +48,11 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
 
     `auto` picks the fastest backend that keeps the official numbers: OpenVINO on CPUs where it
     is installed (and, for bf16/fp16, where the CPU runs that precision natively), torch on GPUs
-    and MPS. Temporal (video) models run on torch whatever is asked: the runtime backends do
-    not export them yet; an explicit request logs one line. `onnx=False` (Depth Anything 3
+    and MPS. Temporal (video) models run on the runtime backends when asked (their graph has
+    the window length fixed, backends/graph.py, and keeps the official numbers), but `auto`
+    keeps torch for them: on a 2-core AVX2 CPU a 32-frame window at 266x476 takes as long on
+    OpenVINO as on torch (46-49 s each) and a whole `predict` of a 720p clip took longer
+    (0.17 vs 0.32 frames/s). `onnx=False` (Depth Anything 3
     any-view models: torch.export cannot trace their RoPE position tables with dynamic sizes)
     does the same for ONNX Runtime only; OpenVINO converts them and matches torch (1e-6 of the
     range), so `auto` keeps it. Explicit choices that cannot work here fail with a one-line
@@ -55,17 +60,12 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
-    if temporal:
-        if name in RUNTIME_BACKENDS:
-            _logger.warning("--backend %s does not run temporal (video) models yet; using torch",
-                            name)
-        return "torch"
     if name == "onnxruntime" and not onnx:
         _logger.warning("--backend onnxruntime does not export Depth Anything 3 any-view models "
                         "(RoPE) yet; using torch")
         return "torch"
     if name == "auto":
-        if device_type == "cpu" and available("openvino"):
+        if device_type == "cpu" and available("openvino") and not temporal:
             if precision in (None, "fp32") or _openvino_supports(precision):
                 return "openvino"
         return "torch"
@@ -82,6 +82,30 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
         if device_type not in ("cpu", "cuda"):
             raise BackendError(f"--backend onnxruntime runs on cpu or cuda, not {device_type}")
     return name
+
+
+@dataclass(frozen=True)
+class Job:
+    """The work ahead of an estimator: `inputs` images or frames at `input_size` (None: unknown)
+    and the checkpoint file (for a background conversion)."""
+
+    inputs: int | None
+    input_size: int
+    weights: str | os.PathLike[str] | None = None
+
+
+def _auto_first_run(model: DepthAnything, job: Job) -> str:
+    """`auto` on a CPU with OpenVINO: the backend for this job, per backends/autoplan.py."""
+    from .autoplan import convert_in_background, plan
+    from .openvino import is_cached
+
+    p = plan("openvino", model.spec.name, cached=is_cached(model), inputs=job.inputs,
+             input_size=job.input_size, can_background=job.weights is not None)
+    if p.line:
+        _logger.warning("%s", p.line)
+    if p.background and job.weights is not None:
+        convert_in_background("openvino", model.spec.name, job.weights)
+    return p.backend
 
 
 def _openvino_supports(precision: str) -> bool:
@@ -115,12 +139,14 @@ def create_runtime_backend(name: str, model: DepthAnything, spec: ModelSpec | No
 
 
 def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.device,
-                   dtype: torch.dtype, **torch_options: object) -> Backend:
+                   dtype: torch.dtype, *, job: Job | None = None,
+                   **torch_options: object) -> Backend:
     """A ready backend for `model`: `name` is a backend name or an already built Backend.
 
     `auto` and explicit names resolve through `resolve_backend` (OpenVINO on CPUs where
-    installed, torch on GPUs and for temporal models); the runtime backends convert the fp32
-    model once (cached on disk) and never change the caller's module.
+    installed, torch on GPUs); the runtime backends convert the fp32
+    model once (cached on disk) and never change the caller's module. `job`: what `auto` knows
+    of the work ahead, for the first run on a checkpoint (backends/autoplan.py).
     """
     if not isinstance(name, str):
         return name
@@ -131,10 +157,11 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
     any_view = getattr(getattr(spec, "da3", None), "any_view", False)
     chosen = resolve_backend(name, device.type, temporal=bool(getattr(model, "temporal", False)),
                              precision=precision, onnx=not any_view)
+    if name == "auto" and chosen == "openvino" and job is not None and job.inputs is not None:
+        chosen = _auto_first_run(cast("DepthAnything", model), job)
     if chosen == "torch":
         from .torch import TorchBackend
 
         return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]
-    # not temporal: a DepthAnything (the runtime backends export it)
     return create_runtime_backend(chosen, cast("DepthAnything", model), getattr(model, "spec", None),
                                   precision=precision, device=device.type)

@@ -163,13 +163,15 @@ def export_onnx(
     metadata: Mapping[str, str] | None = None,
     check_shapes: Sequence[tuple[int, int, int]] | None = None,
     tolerance: float = TOLERANCE,
+    window: int | None = None,
 ) -> list[Check]:
     """Export `model` to `path` (dynamo exporter), verify it in ONNX Runtime, publish it.
 
     `metadata` entries are added to (and override) `default_metadata(model)`. `check_shapes`
     are (batch, H, W) inputs for the verification (default: 518x518 and 2x196x280, or the
     static size at batch 1 and 2). Above `tolerance` of the range on any of them: ExportError,
-    and nothing is left under `path`. The caller's module is not modified.
+    and nothing is left under `path`. The caller's module is not modified. `window`: a fixed
+    batch (the frames of a temporal model's window, backends/graph.py), H and W dynamic.
     """
     require_onnx()
     import torch
@@ -184,9 +186,9 @@ def export_onnx(
         dims: dict[int, object] = {0: torch.export.Dim("batch", min=1, max=1024)}
         checks = list(check_shapes or ((1, h, w), (2, h, w)))
     else:
-        example = torch.zeros(2, 3, *EXAMPLE_HW)
-        dims = {0: torch.export.Dim("batch", min=1, max=1024),
-                2: MULTIPLE * torch.export.Dim("h_patches", min=1, max=MAX_PATCHES),
+        example = torch.zeros(window or 2, 3, *EXAMPLE_HW)
+        dims = {} if window else {0: torch.export.Dim("batch", min=1, max=1024)}
+        dims |= {2: MULTIPLE * torch.export.Dim("h_patches", min=1, max=MAX_PATCHES),
                 3: MULTIPLE * torch.export.Dim("w_patches", min=1, max=MAX_PATCHES)}
         checks = list(check_shapes or DYNAMIC_CHECKS)
     meta = {**default_metadata(net), "shapes": "dynamic" if static_hw is None

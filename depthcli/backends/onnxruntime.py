@@ -18,6 +18,7 @@ import numpy as np
 from .base import BackendError, host_array
 from .cache import RuntimeCache, model_cache_key
 from .export import fp32_cpu
+from .graph import graph_for
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-CHECK_SHAPES = ((2, 70, 98), (1, 42, 140))  # (B, H, W) for the build-time check
 
 
 class OnnxRuntimeBackend:
@@ -59,8 +59,9 @@ class OnnxRuntimeBackend:
         self._providers = providers
         self._threads = threads
         self._opset = opset
-        self._net = fp32_cpu(model)
-        key = model_cache_key(self._net, "onnxruntime", "fp32", "dynamic",
+        self._graph = graph_for(fp32_cpu(model))
+        self._net = self._graph.net
+        key = model_cache_key(self._net, "onnxruntime", "fp32", self._graph.shapes,
                         {"onnxruntime": ort.__version__, "onnxscript": _version("onnxscript"),
                          "onnx": _version("onnx")}, opset=str(opset))
         self.cache = RuntimeCache(cache_dir)
@@ -70,7 +71,7 @@ class OnnxRuntimeBackend:
         from .export import export_onnx
 
         checks = export_onnx(self._net, os.path.join(folder, "model.onnx"), opset=self._opset,
-                             check_shapes=CHECK_SHAPES)
+                             check_shapes=self._graph.checks, window=self._graph.batch)
         _logger.debug("ONNX export checked: %s", "; ".join(map(str, checks)))
 
     def _open(self, entry: os.PathLike[str]) -> object:
@@ -83,6 +84,7 @@ class OnnxRuntimeBackend:
         from .export import INPUT_NAME, OUTPUT_NAME
 
         feed = {INPUT_NAME: host_array(batch)}
+        self._graph.check_batch(len(feed[INPUT_NAME]))
         return self._session.run([OUTPUT_NAME], feed)[0]  # type: ignore[attr-defined]
 
 

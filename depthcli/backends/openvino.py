@@ -18,14 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import BackendError, host_array
-from .cache import RuntimeCache, model_cache_key
+from .cache import CacheKey, RuntimeCache, model_cache_key
 from .export import fp32_cpu
+from .graph import Graph, graph_for
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +39,6 @@ _logger = logging.getLogger(__name__)
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
-CHECK_SHAPES = ((2, 70, 98), (1, 42, 140))  # (B, H, W): batch and both axes move
 
 
 def cpu_supports(precision: str) -> bool:
@@ -48,6 +49,19 @@ def cpu_supports(precision: str) -> bool:
 
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return _CAPABILITY.get(precision, "?") in caps
+
+
+def cache_key(graph: Graph) -> CacheKey:
+    """The cache key of the fp32 IR of `graph` (backends/graph.py)."""
+    import openvino as ov
+
+    return model_cache_key(graph.net, "openvino", "fp32", graph.shapes,
+                           {"openvino": ov.__version__})
+
+
+def is_cached(model: DepthAnything, cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Whether an IR of `model` is in the cache (its entry exists; validated when loaded)."""
+    return RuntimeCache(cache_dir).entry_path(cache_key(graph_for(fp32_cpu(model)))).exists()
 
 
 class OpenVINOBackend:
@@ -70,14 +84,21 @@ class OpenVINOBackend:
         self.spec = spec or model.spec
         self._core = ov.Core()
         self._threads = threads
-        self._net = fp32_cpu(model)
-        key = model_cache_key(self._net, "openvino", "fp32", "dynamic",
-                              {"openvino": ov.__version__})
+        t = time.perf_counter()
+        self._graph = graph_for(fp32_cpu(model))
+        self._net = self._graph.net
+        key = cache_key(self._graph)
         self.cache = RuntimeCache(cache_dir)
+        # Where start-up goes (`depthcli bench --startup`): seconds per step.
+        self.timings: dict[str, float] = {"cache_key": time.perf_counter() - t}
         # OpenVINO keys its compiled blobs itself (model, config, device, version).
         self._blob_dir = self.cache.root / "openvino" / "compiled"
+        t = time.perf_counter()
         self._ir, self.built = self.cache.get(key, self._convert, self._read)
+        self.timings["convert" if self.built else "cache_load"] = time.perf_counter() - t
+        t = time.perf_counter()
         self._compiled = self._compile(precision)
+        self.timings["compile"] = time.perf_counter() - t
         self._request = self._compiled.create_infer_request()
         self._fp32_request: Any | None = None if precision != "fp32" else self._request
         self._lock = threading.Lock()
@@ -85,7 +106,8 @@ class OpenVINOBackend:
     # ------------------------------------------------------------------ build
 
     def _convert(self, folder: os.PathLike[str]) -> None:
-        """Trace + convert with dynamic (B, 3, H, W), check against torch, save the IR."""
+        """Trace + convert with dynamic H, W (and batch, per-frame models), check against
+        torch, save the IR."""
         import openvino as ov
         import torch
 
@@ -93,11 +115,15 @@ class OpenVINOBackend:
 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape arithmetic: checked below
-            ir = ov.convert_model(self._net, example_input=torch.zeros(1, 3, 70, 98),
-                                  input=[ov.PartialShape([-1, 3, -1, -1])])
+            # Traced here without torch's trace check (a second trace and forward: half the
+            # conversion time of ViT-S VDA); the comparison below checks the graph instead.
+            traced = torch.jit.trace(self._net, self._graph.example(), check_trace=False,
+                                     strict=False)
+            batch = self._graph.batch or -1
+            ir = ov.convert_model(traced, input=[ov.PartialShape([batch, 3, -1, -1])])
         compiled = self._core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         request = compiled.create_infer_request()
-        checks = compare(self._net, lambda x: request.infer([x])[0].copy(), CHECK_SHAPES)
+        checks = compare(self._net, lambda x: request.infer([x])[0].copy(), self._graph.checks)
         bad = [c for c in checks if not c.max_dev <= 1e-4]
         if bad:
             raise BackendError(f"OpenVINO conversion of {self._net.spec.name} does not reproduce "
@@ -126,6 +152,7 @@ class OpenVINOBackend:
     def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, 3, H, W) normalised float32 → (B, H, W) float32 depth (a fresh array)."""
         x = host_array(batch)
+        self._graph.check_batch(len(x))
         with self._lock:  # one infer request: not re-entrant
             out = self._request.infer([x])[0].copy()
             if self.precision != "fp32" and not np.isfinite(out).all():

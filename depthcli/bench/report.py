@@ -83,3 +83,55 @@ def print_report(r: dict) -> None:
           f"(runs {ra['end_to_end_runs']}), x{ra['model']:.2f} model (runs {ra['model_runs']})")
     if r.get("load_average"):
         e(f"load average    {r['load_average']} (other processes skew timings; rerun if high)")
+
+
+def print_backends(r: dict) -> None:
+    """The backends side by side: one column each, the rows of the single-backend report."""
+    e = click.echo
+    per: dict[str, dict] = r["by_backend"]
+    names = list(per)
+    width = max(14, *(len(n) + 2 for n in names))
+
+    def row(label: str, cells: list[str]) -> None:
+        e(f"{label:<22}" + "".join(f"{c:>{width}}" for c in cells))
+
+    e("")
+    row("backends side by side", names)
+    for s in next(iter(per.values()))["stages_ms"]:
+        row(f"{s} ms/img", [f"{per[n]['stages_ms'][s]['median']:.1f}" for n in names])
+    row("end-to-end ms/img", [f"{per[n]['end_to_end']['ms_per_image']['median']:.1f}"
+                              for n in names])
+    row("end-to-end img/s", [f"{per[n]['end_to_end']['images_per_s']:.3f}" for n in names])
+    row("model GFLOP/s", [f"{per[n]['compute']['model_gflop_s']:.1f}" for n in names])
+    row("% of peak (same run)", [f"{per[n]['compute']['pct_of_same_run_peak']:.1f}"
+                                 for n in names])
+    row("peak host MB (e2e)", [f"{per[n]['memory']['end_to_end']['host_mb']}" for n in names])
+
+    def dev(n: str, k: str) -> str:
+        d = per[n].get("deviation_vs_torch_fp32")
+        return "ref" if d is None else f"{100 * d[k]:.4f}%"
+
+    row("vs torch fp32: max", [dev(n, "max_of_range") for n in names])
+    row("vs torch fp32: mean", [dev(n, "mean_of_range") for n in names])
+    if "peer" in r:
+        row("x peer end-to-end", [f"{per[n]['ratio_vs_peer']['end_to_end']:.2f}" for n in names])
+        row("x peer model", [f"{per[n]['ratio_vs_peer']['model']:.2f}" for n in names])
+    e("(deviations: |d| as % of the depth range, worst image; the rows above this table are "
+      f"the first backend's, {names[0]})")
+
+
+def print_startup(r: dict) -> None:
+    """Fixed cost per step, one column per backend (median of fresh processes)."""
+    e = click.echo
+    per: dict[str, dict] = r["startup"]
+    names = list(per)
+    first = next(iter(per.values()))
+    e(f"start-up of {r['model']}: process start to the first image entering the network "
+      f"(median of {first['runs']} fresh processes after {first['warmup']} warming; "
+      f"{r['image']})")
+    e(f"{'step (s)':<20}" + "".join(f"{n:>14}" for n in names))
+    for step in next(iter(per.values()))["seconds"]:
+        e(f"{step:<20}" + "".join(f"{per[n]['seconds'][step]:>14.3f}" for n in names))
+    e(f"{'runs':<20}" + "".join(f"{str(per[n]['total_runs']):>14}" for n in names))
+    if r.get("load_average"):
+        e(f"load average    {r['load_average']}")

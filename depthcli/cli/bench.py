@@ -15,6 +15,8 @@ Examples:
   depthcli bench                                   # fp32, the sample photos, 3 runs
   depthcli bench --precision bf16 --peer-precision fp32
   depthcli bench --device cuda --precision bf16 -b 64 --no-peer
+  depthcli bench --backend torch,openvino,onnxruntime   # side by side, same runs
+  depthcli bench --startup --backend torch,openvino     # fixed cost of a run, step by step
 """
 
 
@@ -26,6 +28,15 @@ def peer_installed() -> bool:
         return importlib.util.find_spec("transformers") is not None
     except (ImportError, ValueError):  # a broken or None entry in sys.modules
         return False
+
+
+def _backends(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from ..bench.contender import parse_backends
+
+    try:
+        return parse_backends(value, BACKENDS)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(epilog=EPILOG)
@@ -59,15 +70,23 @@ def peer_installed() -> bool:
               help="torch intra-op threads [default: torch's choice].")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
-@click.option("--backend", default="torch", show_default=True, type=click.Choice(BACKENDS),
-              help="Runtime under test.")
+@click.option("--backend", "backends", default="torch", show_default=True,
+              callback=_backends,
+              help=f"Runtime(s) under test, comma-separated ({', '.join(BACKENDS)}), e.g. "
+                   "torch,openvino,onnxruntime: measured side by side in the same runs, each "
+                   "compared with torch fp32.")
 @click.option("--no-peer", is_flag=True, help="Skip the transformers pipeline.")
+@click.option("--startup", is_flag=True,
+              help="Measure only the fixed cost of a run instead: fresh processes from their "
+                   "start to the first image entering the network, step by step (imports, "
+                   "checkpoint read, cache key, conversion or cache load, compile, first "
+                   "image), --runs times per backend after --warmup untimed processes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def bench(model: str, weights: Path | None, device: str, precision: str,
           peer_precision: str | None, batch_size: int, runs: int, warmup: int,
           n_images: int | None, source: Path | None, input_size: int | None, workers: int,
-          threads: int | None, compile_: bool, channels_last: bool, backend: str, no_peer: bool,
-          as_json: bool) -> None:
+          threads: int | None, compile_: bool, channels_last: bool, backends: tuple[str, ...],
+          no_peer: bool, startup: bool, as_json: bool) -> None:
     """Benchmark stages, end-to-end images/s, memory and GFLOP/s against the transformers pipeline.
 
     Each run measures, back to back: the matmul peak, our stages, our end-to-end pass, then the
@@ -85,5 +104,5 @@ def bench(model: str, weights: Path | None, device: str, precision: str,
         model=model, weights=weights, device=device, precision=precision,
         peer_precision=peer_precision, batch_size=batch_size, runs=runs, warmup=warmup,
         n_images=n_images, source=source, input_size=input_size, workers=workers,
-        threads=threads, compile=compile_, channels_last=channels_last, backend=backend,
-        peer=not no_peer, as_json=as_json))
+        threads=threads, compile=compile_, channels_last=channels_last, backends=backends,
+        peer=not no_peer, as_json=as_json, startup=startup))

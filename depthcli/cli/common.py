@@ -242,12 +242,14 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                      channels_last: bool, output_size: str = "input",
                      camera: dict[str, float | None] | None = None,
                      resolved: dict[str, Path] | None = None,
+                     job_inputs: Callable[[], int | None] | None = None,
                      ) -> Callable[[str], DepthEstimator]:
     """`load(model_name)` → a DepthEstimator with these settings (called when first needed).
 
     `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres. `resolved` holds
     checkpoints already looked up (`preflight.resolve_checkpoints`); half precision with no
-    fast path on the device runs fp32 (`depthcli.precision`).
+    fast path on the device runs fp32 (`depthcli.precision`). `job_inputs()`: the number of
+    inputs of the job when known, for `--backend auto`'s first run on a checkpoint.
     """
     found = resolved or {}
 
@@ -263,6 +265,7 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                 max_depth=max_depth, device=dev, precision=cli_precision(precision, dev.type),
                 input_size=input_size, compile=compile_, channels_last=channels_last,
                 backend=backend, output_size=output_size, camera=camera,
+                job_inputs=job_inputs() if job_inputs and backend == "auto" else None,
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

@@ -245,7 +245,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
         load = estimator_loader(weights=s.weights, input_size=s.input_size, device=s.device,
                                 precision=s.precision, backend=s.backend, max_depth=s.max_depth,
                                 compile_=s.compile_, channels_last=s.channels_last,
-                                output_size=s.output_size, camera=s.camera, resolved=found)
+                                output_size=s.output_size, camera=s.camera, resolved=found,
+                                job_inputs=lambda: _image_job_size(opts))
         models = Estimators(load, image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
@@ -357,6 +358,22 @@ def _count_inputs(opts: Any) -> int:
 
     state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True)
     return sum(1 for _ in discover(opts.inputs, state))
+
+
+def _image_job_size(opts: Any) -> int | None:
+    """The number of inputs of an image-only job (a listing walk), None when there are videos:
+    their frames are counted only while decoding, and a clip of a few windows already earns a
+    conversion back (backends/autoplan.py)."""
+    from ..io.images import Discovery, discover
+    from ..io.manifest import OutputFolders
+
+    state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True)
+    n = 0
+    for item in discover(opts.inputs, state):
+        if item.kind == "video":
+            return None
+        n += 1
+    return n
 
 
 def _known_total(inputs: tuple[str, ...]) -> int | None:

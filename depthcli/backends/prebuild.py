@@ -1,0 +1,23 @@
+"""`python -m depthcli.backends.prebuild RUNTIME MODEL WEIGHTS`: fill the runtime cache.
+
+Started detached by `--backend auto` (backends/autoplan.py) when a job is too small to earn its
+conversion back: the job runs on torch, this converts for the next run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    runtime, model_name, weights = argv
+    from ..models import create_model
+    from . import create_runtime_backend
+
+    model = create_model(model_name, weights=weights)
+    create_runtime_backend(runtime, model, model.spec, precision="fp32")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

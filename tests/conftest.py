@@ -30,10 +30,11 @@ SHARED = ROOT.parent / "shared"
 # Tests that share expensive process-wide state run in one xdist worker (--dist loadgroup; xdist
 # starts the largest groups first): the ONNX export memo (tests/runtime_helpers.py: each golden
 # graph is exported once), the OpenVINO conversions of the golden models (one cache folder), the
-# Depth Anything 3 module's memoised models, and the Ray scenarios, which must not start two Ray
-# instances at once (they share /tmp/ray). The rest is spread test by test.
+# Depth Anything 3 module's memoised models, the one OpenVINO conversion of the golden video
+# model, and the Ray scenarios, which must not start two Ray instances at once (they share
+# /tmp/ray). The rest is spread test by test.
 _XDIST_GROUPS = {"test_backends.py": "onnx", "test_export.py": "onnx", "test_ray.py": "ray",
-                 "test_da3.py": "da3"}
+                 "test_da3.py": "da3", "test_vda_runtime.py": "vda-runtime"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,23 +27,35 @@ os.environ.setdefault("DEPTHCLI_BACKEND", "torch")
 SHARED = ROOT.parent / "shared"
 
 
-# Tests that share expensive process-wide state run in one xdist worker (--dist loadgroup; xdist
-# starts the largest groups first): the ONNX export memo (tests/runtime_helpers.py: each golden
-# graph is exported once), the OpenVINO conversions of the golden models (one cache folder), the
-# Depth Anything 3 module's memoised models, the one OpenVINO conversion of the golden video
-# model, and the Ray scenarios, which must not start two Ray instances at once (they share
-# /tmp/ray). The rest is spread test by test.
+# Tests that share expensive process-wide state run in one xdist worker: the ONNX export memo
+# (tests/runtime_helpers.py: each golden graph is exported once), the OpenVINO conversions of the
+# golden models (one cache folder), the Depth Anything 3 module's memoised models, the one
+# OpenVINO conversion of the golden video model, and the Ray scenarios, which must not start two
+# Ray instances at once (they share /tmp/ray). The rest is spread test by test. Done by a
+# scheduler of our own (xdist's hook) rather than `--dist loadgroup`: pytest 9.2 ignores the
+# node-id suffix by which xdist 3.8 marks a group, so its groups are silently split.
 _XDIST_GROUPS = {"test_backends.py": "onnx", "test_export.py": "onnx", "test_ray.py": "ray",
                  "test_da3.py": "da3", "test_vda_runtime.py": "vda-runtime"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = _XDIST_GROUPS.get(item.path.name)
-        if group == "onnx" and "openvino" in item.name:
-            group = "openvino"
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+def xdist_group(nodeid: str) -> str | None:
+    """The worker group of a test node id (None: any worker)."""
+    path, _, name = nodeid.partition("::")
+    group = _XDIST_GROUPS.get(Path(path).name)
+    if group == "onnx" and "openvino" in name:
+        return "openvino"
+    return group
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's scope scheduling with our groups as scopes (largest first), single tests else."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid) or nodeid
+
+    return GroupScheduling(config, log)
 
 
 def official_keys(model_name: str) -> list[tuple[str, list[int]]]:

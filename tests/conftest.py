@@ -47,23 +47,9 @@ def xdist_group(nodeid: str) -> str | None:
     return group
 
 
-# The order groups start in: the Ray scenarios are the longest chain (latency-bound, slower still
-# beside the other worker's compute), so they start first and the rest fills the other worker.
-_GROUP_ORDER = ("ray", "onnx", "vda-runtime", "openvino", "da3")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Grouped tests first, in `_GROUP_ORDER` (stable otherwise): xdist hands out scopes in
-    collection order (loadscopereorder is off, below)."""
-    rank = {g: i for i, g in enumerate(_GROUP_ORDER)}
-    items.sort(key=lambda it: rank.get(xdist_group(it.nodeid) or "", len(rank)))
-
-
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """xdist's scope scheduling with our groups as scopes, single tests else."""
+    """xdist's scope scheduling with our groups as scopes (largest first), single tests else."""
     from xdist.scheduler import LoadScopeScheduling
-
-    config.option.loadscopereorder = False  # keep the collection order set above
 
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -47,6 +47,7 @@ def xdist_group(nodeid: str) -> str | None:
     return group
 
 
+@pytest.hookimpl(optionalhook=True)  # no unknown-hook error where xdist is absent (-p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's scope scheduling with our groups as scopes (largest first), single tests else."""
     from xdist.scheduler import LoadScopeScheduling

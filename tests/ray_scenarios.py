@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,15 @@ def cli(args: list[str], ckpt: Path, env: dict[str, str] | None = None,
         raise r.exception
     errors = sorted(ln for ln in r.stderr.splitlines() if ln.startswith("error:"))
     return r.exit_code, json.loads(r.stdout.strip().splitlines()[-1]), errors
+
+
+_T0 = time.perf_counter()
+
+
+def lap(what: str) -> None:
+    """Seconds since the scenario started, on stdout: where a slow scenario spends its time."""
+    # sys.__stdout__: a lap from a thread while CliRunner holds sys.stdout still gets out
+    print(f"{time.perf_counter() - _T0:7.1f} s  {what}", file=sys.__stdout__, flush=True)
 
 
 def counts(summary: dict) -> dict:
@@ -109,35 +119,7 @@ def _kill_outputs(out: Path, names: list[str]) -> None:
         (out / n).unlink()
 
 
-def cluster2(work: Path, ckpt: Path) -> None:
-    """A simulated 2-node cluster; then --skip-existing finishing runs across the engines."""
-    from ray.cluster_utils import Cluster
-
-    src = build_tree(work / "in", n_extra=6)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "object_store_memory": 200 << 20, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=2, object_store_memory=200 << 20)
-        cluster.wait_for_nodes()
-        ray_args = ["--engine", "ray", "--ray-address", cluster.address]
-        code_l, sum_l, _ = cli([str(src), "-o", str(work / "local")], ckpt)
-        code_r, sum_r, _ = cli([str(src), "-o", str(work / "ray"), *ray_args], ckpt)
-        assert code_l == code_r == 1 and counts(sum_l) == counts(sum_r), (sum_l, sum_r)
-        same_outputs(work / "local", work / "ray")
-        gone = ["a/x.npy", "b/c/z.png", "v/clip.npy"]
-        _kill_outputs(work / "local", gone)  # ray finishes a local run ...
-        code, summ, _ = cli([str(src), "-o", str(work / "local"), "--skip-existing", *ray_args],
-                            ckpt)
-        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
-        _kill_outputs(work / "ray", gone)  # ... and the local engine a ray run
-        code, summ, _ = cli([str(src), "-o", str(work / "ray"), "--skip-existing"], ckpt)
-        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
-        same_outputs(work / "local", work / "ray")
-    finally:
-        cluster.shutdown()
-
-
-# ------------------------------------------------------------------- killed actor, ray start
+# ------------------------------------------------- a `ray start` cluster of two nodes, killed actor
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -164,9 +146,9 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _model_actors(root: int) -> list[int]:
+def _model_actors(roots: list[int]) -> list[int]:
     pids = []
-    for pid in _descendants(root):
+    for pid in (p for r in roots for p in _descendants(r)):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -184,66 +166,116 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _start_head(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`ray start --head ... --block` on 127.0.0.1 in its own process group (stopped by pgid)."""
+def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`ray start ... --block` on 127.0.0.1 in its own process group (stopped by pgid)."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--include-dashboard", "false", "--block"],
+    return subprocess.Popen(
+        [ray_bin, "start", *args, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+         "--object-store-memory", str(200 << 20), "--block"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def up() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-    _wait(up, 60, "ray start")
-    return head
 
+def _alive_nodes(address: str) -> int:
+    import ray
 
-def _stop(head: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(head.pid, sig)
-            head.wait(timeout=15)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
-
-
-def killed_actor(work: Path, ckpt: Path) -> None:
-    """RAY_ADDRESS -> a `ray start` cluster; the model actor SIGKILLed mid-run: exit 0, all files."""
-    src = build_tree(work / "in", n_extra=40, video=False, bad=False)
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    port = _free_port()
-    head = _start_head(port, env)
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
-        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-        args = [str(src), "-o", str(work / "ray"), "--weights", str(ckpt), *COMMON,
-                "--input-size", "112", "--engine", "ray"]
-        run = subprocess.Popen([sys.executable, "-m", "depthcli", "predict", *args], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait(lambda: bool(_model_actors(head.pid)) or run.poll() is not None, 120, "an actor")
-        out = work / "ray"
-        _wait(lambda: len(list(out.rglob("*.npy"))) >= 2 or run.poll() is not None, 120, "outputs")
-        victims = _model_actors(head.pid)
-        assert run.poll() is None and victims, "the run ended before the actor could be killed"
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        done_at_kill = len(list(out.rglob("*.npy")))
-        stdout, stderr = run.communicate(timeout=300)
-        assert run.returncode == 0, stderr[-3000:]
-        summary = json.loads(stdout.strip().splitlines()[-1])
-        n = sum(1 for p in src.rglob("*.png")) + sum(1 for p in src.rglob("*.jpg"))
-        assert summary["written"] == n and summary["failed"] == 0, summary
-        assert done_at_kill < n, "the kill came after the last output"
+        return sum(1 for n in ray.nodes() if n.get("Alive"))
     finally:
-        _stop(head)
-    code, _, _ = cli([str(src), "-o", str(work / "local")], ckpt, last=("--input-size", "112"))
-    assert code == 0
-    same_outputs(work / "local", work / "ray")
-    print(f"killed {victims} with {done_at_kill}/{n} inputs done")
+        ray.shutdown()
 
 
-SCENARIOS = {"parity": parity, "cluster2": cluster2, "killed_actor": killed_actor}
+def _stop(node: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a `ray start` node and every process under it (a graceful stop costs ~15 s)."""
+    for pid in [*_descendants(node.pid), node.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    node.wait(timeout=30)
+
+
+class _Killer(threading.Thread):
+    """SIGKILLs every model actor under `roots` once two outputs exist (while the run goes on)."""
+
+    def __init__(self, out: Path, roots: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.out, self.roots = out, roots
+        self.done = threading.Event()  # set by the caller when the run has returned
+        self.victims: list[int] = []
+        self.done_at_kill = -1
+
+    def run(self) -> None:
+        while not self.done.is_set() and len(list(self.out.rglob("*.npy"))) < 2:
+            time.sleep(0.05)
+        if self.done.is_set():
+            return
+        self.victims = _model_actors(self.roots)
+        lap(f"outputs appear: killing {self.victims}")
+        for pid in self.victims:
+            os.kill(pid, signal.SIGKILL)
+        self.done_at_kill = len(list(self.out.rglob("*.npy")))
+
+
+def cluster(work: Path, ckpt: Path) -> None:
+    """Two `ray start` nodes. Through $RAY_ADDRESS, with the model actors SIGKILLed mid-run: the
+    local run's files, lines, counts and exit code. Then --skip-existing finishing runs across
+    the engines (ray through --ray-address finishes a local run, the local engine a ray run)."""
+    src = build_tree(work / "in", n_extra=48)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("RAY_ADDRESS", None)
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = [_ray_start(["--head", "--port", str(port), "--include-dashboard", "false"], env)]
+    try:
+        def up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        _wait(up, 60, "ray start --head")
+        lap("head up")
+        nodes.append(_ray_start(["--address", address], env))
+        end = time.monotonic() + 60
+        while _alive_nodes(address) < 2:
+            assert time.monotonic() < end, "the second node did not join"
+            time.sleep(0.5)
+        lap("two nodes")
+        size = ("--input-size", "112")  # enough work per input for the kill to land mid-run
+        code_l, sum_l, err_l = cli([str(src), "-o", str(work / "local")], ckpt, last=size)
+        lap("local run")
+        out = work / "ray"
+        killer = _Killer(out, [n.pid for n in nodes])
+        killer.start()
+        code_r, sum_r, err_r = cli([str(src), "-o", str(out), "--engine", "ray"], ckpt,
+                                   env={"RAY_ADDRESS": address}, last=size)
+        killer.done.set()
+        killer.join()
+        lap("ray run killed and done")
+        assert killer.victims, "the run ended before the actors could be killed"
+        assert (code_l, counts(sum_l), err_l) == (code_r, counts(sum_r), err_r), \
+            (code_l, sum_l, err_l, code_r, sum_r, err_r)
+        assert code_l == 1 and len(err_l) == 1, (code_l, err_l)
+        assert killer.done_at_kill < sum_l["written"], "the kill came after the last output"
+        same_outputs(work / "local", out)
+        print(f"killed {len(killer.victims)} model actors with {killer.done_at_kill}/"
+              f"{sum_l['written']} inputs done")
+
+        gone = ["a/x.npy", "b/c/z.png", "v/clip.npy"]
+        _kill_outputs(work / "local", gone)  # ray finishes a local run ...
+        _, summ, _ = cli([str(src), "-o", str(work / "local"), "--skip-existing", "--engine",
+                          "ray", "--ray-address", address], ckpt, last=size)
+        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
+        lap("ray finished a local run")
+        _kill_outputs(out, gone)  # ... and the local engine a ray run
+        _, summ, _ = cli([str(src), "-o", str(out), "--skip-existing"], ckpt, last=size)
+        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
+        same_outputs(work / "local", out)
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+        lap("nodes stopped")
+
+
+SCENARIOS = {"parity": parity, "cluster": cluster}
 
 if __name__ == "__main__":
     name, work, ckpt = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])

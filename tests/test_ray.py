@@ -63,15 +63,11 @@ def test_local_vs_ray_identical(tmp_path, tiny_ckpt) -> None:
 
 
 @needs_netns
-def test_two_node_cluster_and_skip_existing_across_engines(tmp_path, tiny_ckpt) -> None:
-    assert "cluster2: ok" in scenario("cluster2", tmp_path, tiny_ckpt)
-
-
-@needs_netns
-def test_killed_actor_through_ray_address(tmp_path, tiny_ckpt) -> None:
-    """`ray start` cluster reached through RAY_ADDRESS; the model actor SIGKILLed mid-run."""
-    out = scenario("killed_actor", tmp_path, tiny_ckpt)
-    assert "killed_actor: ok" in out, out
+def test_two_node_cluster_killed_actors_and_skip_existing_across_engines(tmp_path, tiny_ckpt) -> None:
+    """Two `ray start` nodes through RAY_ADDRESS, the model actors SIGKILLed mid-run (same
+    files, lines, counts and exit code as locally); then --skip-existing across the engines."""
+    out = scenario("cluster", tmp_path, tiny_ckpt)
+    assert "cluster: ok" in out, out
 
 
 # --------------------------------------------------------------- no cluster needed below

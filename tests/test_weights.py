@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -32,60 +33,84 @@ def populate_hub_cache(cache: Path, repo: str, filename: str, src: Path) -> Path
     return snap / filename
 
 
-def run_cli(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+_CHILD = """
+import json, sys
+from click.testing import CliRunner
+from depthcli.cli import main
+res = [CliRunner().invoke(main, args) for args in json.loads(sys.argv[1])]
+print(json.dumps([dict(code=r.exit_code, stdout=r.stdout, stderr=r.stderr) for r in res]))
+"""
+
+
+def run_cli(commands: list[list[str]], env_extra: dict[str, str]) -> list[dict]:
+    """`depthcli` commands in one fresh process whose environment holds `env_extra` before
+    anything is imported (huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE at import).
+    One process for several commands: each would cost a torch import of its own."""
     env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-m", "depthcli", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=300)
+    r = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(commands)], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_hub_cache_offline_resolves(small_ckpt, tmp_path) -> None:
-    spec = get_spec("da2-small")
-    cache = tmp_path / "hub"
-    populate_hub_cache(cache, spec.hub_repo, spec.hub_file, small_ckpt)
-    img = write_image(tmp_path / "in.png", 40, 60)
-    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-           "DEPTHCLI_WEIGHTS_DIR": str(tmp_path / "empty")}
-    r = run_cli(["predict", str(img), "-o", str(tmp_path / "out"), "--input-size", "70",
-                 "--format", "npy", "--device", "cpu"], env)
-    assert r.returncode == 0, r.stderr
-    d = np.load(tmp_path / "out" / "in.npy")
-    assert d.shape == (40, 60) and np.isfinite(d).all()
-    r = run_cli(["models", "--json"], env)
-    assert r.returncode == 0
-    assert '"path": "' + str(cache) in r.stdout.replace("\\\\", "\\")
-
-
-def test_hub_cache_hf_repo_id(small_ckpt, tmp_path) -> None:
-    """A -hf repo id as model name resolves model.safetensors from the cache."""
+@pytest.fixture(scope="module")
+def offline(small_ckpt, tmp_path_factory) -> dict[str, dict]:
+    """One offline hub cache (da2-small's .pth, the -hf Small repo's safetensors) and the
+    commands of the tests below, run in one process with HF_HUB_OFFLINE=1."""
     from safetensors.torch import save_file
     from test_model import _official_to_transformers
 
+    tmp = tmp_path_factory.mktemp("offline")
+    spec = get_spec("da2-small")
+    cache = tmp / "hub"
+    populate_hub_cache(cache, spec.hub_repo, spec.hub_file, small_ckpt)
     sd = torch.load(small_ckpt, weights_only=True)
-    st = tmp_path / "model.safetensors"
+    st = tmp / "model.safetensors"
     save_file({k: v.contiguous() for k, v in _official_to_transformers(sd).items()}, str(st))
-    cache = tmp_path / "hub"
     populate_hub_cache(cache, "depth-anything/Depth-Anything-V2-Small-hf", "model.safetensors", st)
-    img = write_image(tmp_path / "in.png", 30, 30)
-    r = run_cli(["predict", str(img), "-o", str(tmp_path / "out"), "--input-size", "70",
-                 "--format", "npy", "--device", "cpu", "--model",
-                 "depth-anything/Depth-Anything-V2-Small-hf"],
-                {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-                 "DEPTHCLI_WEIGHTS_DIR": str(tmp_path / "empty")})
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "out" / "in.npy").is_file()
+    img = write_image(tmp / "in.png", 40, 60)
+    img2 = write_image(tmp / "in2.png", 30, 30)
+    common = ["--input-size", "70", "--format", "npy", "--device", "cpu"]
+    commands = {
+        "hub": ["predict", str(img), "-o", str(tmp / "out"), *common],
+        "models": ["models", "--json"],
+        "hf": ["predict", str(img2), "-o", str(tmp / "out_hf"), *common, "--model",
+               "depth-anything/Depth-Anything-V2-Small-hf"],
+        "missing": ["predict", str(img2), "-o", str(tmp / "out_missing"), "--model", "da2-base"],
+        "download": ["download", "da2-large"],
+    }
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
+           "DEPTHCLI_WEIGHTS_DIR": str(tmp / "empty")}
+    res = dict(zip(commands, run_cli(list(commands.values()), env), strict=True))
+    return {**res, "tmp": {"path": str(tmp), "cache": str(cache)}}
 
 
-def test_empty_cache_offline_gives_clear_error(tmp_path) -> None:
-    img = write_image(tmp_path / "in.png", 30, 30)
-    r = run_cli(["predict", str(img), "-o", str(tmp_path / "out"), "--model", "da2-base"],
-                {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
-                 "DEPTHCLI_WEIGHTS_DIR": str(tmp_path / "empty")})
-    assert r.returncode == 1
-    err = r.stderr.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1
+def test_hub_cache_offline_resolves(offline) -> None:
+    tmp = Path(offline["tmp"]["path"])
+    assert offline["hub"]["code"] == 0, offline["hub"]["stderr"]
+    d = np.load(tmp / "out" / "in.npy")
+    assert d.shape == (40, 60) and np.isfinite(d).all()
+    assert offline["models"]["code"] == 0
+    stdout = offline["models"]["stdout"]
+    assert '"path": "' + offline["tmp"]["cache"] in stdout.replace("\\\\", "\\")
+
+
+def test_hub_cache_hf_repo_id(offline) -> None:
+    """A -hf repo id as model name resolves model.safetensors from the cache."""
+    assert offline["hf"]["code"] == 0, offline["hf"]["stderr"]
+    assert (Path(offline["tmp"]["path"]) / "out_hf" / "in2.npy").is_file()
+
+
+def test_empty_cache_offline_gives_clear_error(offline) -> None:
+    tmp = Path(offline["tmp"]["path"])
+    r = offline["missing"]
+    assert r["code"] == 1
+    err = r["stderr"].strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert "depth-anything/Depth-Anything-V2-Base" in err
-    assert "depth_anything_v2_vitb.pth" in err and str(tmp_path / "empty") in err
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert "depth_anything_v2_vitb.pth" in err and str(tmp / "empty") in err
+    out = tmp / "out_missing"
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_weights_dir_is_searched(small_ckpt, tmp_path, monkeypatch) -> None:
@@ -161,8 +186,6 @@ def test_unknown_model_is_usage_error(tmp_path) -> None:
     assert r.exit_code == 2 and "unknown model" in r.stderr
 
 
-def test_download_offline_error(tmp_path) -> None:
-    r = run_cli(["download", "da2-large"], {"HF_HUB_CACHE": str(tmp_path / "hub"),
-                                            "HF_HUB_OFFLINE": "1",
-                                            "DEPTHCLI_WEIGHTS_DIR": str(tmp_path / "e")})
-    assert r.returncode == 1 and "Depth-Anything-V2-Large" in r.stderr
+def test_download_offline_error(offline) -> None:
+    r = offline["download"]
+    assert r["code"] == 1 and "Depth-Anything-V2-Large" in r["stderr"]

@@ -46,8 +46,11 @@ def scenario(name: str, work: Path, ckpt: Path, timeout: int = 540) -> str:
 
     Generous limits (the scenario dumps its threads and fails after 420 s): a hang fails, a
     machine loaded by other work (two CI runs at once, xdist workers) does not."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(
-        [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    # RAY_worker_niceness=0: Ray runs its workers at nice 15 (it assumes a machine of its own);
+    # beside the other xdist worker at nice 0 they would get a few percent of a core.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"),
+                                          os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
     r = subprocess.run([*NETNS, sys.executable, str(ROOT / "tests" / "ray_scenarios.py"), name,
                         str(work), str(ckpt)], capture_output=True, text=True, cwd=ROOT, env=env,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -196,17 +197,18 @@ def _stop(node: subprocess.Popen[bytes]) -> None:
 
 
 class _Killer(threading.Thread):
-    """SIGKILLs every model actor under `roots` once two outputs exist (while the run goes on)."""
+    """SIGKILLs every model actor under `roots` once two outputs more than `more_than` exist
+    (while the run goes on)."""
 
-    def __init__(self, out: Path, roots: list[int]) -> None:
+    def __init__(self, out: Path, roots: list[int], more_than: int = 0) -> None:
         super().__init__(daemon=True)
-        self.out, self.roots = out, roots
+        self.out, self.roots, self.more_than = out, roots, more_than
         self.done = threading.Event()  # set by the caller when the run has returned
         self.victims: list[int] = []
         self.done_at_kill = -1
 
     def run(self) -> None:
-        while not self.done.is_set() and len(list(self.out.rglob("*.npy"))) < 2:
+        while not self.done.is_set() and len(list(self.out.rglob("*.npy"))) < self.more_than + 2:
             time.sleep(0.05)
         if self.done.is_set():
             return
@@ -218,9 +220,9 @@ class _Killer(threading.Thread):
 
 
 def cluster(work: Path, ckpt: Path) -> None:
-    """Two `ray start` nodes. Through $RAY_ADDRESS, with the model actors SIGKILLed mid-run: the
-    local run's files, lines, counts and exit code. Then --skip-existing finishing runs across
-    the engines (ray through --ray-address finishes a local run, the local engine a ray run)."""
+    """Two `ray start` nodes reached through $RAY_ADDRESS finish an interrupted local run
+    (--skip-existing) while their model actors are SIGKILLed mid-run: the uninterrupted local
+    run's files, error lines and exit code. Then the local engine finishes a ray run."""
     src = build_tree(work / "in", n_extra=48)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("RAY_ADDRESS", None)
@@ -240,39 +242,42 @@ def cluster(work: Path, ckpt: Path) -> None:
             time.sleep(0.5)
         lap("two nodes")
         size = ("--input-size", "112")  # enough work per input for the kill to land mid-run
-        code_l, sum_l, err_l = cli([str(src), "-o", str(work / "local")], ckpt, last=size)
+        local, out = work / "local", work / "ray"
+        code_l, sum_l, err_l = cli([str(src), "-o", str(local)], ckpt, last=size)
+        assert code_l == 1 and len(err_l) == 1 and sum_l["failed"] == 1, (code_l, err_l, sum_l)
         lap("local run")
-        out = work / "ray"
-        killer = _Killer(out, [n.pid for n in nodes])
+        # an interrupted local run: 6 images done, the rest (the video too) left to the cluster
+        shutil.copytree(local, out)
+        kept = {"a/x", "a/x.png", "top", "d0/e000", "d1/e001", "d2/e002"}  # output bases
+        for f in files(out):
+            if not f.endswith(".depthcli-outputs") and f.rsplit(".", 1)[0] not in kept:
+                (out / f).unlink()
+        killer = _Killer(out, [n.pid for n in nodes], more_than=len(kept))
         killer.start()
-        code_r, sum_r, err_r = cli([str(src), "-o", str(out), "--engine", "ray"], ckpt,
-                                   env={"RAY_ADDRESS": address}, last=size)
+        code_r, sum_r, err_r = cli([str(src), "-o", str(out), "--engine", "ray",
+                                    "--skip-existing"], ckpt, env={"RAY_ADDRESS": address},
+                                   last=size)
         killer.done.set()
         killer.join()
         lap("ray run killed and done")
         assert killer.victims, "the run ended before the actors could be killed"
-        assert (code_l, counts(sum_l), err_l) == (code_r, counts(sum_r), err_r), \
-            (code_l, sum_l, err_l, code_r, sum_r, err_r)
-        assert code_l == 1 and len(err_l) == 1, (code_l, err_l)
+        assert (code_r, err_r) == (code_l, err_l), (code_r, err_r, sum_r)
+        assert sum_r["skipped"] == len(kept), sum_r
+        assert sum_r["written"] == sum_l["written"] - len(kept), (sum_l, sum_r)
+        assert sum_r["failed"] == 1 and sum_r["frames"] == sum_l["frames"], (sum_l, sum_r)
         assert killer.done_at_kill < sum_l["written"], "the kill came after the last output"
-        same_outputs(work / "local", out)
+        same_outputs(local, out)
         print(f"killed {len(killer.victims)} model actors with {killer.done_at_kill}/"
               f"{sum_l['written']} inputs done")
-
-        gone = ["a/x.npy", "b/c/z.png", "v/clip.npy"]
-        _kill_outputs(work / "local", gone)  # ray finishes a local run ...
-        _, summ, _ = cli([str(src), "-o", str(work / "local"), "--skip-existing", "--engine",
-                          "ray", "--ray-address", address], ckpt, last=size)
-        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
-        lap("ray finished a local run")
-        _kill_outputs(out, gone)  # ... and the local engine a ray run
-        _, summ, _ = cli([str(src), "-o", str(out), "--skip-existing"], ckpt, last=size)
-        assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
-        same_outputs(work / "local", out)
     finally:
         for node in reversed(nodes):
             _stop(node)
         lap("nodes stopped")
+    gone = ["a/x.npy", "b/c/z.png", "v/clip.npy"]
+    _kill_outputs(out, gone)  # the local engine finishes a ray run
+    _, summ, _ = cli([str(src), "-o", str(out), "--skip-existing"], ckpt, last=size)
+    assert summ["written"] == 3 and summ["skipped"] == sum_l["written"] - 3, summ
+    same_outputs(local, out)
 
 
 SCENARIOS = {"parity": parity, "cluster": cluster}

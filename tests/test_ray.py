@@ -66,9 +66,10 @@ def test_local_vs_ray_identical(tmp_path, tiny_ckpt) -> None:
 
 
 @needs_netns
-def test_two_node_cluster_killed_actors_and_skip_existing_across_engines(tmp_path, tiny_ckpt) -> None:
-    """Two `ray start` nodes through RAY_ADDRESS, the model actors SIGKILLed mid-run (same
-    files, lines, counts and exit code as locally); then --skip-existing across the engines."""
+def test_two_node_cluster_finishes_a_local_run_with_killed_actors(tmp_path, tiny_ckpt) -> None:
+    """Two `ray start` nodes through RAY_ADDRESS finish an interrupted local run while the
+    model actors are SIGKILLed (the uninterrupted run's files, lines, exit code); then the
+    local engine finishes a ray run."""
     out = scenario("cluster", tmp_path, tiny_ckpt)
     assert "cluster: ok" in out, out
 
@@ -91,6 +92,33 @@ def test_pool_sizing_leaves_cpus_for_tasks() -> None:
         PoolPlan(3, 2, 0.0, "cpu")
     with pytest.raises(ValueError, match="no GPUs"):
         plan_pool(EstimatorConfig("da2-small", device="cuda"), RayOptions(), [{"CPU": 4.0}])
+
+
+def test_ray_flags_reach_the_engine(tmp_path, tiny_ckpt, monkeypatch) -> None:
+    """--ray-address / --ray-actors / --ray-actor-cpus become the engine's RayOptions (the
+    scenarios above reach their clusters through $RAY_ADDRESS and a started instance)."""
+    from click.testing import CliRunner
+
+    import depthcli.runners.ray as rr
+    from depthcli.cli import main
+    from depthcli.runners.options import Summary
+
+    seen = {}
+
+    def fake(opts, cfg, ropts, **kw):  # type: ignore[no-untyped-def]
+        seen.update(ropts=ropts, model=cfg.model, weights=cfg.weights)
+        return Summary()
+
+    monkeypatch.setattr(rr, "run_predict_ray", fake)
+    img = write_image(tmp_path / "a.png", 20, 20)
+    r = CliRunner().invoke(main, ["predict", str(img), "-o", str(tmp_path / "o"), "--model",
+                                  "da2-tiny-test", "--weights", str(tiny_ckpt), "--engine", "ray",
+                                  "--ray-address", "127.0.0.1:6390", "--ray-actors", "3",
+                                  "--ray-actor-cpus", "1.5", "--json"])
+    assert r.exit_code == 0, r.output + r.stderr
+    assert seen["ropts"] == rr.RayOptions("127.0.0.1:6390", 3, 1.5)
+    assert seen["model"] == "da2-tiny-test" and seen["weights"] == str(tiny_ckpt.resolve())
+    assert json.loads(r.stdout)["settings"]["ray_address"] == "127.0.0.1:6390"
 
 
 def test_stages_without_ray(tmp_path, tiny_ckpt) -> None:

@@ -47,10 +47,52 @@ def xdist_group(nodeid: str) -> str | None:
     return group
 
 
+# The order work is handed out in, longest first, so that the last minutes do not leave a core
+# idle behind one long test: the groups (the Ray scenarios are the longest chain: latency-bound,
+# slower still beside the other worker's compute), then the single tests that take longest
+# (measured: 10-40 s each on the 2-core machine), then the rest in collection order.
+_GROUP_ORDER = ("ray", "onnx", "openvino", "vda-runtime", "da3")
+_SLOW_FIRST = (
+    "tests/test_predict.py::test_sigkill_then_skip_existing_completes",
+    "tests/test_vda.py::test_golden_parity",
+    "tests/test_robust.py::test_fuzz_small_corpus",
+    "tests/test_bench.py::test_startup_steps",
+    "tests/test_predict.py::test_messy_folder_subprocess_exit_code",
+    "tests/test_robust.py::test_two_processes_same_output",
+    "tests/test_predict.py::test_ctrl_c_stops_cleanly",
+    "tests/test_autoplan.py::test_first_run_torch_then_cache",
+    "tests/test_model.py::test_golden_parity_cli_npy",
+    "tests/test_bench.py::test_bench_backends_side_by_side",
+    "tests/test_model.py::test_golden_parity_api",
+    "tests/test_model.py::test_matches_transformers_at_518",
+)
+
+
+def _rank(nodeid: str) -> tuple[int, int]:
+    """(place, tie-break): test_export.py's part of the "onnx" group goes before
+    test_backends.py's, so that test_backends.py's two groups stay side by side (its
+    module-scoped fixtures are set up once where one worker runs both)."""
+    group = xdist_group(nodeid)
+    if group is not None:
+        return _GROUP_ORDER.index(group), int("test_export.py" not in nodeid)
+    for i, prefix in enumerate(_SLOW_FIRST):
+        if nodeid.startswith(prefix):
+            return len(_GROUP_ORDER) + i, 0
+    return len(_GROUP_ORDER) + len(_SLOW_FIRST), 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest work first (see `_rank`); stable otherwise. xdist hands out scopes in collection
+    order (loadscopereorder is off, below); every worker sorts alike."""
+    items.sort(key=lambda it: _rank(it.nodeid))
+
+
 @pytest.hookimpl(optionalhook=True)  # no unknown-hook error where xdist is absent (-p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """xdist's scope scheduling with our groups as scopes (largest first), single tests else."""
+    """xdist's scope scheduling with our groups as scopes, single tests else, in `_rank` order."""
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # keep the collection order set above
 
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -30,12 +30,14 @@ SHARED = ROOT.parent / "shared"
 # Tests that share expensive process-wide state run in one xdist worker: the ONNX export memo
 # (tests/runtime_helpers.py: each golden graph is exported once), the OpenVINO conversions of the
 # golden models (one cache folder), the Depth Anything 3 module's memoised models, the one
-# OpenVINO conversion of the golden video model, and the Ray scenarios, which must not start two
-# Ray instances at once (they share /tmp/ray). The rest is spread test by test. Done by a
+# OpenVINO conversion of the golden video model, the offline hub-cache commands (one process
+# for all of test_weights.py), and the Ray scenarios, which must not start two Ray instances at
+# once (they share /tmp/ray). The rest is spread test by test. Done by a
 # scheduler of our own (xdist's hook) rather than `--dist loadgroup`: pytest 9.2 ignores the
 # node-id suffix by which xdist 3.8 marks a group, so its groups are silently split.
 _XDIST_GROUPS = {"test_backends.py": "onnx", "test_export.py": "onnx", "test_ray.py": "ray",
-                 "test_da3.py": "da3", "test_vda_runtime.py": "vda-runtime"}
+                 "test_da3.py": "da3", "test_vda_runtime.py": "vda-runtime",
+                 "test_weights.py": "weights"}
 
 
 def xdist_group(nodeid: str) -> str | None:
@@ -51,7 +53,7 @@ def xdist_group(nodeid: str) -> str | None:
 # idle behind one long test: the groups (the Ray scenarios are the longest chain: latency-bound,
 # slower still beside the other worker's compute), then the single tests that take longest
 # (measured: 10-40 s each on the 2-core machine), then the rest in collection order.
-_GROUP_ORDER = ("ray", "onnx", "openvino", "vda-runtime", "da3")
+_GROUP_ORDER = ("ray", "onnx", "openvino", "vda-runtime", "da3", "weights")
 _SLOW_FIRST = (
     "tests/test_predict.py::test_sigkill_then_skip_existing_completes",
     "tests/test_vda.py::test_golden_parity",

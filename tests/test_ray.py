@@ -48,7 +48,9 @@ def scenario(name: str, work: Path, ckpt: Path, timeout: int = 540) -> str:
     machine loaded by other work (two CI runs at once, xdist workers) does not."""
     # RAY_worker_niceness=0: Ray runs its workers at nice 15 (it assumes a machine of its own);
     # beside the other xdist worker at nice 0 they would get a few percent of a core.
+    # RAY_USAGE_STATS_ENABLED=0: no usage-collection actor per job (CPU, and nowhere to send).
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0",
+           "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"),
                                           os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)

@@ -41,7 +41,8 @@ class _Run(RunState):
         self.manifest = Manifest(opts.out_dir)
         super().__init__(report, progress, self.manifest, frame_bars)
         self.opts, self.models = opts, models
-        self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.manifest))
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.manifest),
+                               sequence=opts.sequence)
         fmts = opts.output.formats
         tag = "_depth" if overlaps(opts.out_dir, opts.inputs) else ""
         self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)

@@ -59,6 +59,10 @@ def check_fit(fmts: tuple[str, ...], image_spec: ModelSpec, kinds: set[str],
         raise click.BadParameter(
             f"none of the formats {', '.join(fmts)} can be written for a video (use "
             f"{', '.join(VIDEO_FORMATS)})", param_hint="--format")
+    if kinds == {"image"} and all(FORMATS[f].kind == "video" for f in fmts):
+        raise click.BadParameter(
+            f"{', '.join(fmts)} can be written for videos and image sequences only; name a "
+            "sequence as plate.####.png (or a folder with --sequence)", param_hint="--format")
     if kinds == {"image"} and getattr(image_spec, "temporal", False):
         raise click.BadParameter(
             f"model {image_spec.name} needs a video (it is a temporal video model); use an "

@@ -84,9 +84,10 @@ def encode_ffv1(raw: Path, out: Path, info: vio.VideoInfo, count: int) -> None:
     h, w = info.height, info.width
     fb = w * h * 2
     # as they are: an AAC source's priming starts before 0, and the muxer's default shift would
-    # move every frame later by it (Matroska stores the negative time)
+    # move every frame later by it (Matroska stores the negative time); bitexact: no random
+    # UIDs, so a resumed run writes the same bytes
     container = av.open(str(out), "w", format="matroska",
-                        options={"avoid_negative_ts": "disabled"})
+                        options={"avoid_negative_ts": "disabled", "fflags": "+bitexact"})
     try:
         vs = container.add_stream("ffv1", rate=info.rate)
         vs.width, vs.height, vs.pix_fmt = w, h, "gray16le"

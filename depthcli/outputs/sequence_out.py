@@ -156,3 +156,21 @@ def publish_frames(folder: Path, dst_folder: Path) -> list[Path]:
         out.append(dst)
     folder.rmdir()
     return out
+
+
+def listed_outputs(src: Path, base: Path, formats: list[str], npy_frames: bool) -> list[Path]:
+    """Every file a sequence's run would write, from a listing alone (no frame decoded): for
+    the check that nothing but our own outputs is replaced (`--no-clobber`)."""
+    from ..io.sequence import frames_of, parse_pattern
+
+    pat = parse_pattern(str(src))
+    if pat is None:
+        return []
+    numbers = tuple(n for n, _ in frames_of(pat))
+    _, sep = stem_and_sep(pat)
+    name = base.name if base.name.endswith("_depth") else base.name + "_depth"
+    names = SequenceNames(base.parent / name, sep, pat.width, numbers, npy_frames)
+    out: list[Path] = []
+    for f, p in names.paths([f for f in formats if FORMATS[f].video]).items():
+        out += names.files(f) if names.per_frame(f) else [p]
+    return out

@@ -24,6 +24,8 @@ from ..io import images
 from ..io.atomic import is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
 from ..io.manifest import Manifest, OutputFolders
+from ..io.sequence import is_pattern
+from ..outputs.sequence_out import listed_outputs
 from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
 from .paths import OutputMapper, foreign_files, output_exists, overlaps
@@ -63,6 +65,9 @@ class _Run(RunState):
                 continue
             if item.kind == "video":
                 vpaths = outputs.video_paths(base, opts.output.formats)
+                if is_pattern(item.src):  # an image sequence: its frame files
+                    vpaths = {str(i): p for i, p in enumerate(listed_outputs(
+                        item.src, base, list(opts.output.formats), opts.sequence_npy == "frames"))}
                 if opts.skip_existing:
                     vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
                 if self.clobber_ok(item.src, vpaths):

@@ -165,7 +165,8 @@ class _Feed:
 
     def __init__(self, opts: PredictOptions, tally: _Tally, ropts: RayOptions) -> None:
         self.opts, self.tally, self.ropts = opts, tally, ropts
-        self.state = Discovery(exclude=OutputFolders(opts.out_dir, tally.journal))  # not -o
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir, tally.journal),  # not -o
+                               sequence=opts.sequence)
         self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)

@@ -387,7 +387,7 @@ def _clip_settings(opts: Any) -> dict[str, object]:
 
 
 def _is_pattern(arg: str) -> bool:
-    from ..io.sequence import is_pattern
+    from ..io.seqnames import is_pattern
 
     return is_pattern(arg)
 

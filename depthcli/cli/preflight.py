@@ -43,7 +43,7 @@ def explicit_kinds(inputs: tuple[str, ...]) -> tuple[set[str], bool]:
 
 
 def _is_pattern(arg: str) -> bool:
-    from ..io.sequence import is_pattern
+    from ..io.seqnames import is_pattern
 
     return is_pattern(arg)
 

@@ -187,7 +187,7 @@ def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]
 
 
 def _is_pattern(s: str) -> bool:
-    from .sequence import is_pattern
+    from .seqnames import is_pattern
 
     return is_pattern(s)
 
@@ -195,7 +195,7 @@ def _is_pattern(s: str) -> bool:
 def _sequences(arg: str, state: Discovery) -> Iterator[InputItem]:
     """A sequence pattern, or (`--sequence`) every numbered frame run under a folder, as clips
     (kind "video": they go through the video pipeline; `io.sequence`)."""
-    from .sequence import folder_sequences, item_rel, parse_pattern
+    from .seqnames import folder_sequences, item_rel, parse_pattern
 
     assert state.errors is not None and state.exclude is not None
     p = Path(arg)

@@ -24,7 +24,8 @@ from typing import Any
 from ..io.atomic import publish
 from ..io.mp4_segments import fsync_dir
 from ..io.png import encode_png
-from ..io.sequence import Pattern, SequenceInfo, stem_and_sep
+from ..io.seqnames import Pattern, stem_and_sep
+from ..io.sequence import SequenceInfo
 from .encode import encode_visual, exr_bytes, npy_bytes, pfm_bytes
 from .formats import FORMATS, OutputOptions
 from .sinks import FrameOut
@@ -161,7 +162,7 @@ def publish_frames(folder: Path, dst_folder: Path) -> list[Path]:
 def listed_outputs(src: Path, base: Path, formats: list[str], npy_frames: bool) -> list[Path]:
     """Every file a sequence's run would write, from a listing alone (no frame decoded): for
     the check that nothing but our own outputs is replaced (`--no-clobber`)."""
-    from ..io.sequence import frames_of, parse_pattern
+    from ..io.seqnames import frames_of, parse_pattern
 
     pat = parse_pattern(str(src))
     if pat is None:

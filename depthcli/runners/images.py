@@ -24,7 +24,7 @@ from ..io import images
 from ..io.atomic import is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
 from ..io.manifest import Manifest, OutputFolders
-from ..io.sequence import is_pattern
+from ..io.seqnames import is_pattern
 from ..outputs.sequence_out import listed_outputs
 from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary

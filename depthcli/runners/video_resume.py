@@ -29,7 +29,7 @@ import numpy as np
 
 from ..io.atomic import PARTIAL_DIR
 from ..io.mp4_segments import fsync_dir
-from ..io.sequence import frames_of, is_pattern, parse_pattern
+from ..io.seqnames import frames_of, is_pattern, parse_pattern
 
 if TYPE_CHECKING:
     from ..engine import DepthEstimator

@@ -118,7 +118,8 @@ def test_sequence_with_gap_16bit_names_and_resume(tiny_vda_ckpt: Path, tmp_path:
 
 def test_exr_folder_sequence_per_frame_model(tiny_ckpt: Path, tmp_path: Path) -> None:
     """`--sequence` on a folder of EXR frames (an unreadable one among them) with a per-frame
-    model: pfm and npy per frame keep the numbers; the bad frame is an error line and a gap."""
+    model: pfm and npy per frame keep the numbers; the bad frame is an error line and a gap;
+    `--sequence-video` makes the colour map an H.264 video at the default 24 fps."""
     shot = tmp_path / "shot"
     shot.mkdir()
     for n in (1, 2, 3):
@@ -126,13 +127,16 @@ def test_exr_folder_sequence_per_frame_model(tiny_ckpt: Path, tmp_path: Path) ->
         assert cv2.imwrite(str(shot / f"bg.{n:04d}.exr"), x ** 2.2)
     (shot / "bg.0004.exr").write_bytes(b"not an exr")
     out = tmp_path / "out"
-    r = predict([str(shot), "--sequence", "-o", str(out), "-f", "pfm,npy",
-                 "--sequence-npy", "frames"], tiny_ckpt, "da2-tiny-test")
+    r = predict([str(shot), "--sequence", "-o", str(out), "-f", "pfm,npy,color",
+                 "--sequence-npy", "frames", "--sequence-video"], tiny_ckpt, "da2-tiny-test")
     assert r.exit_code == 1
     assert "frame 4" in r.output and "left out" in r.output
     got = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert got == [f"bg_depth.{n:04d}.{e}" for n in (1, 2, 3) for e in ("npy", "pfm")]
+    assert got == [f"bg_depth.{n:04d}.{e}" for n in (1, 2, 3) for e in ("npy", "pfm")] + \
+        ["bg_depth.mp4"]
     assert np.load(out / "bg_depth.0002.npy").shape == (H, W)
+    video = probe(out / "bg_depth.mp4")
+    assert video["n"] == 3 and video["rate"] == 24 and (video["w"], video["h"]) == (W, H)
 
 
 def test_ffv1_round_trip_is_png16(tiny_ckpt: Path, tmp_path: Path) -> None:

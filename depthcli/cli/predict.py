@@ -171,6 +171,9 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
 @click.option("--sequence-npy", type=click.Choice(["stack", "frames"]), default="stack",
               show_default=True,
               help="npy of an image sequence: one (T, H, W) stack, or one file per frame.")
+@click.option("--sequence-video", is_flag=True,
+              help="Image sequences: color, gray, side as an H.264 video at --fps instead of "
+                   "numbered PNGs.")
 @click.option("--scene-cuts", is_flag=True,
               help="Videos and sequences: detect hard cuts and restart the temporal model "
                    "(and the colour range) at each shot.")
@@ -209,7 +212,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
             batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
             max_pixels: int, video_norm: str, sequence: bool, fps_: str | None,
-            sequence_npy: str, scene_cuts: bool, scene_threshold: float,
+            sequence_npy: str, sequence_video: bool, scene_cuts: bool, scene_threshold: float,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
             ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
@@ -247,6 +250,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         no_clobber=no_clobber, max_pixels=max_pixels, video_norm=video_norm,
         sequence=sequence, fps=_fps(fps_), sequence_npy=sequence_npy,
+        sequence_video=sequence_video,
         scene_cuts=scene_threshold if scene_cuts else None,
     )
     camera: dict[str, float | None] = {"focal_px": focal_px, "fov_deg": fov_deg, "cx": cx, "cy": cy}
@@ -381,6 +385,7 @@ def _clip_settings(opts: Any) -> dict[str, object]:
     if opts.sequence or any(_is_pattern(a) for a in opts.inputs) or opts.fps is not None:
         out["fps"] = str(opts.fps if opts.fps is not None else DEFAULT_FPS)
         out["sequence_npy"] = opts.sequence_npy
+        out["sequence_video"] = opts.sequence_video
     if opts.scene_cuts is not None:
         out["scene_cuts"] = {"threshold": opts.scene_cuts}
     return out

@@ -7,7 +7,9 @@ are (`<base>` = OUT/rel/plate_depth, the separator and the digits' width those o
 - png16, color, gray, side: `<base>_<format>.1001.png`;
 - npy (default `--sequence-npy stack`): one (T, H, W) stack `<base>.npy`, frames in numbering
   order (gaps are not in it: the `--json` clip entry lists the numbers missing);
-- ffv1: one lossless video `<base>.mkv` (`outputs.ffv1`).
+- ffv1: one lossless video `<base>.mkv` (`outputs.ffv1`);
+- with `--sequence-video`, color, gray, side are H.264 videos instead (`<base>.mp4`,
+  `<base>_gray.mp4`, `<base>_side.mp4`), as for a video file.
 
 `NamedFramesWriter` is the video pipeline's frame-folder writer with these names: frames go to
 the clip's partial-state folder and move to their final names, file by file, when the clip is
@@ -43,16 +45,20 @@ class SequenceNames:
     width: int
     numbers: tuple[int, ...]
     npy_frames: bool = False  # npy: one file per frame instead of one stack
+    video: bool = False  # color, gray, side: one H.264 video instead of numbered PNGs
 
     @classmethod
-    def of(cls, info: SequenceInfo, base: Path, npy_frames: bool = False) -> SequenceNames:
+    def of(cls, info: SequenceInfo, base: Path, npy_frames: bool = False,
+           video: bool = False) -> SequenceNames:
         pat = info.pattern
         assert isinstance(pat, Pattern)
         _, sep = stem_and_sep(pat)
         name = base.name if base.name.endswith("_depth") else base.name + "_depth"
-        return cls(base.parent / name, sep, pat.width, info.numbers, npy_frames)
+        return cls(base.parent / name, sep, pat.width, info.numbers, npy_frames, video)
 
     def per_frame(self, fmt: str) -> bool:
+        if self.video and FORMATS[fmt].video == "mp4":
+            return False
         return fmt in PNG_FORMATS or fmt in ("exr", "pfm") or (fmt == "npy" and self.npy_frames)
 
     def _stem_suffix(self, fmt: str) -> tuple[str, str]:
@@ -82,6 +88,9 @@ class SequenceNames:
                 out[f] = self.base.parent / (self.base.name + ".npy")
             elif f == "ffv1":
                 out[f] = self.base.parent / (self.base.name + ".mkv")
+            elif FORMATS[f].video == "mp4":  # --sequence-video
+                out[f] = self.base.parent / (self.base.name + (".mp4" if f == "color"
+                                                               else f"_{f}.mp4"))
         return out
 
     def exists(self, fmt: str, path: Path) -> bool:
@@ -159,7 +168,8 @@ def publish_frames(folder: Path, dst_folder: Path) -> list[Path]:
     return out
 
 
-def listed_outputs(src: Path, base: Path, formats: list[str], npy_frames: bool) -> list[Path]:
+def listed_outputs(src: Path, base: Path, formats: list[str], npy_frames: bool,
+                   video: bool = False) -> list[Path]:
     """Every file a sequence's run would write, from a listing alone (no frame decoded): for
     the check that nothing but our own outputs is replaced (`--no-clobber`)."""
     from ..io.seqnames import frames_of, parse_pattern
@@ -170,7 +180,7 @@ def listed_outputs(src: Path, base: Path, formats: list[str], npy_frames: bool) 
     numbers = tuple(n for n, _ in frames_of(pat))
     _, sep = stem_and_sep(pat)
     name = base.name if base.name.endswith("_depth") else base.name + "_depth"
-    names = SequenceNames(base.parent / name, sep, pat.width, numbers, npy_frames)
+    names = SequenceNames(base.parent / name, sep, pat.width, numbers, npy_frames, video)
     out: list[Path] = []
     for f, p in names.paths([f for f in formats if FORMATS[f].video]).items():
         out += names.files(f) if names.per_frame(f) else [p]

@@ -67,7 +67,8 @@ class _Run(RunState):
                 vpaths = outputs.video_paths(base, opts.output.formats)
                 if is_pattern(item.src):  # an image sequence: its frame files
                     vpaths = {str(i): p for i, p in enumerate(listed_outputs(
-                        item.src, base, list(opts.output.formats), opts.sequence_npy == "frames"))}
+                        item.src, base, list(opts.output.formats), opts.sequence_npy == "frames",
+                        opts.sequence_video))}
                 if opts.skip_existing:
                     vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
                 if self.clobber_ok(item.src, vpaths):

@@ -35,6 +35,7 @@ class PredictOptions:
     sequence: bool = False  # --sequence: folders of numbered frames are clips (io.sequence)
     fps: Fraction | None = None  # --fps: an image sequence's rate (None: 24)
     sequence_npy: str = "stack"  # --sequence-npy: stack | frames
+    sequence_video: bool = False  # --sequence-video: visual formats of a sequence as mp4
     scene_cuts: float | None = None  # --scene-cuts: the detector's threshold; None: off
 
     def host_workers(self, device_type: str) -> int:

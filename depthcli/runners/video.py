@@ -179,7 +179,8 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
     names: SequenceNames | None = None
     if seq.is_pattern(src):  # an image sequence: probed first, its outputs are named by frame
         info: vio.VideoInfo = seq.probe(src, opts.max_pixels, opts.fps)
-        names = SequenceNames.of(info, base, opts.sequence_npy == "frames")  # type: ignore[arg-type]
+        names = SequenceNames.of(info, base, opts.sequence_npy == "frames",  # type: ignore[arg-type]
+                                 opts.sequence_video)
         every = names.paths(wanted)
     else:
         every = outputs.video_paths(base, wanted)

@@ -76,7 +76,8 @@ def fingerprint(src: Path, est: DepthEstimator, opts: PredictOptions,
         "batch": opts.batch_size, "segment": segment_frames(), "max_pixels": opts.max_pixels,
         "threads": _torch_threads(),  # the sums of a forward pass may differ with the threads
         **({"cuts": opts.scene_cuts} if opts.scene_cuts is not None else {}),
-        **({"fps": str(opts.fps), "npy": opts.sequence_npy} if is_pattern(src) else {}),
+        **({"fps": str(opts.fps), "npy": opts.sequence_npy, "mp4": opts.sequence_video}
+           if is_pattern(src) else {}),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -223,3 +223,30 @@ def test_killed_sequence_resumes_to_the_same_bytes(tiny_ckpt: Path, tmp_path: Pa
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["clips"][0]["scene_cuts"] == [{"index": 7, "frame": 18}]
     assert _files(out) == _files(ref) and len(_files(ref)) == 12 * 2 + 1
+
+
+def test_ffv1_metric_is_millimetres(tmp_path: Path) -> None:
+    """Metric depth: the FFV1 frames are png16's millimetres (saturating at 65.535 m), and the
+    writer continues after a resume from its durable count."""
+    from depthcli.io.video import VideoInfo
+    from depthcli.outputs import OutputOptions
+    from depthcli.outputs.ffv1 import Ffv1Writer
+    from depthcli.outputs.sinks import FrameOut
+
+    info = VideoInfo(tmp_path / "src", 5, 4, Fraction(30000, 1001), Fraction(1001, 30000), 3, 0,
+                     None, None)
+    opts = OutputOptions(("ffv1",), metric=True)
+    depth = [np.full((4, 5), v, np.float32) for v in (1.2344, 70.0, 0.0004)]
+    w = Ffv1Writer(tmp_path / "f", info, opts, None)
+    w.take(FrameOut(0, 0, 1, depth[0], None))
+    state = w.sync()
+    w.take(FrameOut(1, 1, 1, depth[1], None))  # not durable: dropped by the resume
+    w.abort()
+    w = Ffv1Writer(tmp_path / "f", info, opts, None)
+    assert w.resume(state) == 1
+    for i in (1, 2):
+        w.take(FrameOut(i, i, 1, depth[i], None))
+    w.finish()
+    frames, pts = read_ffv1(tmp_path / "f" / "out.mkv")
+    assert [int(f[0, 0]) for f in frames] == [1234, 65535, 0] and frames.shape == (3, 4, 5)
+    assert pts == [0, 33, 67]  # 1001/30000 s a frame, in Matroska's milliseconds

@@ -91,9 +91,9 @@ from ..outputs.resumable import FramesWriter, Mp4Writer, StackWriter, Writer, wr
 from ..outputs.sequence_out import NamedFramesWriter, SequenceNames, publish_frames
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
-from ..scenecuts import SceneCuts, shot_of
+from ..scenecuts import SceneCuts
 from ..threads import Producer, Sink, fan_out, prefetch
-from . import video_disk
+from . import clip_report, video_disk
 from .frame_depth import frame_depth
 from .options import parse_norm
 from .paths import output_exists
@@ -352,7 +352,7 @@ class _VideoRun:
                                     "recompute": self.recompute}
         if self.detector is not None:
             extra["cuts"] = list(self.detector.cuts)
-            self._log_cuts(self.detector.cuts)
+            clip_report.log_cuts(self.src.name, self.detector.cuts, self.info, self.pts)
         if self.two_pass:
             assert stats is not None
             vrange = stats.value_range()
@@ -519,36 +519,7 @@ class _VideoRun:
         self.state.save({**meta, "phase": "publish", "done": 0}, self._timing())
 
     def _shot_range(self, index: int) -> tuple[float, float] | None:
-        """A frame's own colour range when the shots have theirs (`--scene-cuts`), else None."""
-        ranges = self.state.meta.get("shot_ranges")
-        if not ranges or len(ranges) < 2:
-            return None
-        lo, hi = ranges[min(shot_of(self.state.meta.get("cuts", []), index), len(ranges) - 1)]
-        return float(lo), float(hi)
-
-    def _log_cuts(self, cuts: list[int]) -> None:
-        where = ", ".join(str(self._frame_label(i)) for i in cuts[:20])
-        more = ", ..." if len(cuts) > 20 else ""
-        _logger.info("%s: %d scene cut(s) found%s", self.src.name, len(cuts),
-                     f", at frame {where}{more}" if cuts else "")
-
-    def _frame_label(self, index: int) -> int:
-        """What a user calls frame `index`: a sequence's frame number, else the index."""
-        if isinstance(self.info, seq.SequenceInfo) and index < len(self.pts):
-            return self.info.number(self.pts[index])
-        return index
-
-    def _clip_entry(self, meta: dict[str, object]) -> dict[str, object] | None:
-        """The clip's entry of the --json summary: numbering and gaps, the cuts found."""
-        row: dict[str, object] = {}
-        if isinstance(self.info, seq.SequenceInfo):
-            row.update(self.info.describe())
-        if "cuts" in meta:
-            cuts = [int(c) for c in meta["cuts"]]  # type: ignore[attr-defined]
-            row["scene_cuts"] = [{"index": c, "frame": self._frame_label(c)} for c in cuts]
-            if "shot_ranges" in meta:
-                row["shot_ranges"] = meta["shot_ranges"]
-        return row or None
+        return clip_report.shot_range(self.state.meta, index)
 
     def _publish(self) -> None:
         """Every finished output to its final name, then the state folder goes."""
@@ -567,7 +538,7 @@ class _VideoRun:
                 published.append(dst)
         if self.names is not None:
             self.report.paths = published
-        self.report.clip = self._clip_entry(meta)
+        self.report.clip = clip_report.clip_entry(meta, self.info, self.pts)
         self.report.frames = int(meta.get("frames", len(self.pts)))
         self.report.errors.extend(meta.get("errors", []))
         self.state.remove()

@@ -95,8 +95,8 @@ def test_sequence_with_gap_16bit_names_and_resume(tiny_vda_ckpt: Path, tmp_path:
     [clip] = s["clips"]
     assert clip["missing"] == [[1005, 1006]] and clip["first"] == 1001 and clip["fps"] == "25"
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    want = [f"plate_depth.{n}.exr" for n in numbers] + ["plate_depth.npy"] + \
-        [f"plate_depth_{f}.{n}.png" for f in ("color", "png16") for n in numbers]
+    want = [f"plate_depth.{n}.{e}" for n in numbers for e in ("exr", "png")] + \
+        ["plate_depth.npy"] + [f"plate_depth_png16.{n}.png" for n in numbers]
     assert names == sorted(want)
     stack = np.load(out / "plate_depth.npy")
     assert stack.shape == (7, H, W)
@@ -143,8 +143,10 @@ def test_ffv1_round_trip_is_png16(tiny_ckpt: Path, tmp_path: Path) -> None:
     """`-f ffv1` holds png16's values bit for bit, with the source's frame times and audio."""
     clip = make_video(tmp_path / "c.mp4", 6, W, H, rate=Fraction(25), audio="aac")
     out = tmp_path / "out"
-    r = predict([str(clip), "-o", str(out), "-f", "ffv1,png16"], tiny_ckpt, "da2-tiny-test")
+    r = predict([str(clip), "-o", str(out), "-f", "ffv1,png16", "--scene-cuts"], tiny_ckpt,
+                "da2-tiny-test")
     assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["clips"][0]["scene_cuts"] == []  # a moving pattern: no cut
     frames, pts = read_ffv1(out / "c.mkv")
     png = np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
                     for p in sorted((out / "c_png16").iterdir())])

@@ -4,7 +4,8 @@ For a sequence `plate.####.exr` whose output stem is OUT/rel/plate (`runners.pat
 are (`<base>` = OUT/rel/plate_depth, the separator and the digits' width those of the input):
 
 - exr, pfm, npy with `--sequence-npy frames`: `<base>.1001.exr` / `.pfm` / `.npy` (raw values);
-- png16, color, gray, side: `<base>_<format>.1001.png`;
+- color: `<base>.1001.png`; png16, gray, side: `<base>_<format>.1001.png` (as for images, the
+  default format has the plain name);
 - npy (default `--sequence-npy stack`): one (T, H, W) stack `<base>.npy`, frames in numbering
   order (gaps are not in it: the `--json` clip entry lists the numbers missing);
 - ffv1: one lossless video `<base>.mkv` (`outputs.ffv1`);
@@ -62,6 +63,8 @@ class SequenceNames:
         return fmt in PNG_FORMATS or fmt in ("exr", "pfm") or (fmt == "npy" and self.npy_frames)
 
     def _stem_suffix(self, fmt: str) -> tuple[str, str]:
+        if fmt == "color":  # as for images: the default format has the plain name
+            return self.base.name, ".png"
         if fmt in PNG_FORMATS:
             return f"{self.base.name}_{fmt}", ".png"
         return self.base.name, RAW_SUFFIX[fmt]

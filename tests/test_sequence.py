@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from test_video import audio_packets, make_video, probe, textured
 
 from depthcli.cli import main
+from depthcli.io import seqnames
 from depthcli.io import sequence as seq
 from depthcli.outputs.ffv1 import read_ffv1
 
@@ -48,6 +49,7 @@ def test_patterns_and_gaps(tmp_path: Path) -> None:
     assert p is not None and (p.prefix, p.suffix, p.width) == ("plate.", ".exr", 4)
     assert p.number_of("plate.1001.exr") == 1001 and p.number_of("plate.10000.exr") == 10000
     assert p.number_of("plate.001.exr") is None and p.number_of("plate.01001.exr") is None
+    assert seqnames.item_rel(p, Path("a")) == Path("a/plate.exr")  # what the mapper takes
     q = seq.parse_pattern("plate_%04d.png")
     assert q is not None and (q.prefix, q.width) == ("plate_", 4)
     assert seq.parse_pattern("plate.%d.tif").width == 0  # type: ignore[union-attr]

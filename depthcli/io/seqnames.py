@@ -134,8 +134,10 @@ def stem_and_sep(pat: Pattern) -> tuple[str, str]:
 
 
 def item_rel(pat: Pattern, rel_folder: Path) -> Path:
-    """The path an output mapper takes for a sequence (its stem, under the folder's mirror)."""
-    return rel_folder / f"{stem_and_sep(pat)[0]}.seq"
+    """The path an output mapper takes for a sequence: its stem with the frames' extension,
+    under the folder's mirror (a second `plate` sequence mapped to the same folder gets
+    `plate.exr`, as a second image `x` does)."""
+    return rel_folder / f"{stem_and_sep(pat)[0]}{Path('x' + pat.suffix).suffix or '.seq'}"
 
 
 def folder_sequences(root: Path, skip_dir: Callable[[Path], bool] = lambda p: False

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from .version import __version__
 
-# OpenCV only writes EXR when this is set before its first EXR call; we never read EXR inputs.
+# OpenCV only reads/writes EXR when this is set before its first EXR call: EXR outputs, and
+# the float EXR frames of image sequences (io.sequence).
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
 if TYPE_CHECKING:

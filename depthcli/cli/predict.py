@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,8 @@ from .runtime import require_torch_stack
 if TYPE_CHECKING:
     from ..outputs import PointCloudOptions
 
-FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply", "conf", "sky")
+FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply", "conf", "sky",
+                "ffv1")
 CMAP_NAMES = ("spectral_r", "spectral", "inferno", "magma", "viridis", "plasma", "turbo",
               "cividis", "jet", "twilight", "gray")
 
@@ -41,6 +43,8 @@ Examples:
   depthcli predict photos/ -m da2-metric-indoor-small -f png16,ply   # metres, point clouds
   depthcli predict photos/ --weights depth_anything_v2_vits.pth      # a downloaded file
   depthcli predict photos/ --skip-existing        # resume an interrupted run
+  depthcli predict "shot/plate.####.exr" -f exr,ffv1 --fps 25   # an image sequence as a clip
+  depthcli predict edit.mp4 --scene-cuts -f color # each shot aligned on its own
   depthcli predict photos/ -m da3-small -f npy,conf --output-size network --json
 
 Exit codes: 0 all written, 1 some input failed, 2 usage error, 130 interrupted.
@@ -158,6 +162,24 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
               help="Refuse images (and video frames) larger than this, from the header.")
 @click.option("--video-norm", default="clip", show_default=True,
               help="Videos: clip (one range for the whole clip), frame, or LO,HI.")
+@click.option("--sequence", is_flag=True,
+              help="Folders given are image sequences: each run of numbered frames "
+                   "(plate.1001.png, ...) is one clip (patterns plate.####.exr / plate.%04d.png "
+                   "are always).")
+@click.option("--fps", "fps_", default=None, metavar="RATE",
+              help="Frame rate of image sequences (24, 25, 30000/1001, 23.976) [default: 24].")
+@click.option("--sequence-npy", type=click.Choice(["stack", "frames"]), default="stack",
+              show_default=True,
+              help="npy of an image sequence: one (T, H, W) stack, or one file per frame.")
+@click.option("--sequence-video", is_flag=True,
+              help="Image sequences: color, gray, side as an H.264 video at --fps instead of "
+                   "numbered PNGs.")
+@click.option("--scene-cuts", is_flag=True,
+              help="Videos and sequences: detect hard cuts and restart the temporal model "
+                   "(and the colour range) at each shot.")
+@click.option("--scene-threshold", type=click.FloatRange(min=0, min_open=True), default=27.0,
+              show_default=True,
+              help="--scene-cuts: mean HSV difference (0-255) between two frames that is a cut.")
 @click.option("--ply-stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="ply: keep every N-th pixel in each direction.")
 @click.option("--focal-px", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -189,7 +211,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
             batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
-            max_pixels: int, video_norm: str,
+            max_pixels: int, video_norm: str, sequence: bool, fps_: str | None,
+            sequence_npy: str, sequence_video: bool, scene_cuts: bool, scene_threshold: float,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
             ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
@@ -226,6 +249,9 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                                      point_cloud=pc, near_is_large=spec.near_is_large),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         no_clobber=no_clobber, max_pixels=max_pixels, video_norm=video_norm,
+        sequence=sequence, fps=_fps(fps_), sequence_npy=sequence_npy,
+        sequence_video=sequence_video,
+        scene_cuts=scene_threshold if scene_cuts else None,
     )
     camera: dict[str, float | None] = {"focal_px": focal_px, "fov_deg": fov_deg, "cx": cx, "cy": cy}
     settings = ModelSettings(weights=weights, input_size=input_size, device=device,
@@ -238,7 +264,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                        (ray_address, ray_actors, ray_actor_cpus))
     else:
         needed = preflight.needed_models(inputs, out_dir, kinds, open_ended, image_model,
-                                         video_model)
+                                         video_model, sequence)
         found = preflight.resolve_checkpoints(needed, weights)  # before torch: offline in ~1 s
         require_torch_stack()
         s = settings
@@ -348,7 +374,46 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
             "workers": opts.host_workers(str(device).split(":")[0]),
             "threads": threads or torch.get_num_threads(),
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
-            "video_norm": opts.video_norm}
+            "video_norm": opts.video_norm, **_clip_settings(opts)}
+
+
+def _clip_settings(opts: Any) -> dict[str, object]:
+    """Sequence and scene-cut settings, when they apply (the rate a sequence ran at)."""
+    from ..io.sequence import DEFAULT_FPS
+
+    out: dict[str, object] = {}
+    if opts.sequence or any(_is_pattern(a) for a in opts.inputs) or opts.fps is not None:
+        out["fps"] = str(opts.fps if opts.fps is not None else DEFAULT_FPS)
+        out["sequence_npy"] = opts.sequence_npy
+        out["sequence_video"] = opts.sequence_video
+    if opts.scene_cuts is not None:
+        out["scene_cuts"] = {"threshold": opts.scene_cuts}
+    return out
+
+
+def _is_pattern(arg: str) -> bool:
+    from ..io.seqnames import is_pattern
+
+    return is_pattern(arg)
+
+
+def _fps(text: str | None) -> Fraction | None:
+    """'25' | '30000/1001' | '23.976' (→ 24000/1001, the NTSC rates by name) → a Fraction."""
+    if text is None:
+        return None
+    try:
+        v = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise click.BadParameter(f"{text!r}: a positive rate such as 24, 25 or 30000/1001",
+                                 param_hint="--fps") from None
+    if v <= 0 or v > 1000:
+        raise click.BadParameter(f"{text!r}: a rate above 0 and at most 1000",
+                                 param_hint="--fps")
+    for ntsc in (24, 30, 60, 120):  # 23.976, 29.97, 59.94: the 1000/1001 rates
+        exact = Fraction(ntsc * 1000, 1001)
+        if v != exact and abs(float(v) - float(exact)) < 0.0015:
+            return exact
+    return v
 
 
 def _count_inputs(opts: Any) -> int:
@@ -356,7 +421,7 @@ def _count_inputs(opts: Any) -> int:
     from ..io.images import Discovery, discover
     from ..io.manifest import OutputFolders
 
-    state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True)
+    state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True, sequence=opts.sequence)
     return sum(1 for _ in discover(opts.inputs, state))
 
 
@@ -367,7 +432,7 @@ def _image_job_size(opts: Any) -> int | None:
     from ..io.images import Discovery, discover
     from ..io.manifest import OutputFolders
 
-    state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True)
+    state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True, sequence=opts.sequence)
     n = 0
     for item in discover(opts.inputs, state):
         if item.kind == "video":

@@ -35,9 +35,17 @@ def explicit_kinds(inputs: tuple[str, ...]) -> tuple[set[str], bool]:
             kinds.add(kind_of(p) or "image")
         elif has_magic(arg):
             open_ended = True
+        elif _is_pattern(arg):  # an image sequence: a clip
+            kinds.add("video")
         else:
             raise click.BadParameter(f"{arg}: no such file or folder", param_hint="'INPUTS...'")
     return kinds, open_ended
+
+
+def _is_pattern(arg: str) -> bool:
+    from ..io.seqnames import is_pattern
+
+    return is_pattern(arg)
 
 
 def check_fit(fmts: tuple[str, ...], image_spec: ModelSpec, kinds: set[str],
@@ -51,6 +59,10 @@ def check_fit(fmts: tuple[str, ...], image_spec: ModelSpec, kinds: set[str],
         raise click.BadParameter(
             f"none of the formats {', '.join(fmts)} can be written for a video (use "
             f"{', '.join(VIDEO_FORMATS)})", param_hint="--format")
+    if kinds == {"image"} and all(FORMATS[f].kind == "video" for f in fmts):
+        raise click.BadParameter(
+            f"{', '.join(fmts)} can be written for videos and image sequences only; name a "
+            "sequence as plate.####.png (or a folder with --sequence)", param_hint="--format")
     if kinds == {"image"} and getattr(image_spec, "temporal", False):
         raise click.BadParameter(
             f"model {image_spec.name} needs a video (it is a temporal video model); use an "
@@ -95,13 +107,13 @@ def check_weights_file(weights: Path | None) -> None:
                                  param_hint="--weights")
 
 
-def first_kind(inputs: tuple[str, ...], out_dir: Path) -> str | None:
+def first_kind(inputs: tuple[str, ...], out_dir: Path, sequence: bool = False) -> str | None:
     """The kind of the first input that walking the open-ended arguments would yield."""
     from ..io.images import Discovery, discover, has_magic
     from ..io.manifest import OutputFolders
 
     walked = [a for a in inputs if Path(a).is_dir() or has_magic(a) or a.lower().endswith(".txt")]
-    state = Discovery(exclude=OutputFolders(out_dir), quiet=True)
+    state = Discovery(exclude=OutputFolders(out_dir), quiet=True, sequence=sequence)
     item = next(iter(discover(walked, state)), None)
     return item.kind if item is not None else None
 
@@ -126,11 +138,11 @@ def resolve_checkpoints(needed: list[str], weights: Path | None) -> dict[str, Pa
 
 
 def needed_models(inputs: tuple[str, ...], out_dir: Path, kinds: set[str], open_ended: bool,
-                  image_model: str, video_model: str) -> list[str]:
+                  image_model: str, video_model: str, sequence: bool = False) -> list[str]:
     """Models the run will load first: by the kinds named, else by the first input found."""
     found = set(kinds)
     if open_ended and not found:
-        k = first_kind(inputs, out_dir)
+        k = first_kind(inputs, out_dir, sequence)
         if k is not None:
             found.add(k)
     image_ok = not getattr(get_spec(image_model), "temporal", False)  # else refused per image

@@ -55,6 +55,7 @@ class Discovery:
     exclude: OutputFolders | None = None
     outputs_left_out: int = 0  # depthcli outputs met by walks and globs (never inputs)
     quiet: bool = False  # a second walk (counting, peeking): the run's own walk logs
+    sequence: bool = False  # --sequence: a folder's numbered frames are clips (io.sequence)
 
     def __post_init__(self) -> None:
         self.errors = []
@@ -153,7 +154,9 @@ def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]
     for arg in args:
         s = str(arg)
         p = Path(s)
-        if p.is_dir():
+        if (state.sequence and p.is_dir()) or (not p.exists() and _is_pattern(s)):
+            yield from _sequences(s, state)
+        elif p.is_dir():
             n = 0
             for item in _walk(p, state):
                 n += 1
@@ -181,6 +184,36 @@ def _expand(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem]
                 state.errors.append((s, "pattern matched no image or video files"))
         else:
             yield InputItem(p, Path(p.name), kind_of(p) or "image")
+
+
+def _is_pattern(s: str) -> bool:
+    from .seqnames import is_pattern
+
+    return is_pattern(s)
+
+
+def _sequences(arg: str, state: Discovery) -> Iterator[InputItem]:
+    """A sequence pattern, or (`--sequence`) every numbered frame run under a folder, as clips
+    (kind "video": they go through the video pipeline; `io.sequence`)."""
+    from .seqnames import folder_sequences, item_rel, parse_pattern
+
+    assert state.errors is not None and state.exclude is not None
+    p = Path(arg)
+    if not p.is_dir():
+        pat = parse_pattern(arg)
+        assert pat is not None
+        yield InputItem(Path(pat.text()), item_rel(pat, Path()), "video")
+        return
+    n = 0
+    for pat, rel in folder_sequences(p, state.exclude.skip_dir):
+        first = next((f for f in sorted(pat.folder.iterdir()) if pat.number_of(f.name) is not None),
+                     None)
+        if first is not None and state.left_out(first):
+            continue  # depthcli's own outputs (e.g. an earlier run's plate_depth.####.exr)
+        n += 1
+        yield InputItem(Path(pat.text()), item_rel(pat, rel), "video")
+    if n == 0:
+        state.errors.append((arg, "folder holds no numbered frame files (--sequence)"))
 
 
 def _rel(p: Path, root: Path) -> Path:

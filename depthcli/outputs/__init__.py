@@ -37,6 +37,8 @@ def image_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for f in formats:
         fmt = FORMATS[f]
+        if fmt.kind == "video":  # a clip's format (ffv1): nothing for an image
+            continue
         suffix = f"_{f}.png" if fmt.kind == "png" and f != "color" else fmt.suffix
         paths[f] = base.parent / (base.name + suffix)
     return paths
@@ -47,7 +49,7 @@ def video_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
 
     As for images, a name depends on its format only: `color` is `<stem>.mp4`, `gray`/`side`
     are `<stem>_<format>.mp4`; `npy` is `<stem>.npy`; `png16`/`exr`/`pfm` are folders
-    `<stem>_<format>/` of numbered frames. Per-image formats (point clouds) are left out.
+    `<stem>_<format>/` of numbered frames; `ffv1` is `<stem>.mkv`. Per-image formats (point clouds) are left out.
     """
     formats = [f for f in formats if FORMATS[f].video]
     paths: dict[str, Path] = {}
@@ -57,6 +59,8 @@ def video_paths(base: Path, formats: Iterable[str]) -> dict[str, Path]:
             name = base.name + (".mp4" if f == "color" else f"_{f}.mp4")
         elif kind == "npy":
             name = base.name + ".npy"
+        elif kind == "mkv":
+            name = base.name + ".mkv"
         else:
             name = f"{base.name}_{f}"
         paths[f] = base.parent / name

@@ -6,6 +6,8 @@ depth in every frame.
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 import torch
 
@@ -28,7 +30,8 @@ class ClipStats:
         self.stride = 1  # sample every stride-th frame once per_frame is down to one value
         self.seen = 0
 
-    def update(self, depth: torch.Tensor) -> None:
+    def update(self, depth: torch.Tensor, index: int | None = None) -> None:
+        """One frame's depth (`index`: unused, one range for the whole clip)."""
         flat = depth.reshape(-1)
         fin = flat[torch.isfinite(flat)]
         if fin.numel() == 0:
@@ -78,3 +81,41 @@ class ClipStats:
         if self.lo > self.hi:
             return 0.0, 1.0
         return self.lo, self.hi
+
+
+class ShotStats:
+    """One `ClipStats` per shot (`--scene-cuts`): each shot's colour range is its own, since
+    the relative depth of two shots has no common scale. `cuts` is the detector's list of the
+    frames starting a shot (filled before those frames' depth comes out)."""
+
+    def __init__(self, ropts: RenderOptions, cuts: list[int]) -> None:
+        self.ropts, self.cuts = ropts, cuts
+        self.shots: list[ClipStats] = []
+
+    def update(self, depth: torch.Tensor, index: int) -> None:
+        shot = bisect.bisect_right(self.cuts, index)
+        while len(self.shots) <= shot:
+            self.shots.append(ClipStats(self.ropts))
+        self.shots[shot].update(depth)
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {"n": np.array([len(self.shots)], np.int64)}
+        for k, s in enumerate(self.shots):
+            out.update({f"s{k}_{name}": v for name, v in s.state().items()})
+        return out
+
+    def restore(self, st: dict[str, np.ndarray]) -> None:
+        self.shots = []
+        for k in range(int(st["n"][0])):
+            s = ClipStats(self.ropts)
+            pre = f"s{k}_"
+            s.restore({name[len(pre):]: v for name, v in st.items() if name.startswith(pre)})
+            self.shots.append(s)
+
+    def ranges(self) -> list[tuple[float, float]]:
+        return [s.value_range() for s in self.shots] or [(0.0, 1.0)]
+
+    def value_range(self) -> tuple[float, float]:
+        """The widest of the shots' ranges (for the log line)."""
+        r = self.ranges()
+        return min(a for a, _ in r), max(b for _, b in r)

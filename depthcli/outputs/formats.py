@@ -18,9 +18,9 @@ class Format:
     """One output format: how an image's output is named and what a video gets instead."""
 
     name: str
-    kind: Literal["png", "raw", "cloud", "extra"]
+    kind: Literal["png", "raw", "cloud", "extra", "video"]  # video: clips only
     suffix: str  # file suffix for images (PNG kinds but `color` add `_<name>` before it)
-    video: Literal["mp4", "npy", "frames"] | None  # None: per-image only
+    video: Literal["mp4", "npy", "frames", "mkv"] | None  # None: per-image only
     help: str
 
 
@@ -32,6 +32,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("pfm", "raw", ".pfm", "frames", "float32 raw depth, PFM"),
     Format("exr", "raw", ".exr", "frames", "float32 raw depth, OpenEXR"),
     Format("side", "png", ".png", "mp4", "input | gap | colour map"),
+    Format("ffv1", "video", ".mkv", "mkv", "lossless 16-bit depth video, png16's values "
+           "(videos and sequences only)"),
     Format("ply", "cloud", ".ply", None, "coloured point cloud (metric depth)"),
     Format("conf", "extra", "_conf.npy", None, "float32 confidence (DA3 any-view models)"),
     Format("sky", "extra", "_sky.png", None, "sky mask PNG, 255 = sky (DA3 mono/metric)"),

@@ -106,7 +106,8 @@ class FramesWriter:
 
     def take(self, it: FrameOut) -> None:
         if self.name == "png16":
-            data = encode_png(encode_visual(self.name, it.depth, None, self.opts, self.vrange))
+            data = encode_png(encode_visual(self.name, it.depth, None, self.opts,
+                                            it.vrange or self.vrange))
         elif self.name == "exr":
             data = exr_bytes(it.depth)
         else:
@@ -157,7 +158,8 @@ class Mp4Writer:
         return self.mp4.count
 
     def take(self, it: FrameOut) -> None:
-        self.mp4.write(encode_visual(self.name, it.depth, it.image, self.opts, self.vrange),
+        self.mp4.write(encode_visual(self.name, it.depth, it.image, self.opts,
+                                     it.vrange or self.vrange),
                        it.pts, it.duration)
 
     def sync(self) -> dict[str, Any]:

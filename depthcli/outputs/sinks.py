@@ -18,3 +18,4 @@ class FrameOut:
     duration: int
     depth: np.ndarray  # (H, W) float32 at the source (display) size
     image: np.ndarray | None  # BGR input frame, for `side`
+    vrange: tuple[float, float] | None = None  # this frame's range (its shot's), if its own

@@ -10,6 +10,10 @@ frame size (or None when the caller does not need it yet), `compact` what a clip
 keeps on disk (network-size depth for per-frame models; the full frame for windowed ones, whose
 alignment happens at frame size), and `expand(compact)` turns it back into `full` exactly.
 
+Scene cuts (`--scene-cuts`, `depthcli.scenecuts`): with a detector, each frame is checked as it
+enters; a temporal model finishes the shot's windows at a cut (as at the end of a clip) and
+starts afresh, so every shot is aligned on its own; a per-frame model only reports the cuts.
+
 Resume (`runners.video_resume`): `state(done)` is what must be saved to continue after `done`
 frames came out, or None when that is not a point to continue from (a temporal model between
 two windows is; per-frame models always are); `restore(state)` before `depths` continues there,
@@ -21,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +33,12 @@ import torch
 from ..engine import DepthEstimator
 from ..errors import reason
 from ..io.video import Frame
+from ..scenecuts import SceneCuts
 from ..threads import prefetch
 from ..transforms import upsample
+
+if TYPE_CHECKING:
+    from ..windows import TemporalWindows
 
 Item = tuple[Frame, "np.ndarray | None", torch.Tensor]
 
@@ -66,9 +74,10 @@ class PerFrame:
     lowres = True
 
     def __init__(self, est: DepthEstimator, size: tuple[int, int], *, batch: int, workers: int,
-                 need_full: bool) -> None:
+                 need_full: bool, cuts: SceneCuts | None = None) -> None:
         self.est, self.size, self.batch, self.workers = est, size, max(1, batch), workers
         self.need_full = need_full
+        self.cuts = cuts
 
     def _flush(self, batch: list[tuple[Frame, np.ndarray]]) -> Iterator[Item]:
         try:
@@ -77,6 +86,8 @@ class PerFrame:
             raise RuntimeError(f"inference failed at frame {batch[0][0].index}: "
                                f"{reason(exc)}") from exc
         for (fr, _), d in zip(batch, out, strict=True):
+            if self.cuts is not None:  # as frames come out: the detector's state is theirs
+                self.cuts.is_cut(fr.index, fr.bgr)
             yield fr, (self.est.postprocess(d, self.size) if self.need_full else None), d
 
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:
@@ -98,10 +109,11 @@ class PerFrame:
         return self.est.postprocess(compact, self.size)
 
     def state(self, done: int) -> dict[str, np.ndarray] | None:
-        return {}  # frames are independent: any frame is a point to continue from
+        # frames are independent: any frame is a point to continue from
+        return _cut_state(self.cuts)
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
-        pass
+        _cut_restore(self.cuts, state)
 
 
 class Windowed:
@@ -109,27 +121,41 @@ class Windowed:
 
     lowres = False
 
-    def __init__(self, est: DepthEstimator, size: tuple[int, int], *, workers: int) -> None:
-        from ..windows import TemporalWindows, video_preprocess
+    def __init__(self, est: DepthEstimator, size: tuple[int, int], *, workers: int,
+                 cuts: SceneCuts | None = None) -> None:
+        from ..windows import video_preprocess
 
         self.est, self.size, self.workers = est, size, workers
         self.preprocess = video_preprocess(est.preprocess.input_size, size, est.spec.mean,
                                            est.spec.std)
-        self.windows = TemporalWindows(self._forward, size, metric=est.spec.output == "metric")
+        self.cuts = cuts
+        self.offset = 0  # frames of the shots before the current one (scene cuts)
+        self.windows = self._fresh()
+
+    def _fresh(self) -> TemporalWindows:
+        from ..windows import TemporalWindows
+
+        return TemporalWindows(self._forward, self.size,
+                               metric=self.est.spec.output == "metric")
 
     def _forward(self, window: np.ndarray) -> np.ndarray:
         return self.est.forward_batch(window).float().cpu().numpy()
 
     def state(self, done: int) -> dict[str, np.ndarray] | None:
         w = self.windows
-        return w.state() if w.resumable() and w.emitted == done else None
+        if not (w.resumable() and self.offset + w.emitted == done):
+            return None
+        return {**w.state(), **_cut_state(self.cuts), "offset": np.array([self.offset])}
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
         self.windows.restore(state)
+        self.offset = int(state["offset"][0]) if "offset" in state else 0
+        _cut_restore(self.cuts, state)
 
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:
         waiting: deque[Frame] = deque()  # frames whose depth is not final yet (one window)
-        pushed = self.windows.seen  # a resumed run: frames before this are in the window state
+        # a resumed run: frames before this are in the window state
+        pushed = self.offset + self.windows.seen
 
         def pair(done: list[np.ndarray]) -> Iterator[Item]:
             for d in done:
@@ -139,6 +165,10 @@ class Windowed:
         for fr, x in _preprocessed(self.preprocess, frames, self.workers, ahead=self.workers * 2):
             waiting.append(fr)
             if fr.index >= pushed:
+                if self.cuts is not None and self.cuts.is_cut(fr.index, fr.bgr):
+                    yield from pair(self.windows.finish())  # the shot ends as a clip would
+                    self.offset = fr.index
+                    self.windows = self._fresh()
                 yield from pair(self.windows.push(x))
         yield from pair(self.windows.finish())
 
@@ -149,9 +179,18 @@ class Windowed:
         return compact.numpy()
 
 
+def _cut_state(cuts: SceneCuts | None) -> dict[str, np.ndarray]:
+    return {} if cuts is None else {f"cut_{k}": v for k, v in cuts.state().items()}
+
+
+def _cut_restore(cuts: SceneCuts | None, state: dict[str, np.ndarray]) -> None:
+    if cuts is not None and "cut_prev" in state:
+        cuts.restore({k[4:]: v for k, v in state.items() if k.startswith("cut_")})
+
+
 def frame_depth(est: DepthEstimator, size: tuple[int, int], *, batch: int, workers: int,
-                need_full: bool) -> FrameDepth:
-    """The strategy the estimator's model calls for."""
+                need_full: bool, cuts: SceneCuts | None = None) -> FrameDepth:
+    """The strategy the estimator's model calls for; `cuts`: a scene-cut detector, or None."""
     if getattr(est.spec, "temporal", False):
-        return Windowed(est, size, workers=workers)
-    return PerFrame(est, size, batch=batch, workers=workers, need_full=need_full)
+        return Windowed(est, size, workers=workers, cuts=cuts)
+    return PerFrame(est, size, batch=batch, workers=workers, need_full=need_full, cuts=cuts)

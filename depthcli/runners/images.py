@@ -24,6 +24,8 @@ from ..io import images
 from ..io.atomic import is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
 from ..io.manifest import Manifest, OutputFolders
+from ..io.seqnames import is_pattern
+from ..outputs.sequence_out import listed_outputs
 from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
 from .paths import OutputMapper, foreign_files, output_exists, overlaps
@@ -41,7 +43,8 @@ class _Run(RunState):
         self.manifest = Manifest(opts.out_dir)
         super().__init__(report, progress, self.manifest, frame_bars)
         self.opts, self.models = opts, models
-        self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.manifest))
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.manifest),
+                               sequence=opts.sequence)
         fmts = opts.output.formats
         tag = "_depth" if overlaps(opts.out_dir, opts.inputs) else ""
         self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)
@@ -62,6 +65,10 @@ class _Run(RunState):
                 continue
             if item.kind == "video":
                 vpaths = outputs.video_paths(base, opts.output.formats)
+                if is_pattern(item.src):  # an image sequence: its frame files
+                    vpaths = {str(i): p for i, p in enumerate(listed_outputs(
+                        item.src, base, list(opts.output.formats), opts.sequence_npy == "frames",
+                        opts.sequence_video))}
                 if opts.skip_existing:
                     vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
                 if self.clobber_ok(item.src, vpaths):

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,11 @@ class PredictOptions:
     no_clobber: bool = False  # refuse to replace files that are not our outputs of the input
     max_pixels: int = DEFAULT_MAX_PIXELS
     video_norm: str = "clip"  # clip | frame | LO,HI (see runners.video.parse_norm)
+    sequence: bool = False  # --sequence: folders of numbered frames are clips (io.sequence)
+    fps: Fraction | None = None  # --fps: an image sequence's rate (None: 24)
+    sequence_npy: str = "stack"  # --sequence-npy: stack | frames
+    sequence_video: bool = False  # --sequence-video: visual formats of a sequence as mp4
+    scene_cuts: float | None = None  # --scene-cuts: the detector's threshold; None: off
 
     def host_workers(self, device_type: str) -> int:
         """`workers`, or the device's default when not given."""
@@ -126,6 +132,8 @@ class Summary:
     outputs: list[str] = field(default_factory=list)  # with --list-outputs / -v
     # Depth Anything 3, per image: predicted camera / metric focal / sky fill (--json "images")
     cameras: list[dict[str, object]] = field(default_factory=list)
+    # per clip with something to say (an image sequence's numbering, the scene cuts found)
+    clips: list[dict[str, object]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fail(self, path: str, reason: str) -> None:
@@ -152,6 +160,10 @@ class Summary:
                 row[k] = extras[k]
         with self._lock:
             self.cameras.append(row)
+
+    def add_clip(self, row: dict[str, object]) -> None:
+        with self._lock:
+            self.clips.append(row)
 
     def add_skipped(self, n: int = 1) -> None:
         with self._lock:
@@ -196,6 +208,8 @@ class Summary:
         cameras = d.pop("cameras")
         if cameras:
             d["images"] = cameras
+        if not d["clips"]:
+            d.pop("clips")
         d["img_per_s"] = round(self.rate, 4)  # images written per second (videos: frames_per_s)
         d["frames_per_s"] = round(self.frame_rate, 4)
         d["seconds"] = round(self.seconds, 3)

@@ -39,6 +39,8 @@ from ..io import images
 from ..io.atomic import remove_stale_temps
 from ..io.images import Discovery
 from ..io.manifest import Manifest, OutputFolders
+from ..io.seqnames import is_pattern
+from ..outputs.sequence_out import listed_outputs
 from .options import PredictOptions, Summary
 from .paths import OutputMapper, output_exists, overlaps
 from .ray_stages import (
@@ -165,7 +167,8 @@ class _Feed:
 
     def __init__(self, opts: PredictOptions, tally: _Tally, ropts: RayOptions) -> None:
         self.opts, self.tally, self.ropts = opts, tally, ropts
-        self.state = Discovery(exclude=OutputFolders(opts.out_dir, tally.journal))  # not -o
+        self.state = Discovery(exclude=OutputFolders(opts.out_dir, tally.journal),  # not -o
+                               sequence=opts.sequence)
         self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
@@ -187,6 +190,10 @@ class _Feed:
                    "paths": "{}"}
             if item.kind == "video":  # what the actor's predict_video will write, as locally
                 vpaths = outputs.video_paths(base, [f for f in fmt if outputs.FORMATS[f].video])
+                if is_pattern(item.src):  # an image sequence: its frame files
+                    vpaths = {str(i): p for i, p in enumerate(listed_outputs(
+                        item.src, base, list(fmt), self.opts.sequence_npy == "frames",
+                        self.opts.sequence_video))}
                 if self.opts.skip_existing:
                     vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
                 self.tally.planned[idx] = list(vpaths.values())

@@ -82,14 +82,18 @@ import torch
 
 from .. import outputs
 from ..errors import DepthCliError, InputError, strip_path
+from ..io import sequence as seq
 from ..io import video as vio
 from ..io.atomic import as_disk_full, is_disk_full, publish
-from ..outputs.clipstats import ClipStats
+from ..outputs.clipstats import ClipStats, ShotStats
+from ..outputs.ffv1 import Ffv1Writer
 from ..outputs.resumable import FramesWriter, Mp4Writer, StackWriter, Writer, writer_sink
+from ..outputs.sequence_out import NamedFramesWriter, SequenceNames, publish_frames
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
+from ..scenecuts import SceneCuts
 from ..threads import Producer, Sink, fan_out, prefetch
-from . import video_disk
+from . import clip_report, video_disk
 from .frame_depth import frame_depth
 from .options import parse_norm
 from .paths import output_exists
@@ -113,6 +117,7 @@ class VideoReport:
     skipped: bool = False
     errors: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    clip: dict[str, object] | None = None  # a sequence's numbering, the scene cuts found
 
 
 def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
@@ -137,6 +142,8 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
         run.skipped()
         return
     run.frames(rep.frames)
+    if rep.clip:
+        run.summary.add_clip({"path": str(item.src), **rep.clip})
     if rep.written:
         run.written(rep.paths, item.src, video=True)
     for i, reason in enumerate(rep.errors):
@@ -169,23 +176,32 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
         norm = parse_norm(opts.video_norm)
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
-    every = outputs.video_paths(base, wanted)
+    names: SequenceNames | None = None
+    if seq.is_pattern(src):  # an image sequence: probed first, its outputs are named by frame
+        info: vio.VideoInfo = seq.probe(src, opts.max_pixels, opts.fps)
+        names = SequenceNames.of(info, base, opts.sequence_npy == "frames",  # type: ignore[arg-type]
+                                 opts.sequence_video)
+        every = names.paths(wanted)
+    else:
+        every = outputs.video_paths(base, wanted)
     paths = every
     folder = state_folder(opts.out_dir, base)
     if opts.skip_existing:  # resume: only the missing outputs are made
-        paths = {f: p for f, p in paths.items() if not output_exists(p)}
+        paths = {f: p for f, p in paths.items()
+                 if not (names.exists(f, p) if names is not None else output_exists(p))}
         if not paths:
             _logger.info("%s: outputs exist; skipped", src)
             if folder.exists():  # killed between its last rename and the cleanup
                 shutil.rmtree(folder, ignore_errors=True)
             return VideoReport(skipped=True)
-    info = vio.probe(src, opts.max_pixels)
+    if names is None:
+        info = vio.probe(src, opts.max_pixels)
     state = VideoState.open(folder, fingerprint(src, est, opts, wanted),
                             opts.skip_existing if resume is None else resume)
     if state.resumed:
         paths = {f: every[f] for f in state.meta["formats"]}
     try:
-        return _VideoRun(src, paths, est, opts, info, norm, bars, state).run()
+        return _VideoRun(src, paths, est, opts, info, norm, bars, state, names).run()
     except (DepthCliError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one video failing must not stop the run
@@ -198,15 +214,17 @@ class _VideoRun:
 
     def __init__(self, src: Path, paths: dict[str, Path], est: DepthEstimator,
                  opts: PredictOptions, info: vio.VideoInfo, norm: str | tuple[float, float],
-                 bars: FrameBars | None, state: VideoState) -> None:
+                 bars: FrameBars | None, state: VideoState,
+                 names: SequenceNames | None = None) -> None:
         self.src, self.paths, self.est, self.opts, self.info = src, paths, est, opts, info
+        self.names = names  # an image sequence's output names (None: a video file)
         self.bars, self.state = bars, state
         self.oopts = opts.output
         ropts = self.oopts.render
         fixed_render = ropts.mode == "fixed" and ropts.vrange is not None
         self.vrange: tuple[float, float] | None = norm if isinstance(norm, tuple) else None
         needs_range = [f for f in paths if outputs.FORMATS[f].video == "mp4"
-                       or (f == "png16" and not self.oopts.metric)]
+                       or (f in ("png16", "ffv1") and not self.oopts.metric)]
         self.two_pass = norm == "clip" and not fixed_render and bool(needs_range)
         self.pass2 = needs_range if self.two_pass else []
         self.pass1 = [f for f in paths if f not in self.pass2]
@@ -220,12 +238,17 @@ class _VideoRun:
         self.sinks: list[Sink] = []  # the running writer threads (aborted on failure)
         # the second pass recomputes the depth instead of storing it (the disk is too small)
         self.recompute = bool(state.meta.get("recompute", False))
+        self.detector: SceneCuts | None = None  # --scene-cuts: the first pass's detector
 
     # --------------------------------------------------------------------- partial outputs
 
     def _part(self, fmt: str) -> Path:
         """Where the partial output of `fmt` lives in the state folder."""
         kind = outputs.FORMATS[fmt].video
+        if self.names is not None and self.names.per_frame(fmt):
+            return self.state.folder / fmt
+        if fmt == "ffv1":
+            return self.state.folder / fmt / "out.mkv"
         if fmt == "npy":
             return self.state.folder / "npy.npy"
         if kind == "mp4":
@@ -233,6 +256,13 @@ class _VideoRun:
         return self.state.folder / fmt
 
     def _writer(self, fmt: str, vrange: tuple[float, float] | None, *, pending: bool) -> Writer:
+        if self.names is not None and self.names.per_frame(fmt):
+            info = self.info
+            assert isinstance(info, seq.SequenceInfo)
+            return NamedFramesWriter(fmt, self.state.folder / fmt, self.names, info.first,
+                                     self.oopts, vrange)
+        if fmt == "ffv1":
+            return Ffv1Writer(self.state.folder / fmt, self.info, self.oopts, vrange)
         if outputs.FORMATS[fmt].video == "mp4":
             return Mp4Writer(fmt, self.state.folder / fmt, self.info, self.oopts, vrange,
                              segment=self.segment, pending=pending)
@@ -286,36 +316,50 @@ class _VideoRun:
         return self.report
 
     def _frames(self, log: vio.DecodeLog | None, skip: int) -> Producer[vio.Frame]:
-        return Producer(vio.iter_frames(self.info, log, skip),
+        frames = seq.iter_frames(self.info, log, skip) if isinstance(self.info, seq.SequenceInfo) \
+            else vio.iter_frames(self.info, log, skip)
+        return Producer(frames,
                         maxsize=self.opts.batch_size + 2 * self.workers, name="depthcli-decode")
 
     def _pass1(self) -> None:
         st = self.state
         writers: list[Writer] = [self._writer(f, self.vrange, pending=True) for f in self.pass1
-                                 if f != "npy"]
+                                 if f != "npy" or (self.names is not None
+                                                   and self.names.per_frame(f))]
         npy: StackWriter | None = None
-        if "npy" in self.paths:
+        if "npy" in self.paths and not (self.names is not None and self.names.per_frame("npy")):
             npy = StackWriter("npy", self._part("npy"), self.size, np.float32,
                               lambda it: it.depth)
             writers.append(npy)
         store: StackWriter | None = None
         if self.two_pass and npy is None and not self.recompute:
             store = StackWriter("store", st.folder / "store.raw", None,
-                                np.float32 if "png16" in self.pass2 else np.float16,
+                                np.float32 if {"png16", "ffv1"} & set(self.pass2)
+                                else np.float16,
                                 lambda a: a)
             writers.append(store)
-        stats = ClipStats(self.oopts.render) if self.two_pass else None
+        if self.opts.scene_cuts is not None:
+            self.detector = SceneCuts(self.opts.scene_cuts)
+        stats: ClipStats | ShotStats | None = None
+        if self.two_pass:
+            stats = ShotStats(self.oopts.render, self.detector.cuts) if self.detector \
+                else ClipStats(self.oopts.render)
         log = self._infer("pass1", "pass 1/2" if self.two_pass else "frames", writers, store,
                           stats, "side" in self.pass1)
         if not self.pts:
             raise InputError(f"{self.src}: no decodable video frames")
         extra: dict[str, object] = {"frames": len(self.pts), "errors": log.lines(),
                                     "recompute": self.recompute}
+        if self.detector is not None:
+            extra["cuts"] = list(self.detector.cuts)
+            clip_report.log_cuts(self.src.name, self.detector.cuts, self.info, self.pts)
         if self.two_pass:
             assert stats is not None
             vrange = stats.value_range()
             _logger.info("%s: clip value range %.6g .. %.6g", self.src.name, *vrange)
             extra["vrange"] = list(vrange)
+            if isinstance(stats, ShotStats):
+                extra["shot_ranges"] = [list(r) for r in stats.ranges()]
             extra["source"] = "npy" if npy is not None else "store"
             if npy is not None or store is not None:
                 extra["source_dtype"] = np.dtype((npy or store).dtype).str  # type: ignore[union-attr]
@@ -323,14 +367,16 @@ class _VideoRun:
                         self._timing())
 
     def _infer(self, phase: str, label: str, writers: list[Writer], store: Writer | None,
-               stats: ClipStats | None, keep_image: bool) -> vio.DecodeLog:
+               stats: ClipStats | ShotStats | None, keep_image: bool) -> vio.DecodeLog:
         """A pass through the model (the first pass, or the second in recompute mode): frames
         → depth → writers, durable every checkpoint, continued from the saved state."""
         st = self.state
         first = phase == "pass1"
+        cuts = self.detector if first else (
+            SceneCuts(self.opts.scene_cuts) if self.opts.scene_cuts is not None else None)
         strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
                                workers=self.workers,
-                               need_full=any(w is not store for w in writers))
+                               need_full=any(w is not store for w in writers), cuts=cuts)
         done = 0
         if st.resumed and st.meta.get("phase") == phase and "writers" in st.meta:
             done = int(st.meta["done"])
@@ -367,12 +413,13 @@ class _VideoRun:
             for fr, full, compact in strategy.depths(producer):
                 if stats is not None:
                     stats.update(torch.from_numpy(full) if full is not None
-                                 else strategy.frame_tensor(compact))
+                                 else strategy.frame_tensor(compact), fr.index)
                 if store_sink is not None:
                     store_sink.put(compact.float().cpu().numpy())
                 if full is not None:
                     fan_out(outs, FrameOut(fr.index, fr.pts, fr.duration, full,
-                                           fr.bgr if keep_image else None))
+                                           fr.bgr if keep_image else None,
+                                           self._shot_range(fr.index)))
                 if first:
                     self.pts.append(fr.pts)
                     self.durations.append(fr.duration)
@@ -450,7 +497,7 @@ class _VideoRun:
                         missing = i
                     image = fr.bgr if fr is not None else np.zeros((*self.size, 3), np.uint8)
                 fan_out(self.sinks, FrameOut(i, self.pts[i], self.durations[i], fut.result(),
-                                             image))
+                                             image, self._shot_range(i)))
                 prog.step()
                 if self.ckpt.due(i + 1):
                     self._checkpoint(writers, {**meta, "phase": "pass2", "done": i + 1}, {})
@@ -471,13 +518,27 @@ class _VideoRun:
                               "decoded again; they are black"]
         self.state.save({**meta, "phase": "publish", "done": 0}, self._timing())
 
+    def _shot_range(self, index: int) -> tuple[float, float] | None:
+        return clip_report.shot_range(self.state.meta, index)
+
     def _publish(self) -> None:
         """Every finished output to its final name, then the state folder goes."""
         meta = self.state.meta
+        if not len(self.pts) and "pts" in self.state.arrays:
+            self.pts.extend(int(v) for v in self.state.arrays["pts"])
+        published: list[Path] = []
         for f, dst in self.paths.items():
             part = self._part(f)
-            if part.exists():
+            if not part.exists():
+                continue
+            if self.names is not None and self.names.per_frame(f):
+                published += publish_frames(part, dst.parent)
+            else:
                 publish(part, dst)
+                published.append(dst)
+        if self.names is not None:
+            self.report.paths = published
+        self.report.clip = clip_report.clip_entry(meta, self.info, self.pts)
         self.report.frames = int(meta.get("frames", len(self.pts)))
         self.report.errors.extend(meta.get("errors", []))
         self.state.remove()

@@ -71,6 +71,8 @@ def outputs_bytes(formats: list[str], frames: int, h: int, w: int, segment: int,
             total += frames * px * PNG16_BYTES_PER_PIXEL
         elif kind == "frames":  # exr, pfm: float32 and a header
             total += frames * (px * 4 + 512)
+        elif kind == "mkv":  # ffv1: its raw frames while the clip runs, then the video
+            total += frames * px * (2 + PNG16_BYTES_PER_PIXEL)
     return int(total)
 
 

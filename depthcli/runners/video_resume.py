@@ -29,6 +29,7 @@ import numpy as np
 
 from ..io.atomic import PARTIAL_DIR
 from ..io.mp4_segments import fsync_dir
+from ..io.seqnames import frames_of, is_pattern, parse_pattern
 
 if TYPE_CHECKING:
     from ..engine import DepthEstimator
@@ -65,18 +66,34 @@ def state_folder(out_dir: Path, base: Path) -> Path:
 def fingerprint(src: Path, est: DepthEstimator, opts: PredictOptions,
                 formats: list[str]) -> str:
     """What must be equal for a rerun to continue a partial video instead of starting over."""
-    st = src.stat()
     o = opts.output
     parts = {
-        "v": VERSION, "src": [str(src.resolve()), st.st_size, st.st_mtime_ns],
+        "v": VERSION, "src": _source_id(src),
         "model": est.spec.name, "weights": est.digest, "input": est.preprocess.input_size,
         "precision": str(est.dtype), "backend": est.backend.name, "device": est.device.type,
         "output_size": est.output_size, "formats": sorted(formats), "render": repr(o.render),
         "metric": o.metric, "near": o.near_is_large, "norm": opts.video_norm,
         "batch": opts.batch_size, "segment": segment_frames(), "max_pixels": opts.max_pixels,
         "threads": _torch_threads(),  # the sums of a forward pass may differ with the threads
+        **({"cuts": opts.scene_cuts} if opts.scene_cuts is not None else {}),
+        **({"fps": str(opts.fps), "npy": opts.sequence_npy, "mp4": opts.sequence_video}
+           if is_pattern(src) else {}),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _source_id(src: Path) -> list[object]:
+    """A file: path, size, mtime; an image sequence: its pattern and every frame's."""
+    if not is_pattern(src):
+        st = src.stat()
+        return [str(src.resolve()), st.st_size, st.st_mtime_ns]
+    pat = parse_pattern(str(src))
+    assert pat is not None
+    rows: list[object] = [str(pat.folder.resolve() / Path(src).name)]
+    for n, p in frames_of(pat):
+        st = p.stat()
+        rows.append([n, st.st_size, st.st_mtime_ns])
+    return rows
 
 
 def _torch_threads() -> int:

@@ -241,11 +241,11 @@ def _folder_run(tmp_path: Path, ckpt: Path, n: int, *extra: str) -> tuple[Path, 
 def _wait_for_outputs(out: Path, count: int) -> None:
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("*.npy"))) < count:
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def test_sigkill_then_skip_existing_completes(tmp_path, tiny_ckpt) -> None:
-    n = 60  # enough that the kill (at the third output) lands mid-run on any machine
+    n = 120  # enough that the kill (at the third output) lands mid-run, on a loaded machine too
     out, cmd = _folder_run(tmp_path, tiny_ckpt, n, "-f", "npy,color", "-q")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_outputs(out, 3)

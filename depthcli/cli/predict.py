@@ -158,6 +158,11 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
               help="Refuse images (and video frames) larger than this, from the header.")
 @click.option("--video-norm", default="clip", show_default=True,
               help="Videos: clip (one range for the whole clip), frame, or LO,HI.")
+@click.option("--temporal", type=click.Choice(["window", "stream"]), default="window",
+              show_default=True,
+              help="Video Depth Anything: window (32-frame windows, aligned; the official "
+                   "offline mode) or stream (one frame in, one depth out; the official "
+                   "streaming mode, torch backend).")
 @click.option("--ply-stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="ply: keep every N-th pixel in each direction.")
 @click.option("--focal-px", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -189,7 +194,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
             batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
-            max_pixels: int, video_norm: str,
+            max_pixels: int, video_norm: str, temporal: str,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
             ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
@@ -218,6 +223,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     kinds, open_ended = preflight.explicit_kinds(inputs)
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
+    if temporal == "stream" and backend not in ("auto", "torch"):
+        raise click.UsageError("--temporal stream runs on the torch backend (--backend torch)")
     preflight.check_fit(fmts, spec, kinds, open_ended)
     silence_opencv()
     opts = PredictOptions(
@@ -226,6 +233,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                                      point_cloud=pc, near_is_large=spec.near_is_large),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
         no_clobber=no_clobber, max_pixels=max_pixels, video_norm=video_norm,
+        temporal=temporal,
     )
     camera: dict[str, float | None] = {"focal_px": focal_px, "fov_deg": fov_deg, "cx": cx, "cy": cy}
     settings = ModelSettings(weights=weights, input_size=input_size, device=device,
@@ -348,7 +356,7 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
             "workers": opts.host_workers(str(device).split(":")[0]),
             "threads": threads or torch.get_num_threads(),
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
-            "video_norm": opts.video_norm}
+            "video_norm": opts.video_norm, "temporal": opts.temporal}
 
 
 def _count_inputs(opts: Any) -> int:

@@ -150,8 +150,13 @@ class Windowed:
 
 
 def frame_depth(est: DepthEstimator, size: tuple[int, int], *, batch: int, workers: int,
-                need_full: bool) -> FrameDepth:
-    """The strategy the estimator's model calls for."""
+                need_full: bool, temporal: str = "window") -> FrameDepth:
+    """The strategy the estimator's model calls for (`temporal`: `window` or `stream`, how a
+    temporal model runs; `runners.stream_depth`)."""
+    if getattr(est.spec, "temporal", False) and temporal == "stream":
+        from .stream_depth import Streamed
+
+        return Streamed(est, size, workers=workers, need_full=need_full)
     if getattr(est.spec, "temporal", False):
         return Windowed(est, size, workers=workers)
     return PerFrame(est, size, batch=batch, workers=workers, need_full=need_full)

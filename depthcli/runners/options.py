@@ -31,6 +31,7 @@ class PredictOptions:
     no_clobber: bool = False  # refuse to replace files that are not our outputs of the input
     max_pixels: int = DEFAULT_MAX_PIXELS
     video_norm: str = "clip"  # clip | frame | LO,HI (see runners.video.parse_norm)
+    temporal: str = "window"  # window | stream: how a temporal model runs (runners.stream_depth)
 
     def host_workers(self, device_type: str) -> int:
         """`workers`, or the device's default when not given."""

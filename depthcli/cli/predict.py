@@ -23,6 +23,7 @@ from .common import (
     silence_opencv,
     spec_or_usage,
 )
+from .live import live_input, run_live_command
 from .runtime import require_torch_stack
 
 if TYPE_CHECKING:
@@ -163,6 +164,11 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
               help="Video Depth Anything: window (32-frame windows, aligned; the official "
                    "offline mode) or stream (one frame in, one depth out; the official "
                    "streaming mode, torch backend).")
+@click.option("--source-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True,
+              help="Live sources: seconds without a frame before the run stops (one line).")
+@click.option("--reconnect", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Live network sources: reopen a dropped stream up to N times in a row.")
 @click.option("--ply-stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="ply: keep every N-th pixel in each direction.")
 @click.option("--focal-px", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -194,7 +200,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
             batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
-            max_pixels: int, video_norm: str, temporal: str,
+            max_pixels: int, video_norm: str, temporal: str, source_timeout: float,
+            reconnect: int,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
             ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
@@ -219,8 +226,9 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     _check_da3_formats(fmts, spec)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
-    out_dir = _out_dir(out_dir)
-    kinds, open_ended = preflight.explicit_kinds(inputs)
+    live = live_input(inputs)  # rtsp://, tcp://, /dev/videoN, - ...: cli/live.py
+    out_dir = out_dir if live and str(out_dir) == "-" else _out_dir(out_dir)
+    kinds, open_ended = preflight.explicit_kinds(inputs) if not live else (set(), False)
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
     if temporal == "stream" and backend not in ("auto", "torch"):
@@ -240,6 +248,11 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                              precision=precision, backend=backend, max_depth=max_depth,
                              compile_=compile_, channels_last=channels_last,
                              output_size=output_size, camera=camera)
+    if live:
+        run_live_command(live, opts=opts, video_model=video_model, settings=settings,
+                         threads=threads, timeout=source_timeout, reconnects=reconnect,
+                         as_json=as_json, quiet=quiet)
+        return
     if engine == "ray":
         require_torch_stack()
         run = _ray_run(opts, image_model, video_model, settings, threads,

@@ -8,7 +8,7 @@ process (signals and exit codes are what is tested).
 
 - `stall`: 12 frames, then the connection stays open and silent → `--source-timeout 2`;
 - `interrupt`: frames until depthcli has written 4 of them, then SIGINT;
-- `stdin`: `predict - -o -` (MPEG-TS in, MPEG-TS out), SIGTERM after 4 frames came out.
+- `stdin`: `predict - -o -` (MPEG-TS in, MPEG-TS out), SIGTERM after 2 frames came out.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -79,12 +78,12 @@ def depthcli(args: list[str], **kw: Any) -> subprocess.Popen:
                             cwd=ROOT, **kw)
 
 
-def wait_for(cond: Any, limit: float = 240) -> bool:
+def wait_for(cond: Any, limit: float = 240, every: float = 0.05) -> bool:
     end = time.monotonic() + limit
     while time.monotonic() < end:
         if cond():
             return True
-        time.sleep(0.05)
+        time.sleep(every)
     return False
 
 
@@ -123,34 +122,29 @@ def tcp(work: Path, weights: str, name: str) -> dict[str, Any]:
 
 def stdin(work: Path, weights: str) -> dict[str, Any]:
     src = server("-", 10_000, stdout=subprocess.PIPE)
-    p = depthcli(["-", "-o", "-", "--model", "da2-tiny-test", "--weights", weights, "-f", "gray",
-                  "--json"], stdin=src.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    got = bytearray()
-
-    def read() -> None:
-        assert p.stdout is not None
-        while chunk := p.stdout.read1(65536):  # type: ignore[attr-defined]
-            got.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    err = open(work / "stderr.txt", "w+b")  # read back below
+    out = work / "out.ts"
+    with open(out, "wb") as sink:
+        p = depthcli(["-", "-o", "-", "--model", "da2-tiny-test", "--weights", weights, "-f",
+                      "gray", "--json"], stdin=src.stdout, stdout=sink, stderr=err)
+    assert src.stdout is not None
+    src.stdout.close()  # depthcli holds it now
 
     def frames_out() -> int:
         try:
-            with av.open(io.BytesIO(bytes(got)), format="mpegts") as c:
+            with av.open(io.BytesIO(out.read_bytes()), format="mpegts") as c:
                 return sum(1 for _ in c.decode(video=0))
         except (av.error.FFmpegError, ValueError):
             return 0
 
-    wait_for(lambda: len(got) > 0 and frames_out() >= 4)
+    wait_for(lambda: out.stat().st_size > 0 and frames_out() >= 2, every=0.5)
     p.send_signal(signal.SIGTERM)
     rc = p.wait(timeout=240)
-    reader.join(timeout=10)
     src.kill()
     src.wait()
-    assert p.stderr is not None
-    return {"rc": rc, "stderr": p.stderr.read().decode(), "frames_out": frames_out(),
-            "bytes": len(got)}
+    err.seek(0)
+    return {"rc": rc, "stderr": err.read().decode(), "frames_out": frames_out(),
+            "bytes": out.stat().st_size}
 
 
 if __name__ == "__main__":

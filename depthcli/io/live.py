@@ -172,7 +172,7 @@ class LiveSource:
 
     def _frames(self, container: Any) -> Iterator[Any]:
         vs = container.streams.video[0]
-        vs.thread_type = "AUTO"
+        vs.thread_type = "SLICE"  # frame threading would hold back a frame per thread
         yield from container.decode(vs)
 
     def _convert(self, fr: Any) -> Frame | None:

@@ -4,7 +4,7 @@
         python make_vda_stream_golden.py ../shared/golden OUT.npz
 
 It feeds the 45 golden frames (../shared/golden/vda-small.npz, RGB) one at a time to the official
-streaming model `VideoDepthAnything.infer_video_depth_one(frame, input_size=140, device="cpu",
+streaming model `VideoDepthAnything.infer_video_depth_one(frame, input_size=70, device="cpu",
 fp32=True)` (video_depth_anything/video_depth_stream.py), ViT-S configuration, loaded strictly
 with the golden recipe weights (depthcli.synthetic.recipe_entry over keys.json["vda-small"]).
 """
@@ -33,11 +33,11 @@ def main(golden: Path, out: Path) -> None:
     model.load_state_dict(sd, strict=True)
     model.eval()
     frames = np.load(golden / "vda-small.npz")["frames"]
-    depths = np.stack([model.infer_video_depth_one(f, input_size=140, device="cpu", fp32=True)
+    depths = np.stack([model.infer_video_depth_one(f, input_size=70, device="cpu", fp32=True)
                        for f in frames]).astype(np.float32)
     # every 4th row and column of each frame keeps the file small (all 45 frames, 27x48)
-    np.savez_compressed(out, depths_140_sub4=depths[:, ::4, ::4],
-                        range_140=np.array([depths.min(), depths.max()]))
+    np.savez_compressed(out, depths_70_sub4=depths[:, ::4, ::4],
+                        range_70=np.array([depths.min(), depths.max()]))
     print(out, depths.shape, float(depths.min()), float(depths.max()))
 
 

@@ -24,6 +24,7 @@ from .common import (
     silence_opencv,
     spec_or_usage,
 )
+from .live import live_input, run_live_command
 from .runtime import require_torch_stack
 
 if TYPE_CHECKING:
@@ -180,6 +181,16 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
 @click.option("--scene-threshold", type=click.FloatRange(min=0, min_open=True), default=27.0,
               show_default=True,
               help="--scene-cuts: mean HSV difference (0-255) between two frames that is a cut.")
+@click.option("--temporal", type=click.Choice(["window", "stream"]), default="window",
+              show_default=True,
+              help="Video Depth Anything: window (32-frame windows, aligned; the official "
+                   "offline mode) or stream (one frame in, one depth out; the official "
+                   "streaming mode, torch backend).")
+@click.option("--source-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True,
+              help="Live sources: seconds without a frame before the run stops (one line).")
+@click.option("--reconnect", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Live network sources: reopen a dropped stream up to N times in a row.")
 @click.option("--ply-stride", type=click.IntRange(min=1), default=1, show_default=True,
               help="ply: keep every N-th pixel in each direction.")
 @click.option("--focal-px", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -213,6 +224,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
             batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
             max_pixels: int, video_norm: str, sequence: bool, fps_: str | None,
             sequence_npy: str, sequence_video: bool, scene_cuts: bool, scene_threshold: float,
+            temporal: str, source_timeout: float, reconnect: int,
             ply_stride: int, focal_px: float | None, fov_deg: float | None, cx: float | None,
             cy: float | None, assume_scale: float | None, engine: str, ray_address: str | None,
             ray_actors: int | None, ray_actor_cpus: float | None, as_json: bool,
@@ -237,10 +249,16 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     _check_da3_formats(fmts, spec)
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
-    out_dir = _out_dir(out_dir)
-    kinds, open_ended = preflight.explicit_kinds(inputs)
+    live = live_input(inputs)  # rtsp://, tcp://, /dev/videoN, - ...: cli/live.py
+    out_dir = out_dir if live and str(out_dir) == "-" else _out_dir(out_dir)
+    kinds, open_ended = preflight.explicit_kinds(inputs) if not live else (set(), False)
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
+    if temporal == "stream" and backend not in ("auto", "torch"):
+        raise click.UsageError("--temporal stream runs on the torch backend (--backend torch)")
+    if temporal == "stream" and scene_cuts:
+        raise click.UsageError("--scene-cuts works with --temporal window (the streaming cache "
+                               "is not restarted at cuts)")
     preflight.check_fit(fmts, spec, kinds, open_ended)
     silence_opencv()
     opts = PredictOptions(
@@ -252,12 +270,18 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
         sequence=sequence, fps=_fps(fps_), sequence_npy=sequence_npy,
         sequence_video=sequence_video,
         scene_cuts=scene_threshold if scene_cuts else None,
+        temporal=temporal,
     )
     camera: dict[str, float | None] = {"focal_px": focal_px, "fov_deg": fov_deg, "cx": cx, "cy": cy}
     settings = ModelSettings(weights=weights, input_size=input_size, device=device,
                              precision=precision, backend=backend, max_depth=max_depth,
                              compile_=compile_, channels_last=channels_last,
                              output_size=output_size, camera=camera)
+    if live:
+        run_live_command(live, opts=opts, video_model=video_model, settings=settings,
+                         threads=threads, timeout=source_timeout, reconnects=reconnect,
+                         as_json=as_json, quiet=quiet)
+        return
     if engine == "ray":
         require_torch_stack()
         run = _ray_run(opts, image_model, video_model, settings, threads,
@@ -374,7 +398,8 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
             "workers": opts.host_workers(str(device).split(":")[0]),
             "threads": threads or torch.get_num_threads(),
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
-            "video_norm": opts.video_norm, **_clip_settings(opts)}
+            "video_norm": opts.video_norm, "temporal": opts.temporal,
+            **_clip_settings(opts)}
 
 
 def _clip_settings(opts: Any) -> dict[str, object]:

@@ -189,8 +189,15 @@ def _cut_restore(cuts: SceneCuts | None, state: dict[str, np.ndarray]) -> None:
 
 
 def frame_depth(est: DepthEstimator, size: tuple[int, int], *, batch: int, workers: int,
-                need_full: bool, cuts: SceneCuts | None = None) -> FrameDepth:
-    """The strategy the estimator's model calls for; `cuts`: a scene-cut detector, or None."""
+                need_full: bool, cuts: SceneCuts | None = None,
+                temporal: str = "window") -> FrameDepth:
+    """The strategy the estimator's model calls for; `cuts`: a scene-cut detector, or None;
+    `temporal`: `window` or `stream`, how a temporal model runs (`runners.stream_depth`; the
+    command line refuses --scene-cuts with stream)."""
+    if getattr(est.spec, "temporal", False) and temporal == "stream":
+        from .stream_depth import Streamed
+
+        return Streamed(est, size, workers=workers, need_full=need_full)
     if getattr(est.spec, "temporal", False):
         return Windowed(est, size, workers=workers, cuts=cuts)
     return PerFrame(est, size, batch=batch, workers=workers, need_full=need_full, cuts=cuts)

@@ -37,6 +37,7 @@ class PredictOptions:
     sequence_npy: str = "stack"  # --sequence-npy: stack | frames
     sequence_video: bool = False  # --sequence-video: visual formats of a sequence as mp4
     scene_cuts: float | None = None  # --scene-cuts: the detector's threshold; None: off
+    temporal: str = "window"  # window | stream: how a temporal model runs (runners.stream_depth)
 
     def host_workers(self, device_type: str) -> int:
         """`workers`, or the device's default when not given."""

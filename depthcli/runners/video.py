@@ -376,7 +376,8 @@ class _VideoRun:
             SceneCuts(self.opts.scene_cuts) if self.opts.scene_cuts is not None else None)
         strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
                                workers=self.workers,
-                               need_full=any(w is not store for w in writers), cuts=cuts)
+                               need_full=any(w is not store for w in writers), cuts=cuts,
+                               temporal=self.opts.temporal)
         done = 0
         if st.resumed and st.meta.get("phase") == phase and "writers" in st.meta:
             done = int(st.meta["done"])
@@ -466,7 +467,8 @@ class _VideoRun:
         source = RawStack.existing(src_path, np.dtype(st.meta["source_dtype"]))
         lowres = st.meta["source"] == "store"
         strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
-                               workers=self.workers, need_full=True) if lowres else None
+                               workers=self.workers, need_full=True,
+                               temporal=self.opts.temporal) if lowres else None
         writers = [self._writer(f, vrange, pending=False) for f in self.pass2]
         saved = st.meta.get("writers", {}) if st.meta.get("phase") == "pass2" else {}
         start = min(w.resume(saved.get(w.name, {"count": 0, "segments": 0})) for w in writers)

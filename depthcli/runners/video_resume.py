@@ -73,6 +73,7 @@ def fingerprint(src: Path, est: DepthEstimator, opts: PredictOptions,
         "precision": str(est.dtype), "backend": est.backend.name, "device": est.device.type,
         "output_size": est.output_size, "formats": sorted(formats), "render": repr(o.render),
         "metric": o.metric, "near": o.near_is_large, "norm": opts.video_norm,
+        "temporal": opts.temporal,
         "batch": opts.batch_size, "segment": segment_frames(), "max_pixels": opts.max_pixels,
         "threads": _torch_threads(),  # the sums of a forward pass may differ with the threads
         **({"cuts": opts.scene_cuts} if opts.scene_cuts is not None else {}),

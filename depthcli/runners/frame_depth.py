@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,39 +33,11 @@ from ..engine import DepthEstimator
 from ..errors import reason
 from ..io.video import Frame
 from ..scenecuts import SceneCuts
-from ..threads import prefetch
 from ..transforms import upsample
+from .frame_items import FrameDepth, Item, preprocessed
 
 if TYPE_CHECKING:
     from ..windows import TemporalWindows
-
-Item = tuple[Frame, "np.ndarray | None", torch.Tensor]
-
-
-class FrameDepth(Protocol):
-    lowres: bool  # whether `compact` is smaller than the frame (pass 2 must expand it)
-
-    def depths(self, frames: Iterable[Frame]) -> Iterator[Item]: ...
-
-    def expand(self, compact: torch.Tensor) -> np.ndarray: ...
-
-    def frame_tensor(self, compact: torch.Tensor) -> torch.Tensor: ...
-
-    def state(self, done: int) -> dict[str, np.ndarray] | None: ...
-
-    def restore(self, state: dict[str, np.ndarray]) -> None: ...
-
-
-def _preprocessed(fn, frames: Iterable[Frame], workers: int,
-                  ahead: int) -> Iterator[tuple[Frame, np.ndarray]]:
-    """(frame, fn(frame.bgr)) in frame order, computed `ahead` at a time in worker threads."""
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="depthcli-prep")
-    try:
-        for fr, fut in prefetch(lambda f: fn(f.bgr), frames, pool, ahead, ordered=True):
-            yield fr, fut.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
 
 class PerFrame:
     """Each frame on its own through the engine, `batch` frames per forward pass."""
@@ -92,7 +63,7 @@ class PerFrame:
 
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:
         batch: list[tuple[Frame, np.ndarray]] = []
-        for fr, x in _preprocessed(self.est.preprocess, frames, self.workers,
+        for fr, x in preprocessed(self.est.preprocess, frames, self.workers,
                                    ahead=self.batch + self.workers):
             batch.append((fr, x))
             if len(batch) >= self.batch:
@@ -162,7 +133,7 @@ class Windowed:
                 t = torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))
                 yield waiting.popleft(), t.numpy(), t
 
-        for fr, x in _preprocessed(self.preprocess, frames, self.workers, ahead=self.workers * 2):
+        for fr, x in preprocessed(self.preprocess, frames, self.workers, ahead=self.workers * 2):
             waiting.append(fr)
             if fr.index >= pushed:
                 if self.cuts is not None and self.cuts.is_cut(fr.index, fr.bgr):

@@ -19,7 +19,7 @@ from ..errors import InputError, reason
 from ..io.video import Frame
 from ..models.streaming import StreamingVDA
 from ..windows import video_preprocess
-from .frame_depth import Item, _preprocessed
+from .frame_items import Item, preprocessed
 
 
 class Stepper:
@@ -62,7 +62,7 @@ class Streamed:
         self.est, self.size, self.workers, self.need_full = est, size, workers, need_full
 
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:
-        for fr, x in _preprocessed(self.step.preprocess, frames, self.workers,
+        for fr, x in preprocessed(self.step.preprocess, frames, self.workers,
                                    ahead=2 * self.workers):
             try:
                 d = self.step.network(x)

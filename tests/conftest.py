@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 # Under pytest-xdist (pyproject's addopts: one worker per core) each worker runs torch on one
@@ -101,6 +104,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             return xdist_group(nodeid) or nodeid
 
     return GroupScheduling(config, log)
+
+
+# Anything that listens (Ray, a test stream server) runs in a private network namespace whose
+# only interface is loopback (root): nothing there can reach, or be reached from, another machine.
+NETNS = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
+
+
+@functools.cache
+def _netns_ok() -> bool:
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    try:
+        r = subprocess.run([*NETNS, "true"], capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+needs_netns = pytest.mark.skipif(not _netns_ok(),
+                                 reason="no loopback-only network namespace (unshare -n)")
 
 
 def official_keys(model_name: str) -> list[tuple[str, list[int]]]:

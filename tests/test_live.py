@@ -12,33 +12,16 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import pytest
 
+from conftest import NETNS, needs_netns
 from depthcli.io.live import LiveSource, is_live, live_stem
 
 ROOT = Path(__file__).resolve().parent.parent
-NETNS = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
-
-
-@cache
-def _netns_ok() -> bool:
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return False
-    try:
-        r = subprocess.run([*NETNS, "true"], capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
-needs_netns = pytest.mark.skipif("not _netns_ok()",
-                                 reason="no loopback-only network namespace (unshare -n)")
 
 
 def scenario(name: str, work: Path, ckpt: Path) -> dict:

@@ -10,35 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, write_image
+from conftest import NETNS, ROOT, needs_netns, write_image
 
 pytest.importorskip("ray.data", reason="Ray is not installed (pip install 'depthcli[ray]')")
 
-NETNS = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
-
-
-@cache
-def _netns_ok() -> bool:
-    if not shutil.which("unshare") or not shutil.which("ip"):
-        return False
-    try:
-        r = subprocess.run([*NETNS, "true"], capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
-needs_netns = pytest.mark.skipif("not _netns_ok()",
-                                 reason="no loopback-only network namespace (unshare -n)")
 
 
 def scenario(name: str, work: Path, ckpt: Path, timeout: int = 540) -> str:

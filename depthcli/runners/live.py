@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -76,6 +77,46 @@ class LiveSummary(Summary):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interruption so that the outputs are finished the same way."""
+
+
+class _Signals:
+    """Ctrl-C and SIGTERM as exceptions, held back while one frame goes to the writers and the
+    count: a signal between two writers would leave the mp4 and the frame folder one frame
+    apart, and both one ahead of the summary. Outside `held()` a signal raises at once."""
+
+    def __init__(self) -> None:
+        self._hold = False
+        self._pending: KeyboardInterrupt | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread: the defaults stay
+                return
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if not self._hold:
+            raise exc
+        self._pending = self._pending or exc
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._hold = True
+        try:
+            yield
+        finally:
+            self._hold = False
+        if self._pending is not None:
+            exc, self._pending = self._pending, None
+            raise exc
 
 
 class LiveVideo:
@@ -214,15 +255,8 @@ def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEstimator,
         vrange = None  # --range LO,HI: the renderer fixes it itself
     src = LiveSource(lopts.source, timeout=lopts.timeout, reconnects=lopts.reconnects,
                      queue_size=lopts.queue, max_pixels=opts.max_pixels)
-    old_term = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    try:
-        signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread: SIGTERM keeps its default
-        old_term = None
+    signals = _Signals()
+    signals.install()
     outs: LiveOutputs | None = None
     latencies: list[float] = []
     try:
@@ -240,9 +274,10 @@ def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEstimator,
                                    vrange)
             assert depth_of is not None
             depth = depth_of(fr.bgr)
-            outs.write(fr, depth)
+            with signals.held():  # every output and the count: the same frames
+                outs.write(fr, depth)
+                summary.add_frames(1)
             latencies.append(time.monotonic() - src.arrival(fr))
-            summary.add_frames(1)
     except (SourceStalled, SourceFailed) as exc:
         summary.fail(lopts.source, str(exc))
     except Terminated:
@@ -250,8 +285,7 @@ def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEstimator,
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+        signals.restore()
         src.close()
         if outs is not None:
             outs.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
@@ -63,6 +64,15 @@ def default_workers(device_type: str) -> int:
     if device_type == "cpu":
         return 2
     return max(2, min(8, os.cpu_count() or 2))
+
+
+def run_threads() -> int | None:
+    """The intra-op thread count of this run, for the runtimes (OpenVINO, ONNX Runtime) too:
+    torch's, which `--threads` sets and OMP_NUM_THREADS presets; left to each runtime's own
+    default (every core) only where torch is not loaded. One setting then governs every
+    backend: a runtime taking every core beside a process limited to one oversubscribes it."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
 
 
 @contextlib.contextmanager

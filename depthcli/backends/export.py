@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..device import run_threads
 from ..errors import DepthCliError
 
 if TYPE_CHECKING:
@@ -240,6 +241,7 @@ def ort_session(path: str | os.PathLike[str], providers: Sequence[str] = ("CPUEx
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = threads or run_threads()
     if threads:
         opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..device import run_threads
 from .base import BackendError, host_array
 from .cache import CacheKey, RuntimeCache, model_cache_key
 from .export import fp32_cpu
@@ -121,7 +122,8 @@ class OpenVINOBackend:
                                      strict=False)
             batch = self._graph.batch or -1
             ir = ov.convert_model(traced, input=[ov.PartialShape([batch, 3, -1, -1])])
-        compiled = self._core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = self._core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                         **self._thread_config()})
         request = compiled.create_infer_request()
         checks = compare(self._net, lambda x: request.infer([x])[0].copy(), self._graph.checks)
         bad = [c for c in checks if not c.max_dev <= 1e-4]
@@ -131,14 +133,16 @@ class OpenVINOBackend:
         _logger.debug("OpenVINO conversion checked: %s", "; ".join(map(str, checks)))
         ov.save_model(ir, os.path.join(folder, "model.xml"), compress_to_fp16=False)
 
+    def _thread_config(self) -> dict[str, object]:
+        threads = self._threads or run_threads()
+        return {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+
     def _read(self, entry: os.PathLike[str]) -> object:
         return self._core.read_model(os.path.join(entry, "model.xml"))
 
     def _compile(self, precision: str) -> Any:  # an openvino.CompiledModel (untyped)
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": _HINTS[precision],
-                                     "PERFORMANCE_HINT": "LATENCY"}
-        if self._threads:
-            config["INFERENCE_NUM_THREADS"] = int(self._threads)
+                                     "PERFORMANCE_HINT": "LATENCY", **self._thread_config()}
         try:
             return self._core.compile_model(self._ir, "CPU",
                                             {**config, "CACHE_DIR": str(self._blob_dir)})

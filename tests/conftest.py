@@ -54,12 +54,12 @@ def xdist_group(nodeid: str) -> str | None:
 
 # The order work is handed out in: longest first, so that the last minutes do not leave a core
 # idle behind one long test (the groups, then the single tests that take longest: 10-40 s each
-# on the 2-core machine, then the rest in collection order), and the Ray scenarios last of all.
-# Ray is latency-bound and polls: beside the other worker's compute its scenarios took 3x their
-# CPU time alone (measured: ~450 CPU-s in a full run vs 155 alone), so they run when the rest
-# is done and have the machine to themselves.
-_GROUP_ORDER = ("onnx", "openvino", "vda-runtime", "da3", "weights")
-_LAST = ("ray",)
+# on the 2-core machine, then the rest in collection order). The Ray scenarios go first: they
+# are the longest unit (~2 min) and use about 1.4 cores; beside a worker that keeps the other
+# core busy they took 129 s vs 118 s alone (2-core EPYC, `python -c "while True: pass"` beside
+# them), whereas run last they left a core idle for ~1.5 min. (Before Ray's workers ran at
+# nice 0, RAY_worker_niceness in tests/test_ray.py, they starved beside the other worker.)
+_GROUP_ORDER = ("ray", "onnx", "openvino", "vda-runtime", "da3", "weights")
 _SLOW_FIRST = (
     "tests/test_predict.py::test_sigkill_then_skip_existing_completes",
     "tests/test_vda.py::test_golden_parity",
@@ -81,8 +81,6 @@ def _rank(nodeid: str) -> tuple[int, int]:
     test_backends.py's, so that test_backends.py's two groups stay side by side (its
     module-scoped fixtures are set up once where one worker runs both)."""
     group = xdist_group(nodeid)
-    if group in _LAST:
-        return len(_GROUP_ORDER) + len(_SLOW_FIRST) + 1 + _LAST.index(group), 0
     if group is not None:
         return _GROUP_ORDER.index(group), int("test_export.py" not in nodeid)
     for i, prefix in enumerate(_SLOW_FIRST):

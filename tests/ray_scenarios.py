@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 from click.testing import CliRunner
 
@@ -87,9 +88,24 @@ def journal(path: Path) -> dict[str, str]:
     return {r["o"]: r["s"] for r in rows if "o" in r}
 
 
+def _same_picture(a: Path, b: Path, rel: str) -> None:
+    """A colour map from depth within the npy tolerance below: byte for byte, or where a
+    rounding of the depth moved a pixel across a level, one level on a few pixels (a run with
+    killed actors once gave one such image of 52; the engines' depth is otherwise bitwise
+    equal, `parity`)."""
+    if (a / rel).read_bytes() == (b / rel).read_bytes():
+        return
+    x, y = (cv2.imread(str(p), cv2.IMREAD_UNCHANGED).astype(np.int32) for p in (a / rel, b / rel))
+    assert x.shape == y.shape, rel
+    moved = np.abs(x - y).max(axis=-1) if x.ndim == 3 else np.abs(x - y)
+    print(f"{rel}: {int((moved > 0).sum())} of {moved.size} pixels one level apart",
+          file=sys.__stdout__)
+    assert moved.max() <= 1 and (moved > 0).mean() <= 0.01, (rel, int(moved.max()))
+
+
 def same_outputs(a: Path, b: Path) -> None:
-    """Same names; npy within 1e-5 of the range; the same journal records; every other file
-    byte for byte."""
+    """Same names; npy within 1e-5 of the range; the same journal records; colour maps equal
+    (`_same_picture`); every other file byte for byte."""
     assert files(a) == files(b), (sorted(files(a) ^ files(b)))
     assert not [f for f in files(a) if f.endswith(".tmp")]
     for rel in sorted(files(a)):
@@ -99,6 +115,8 @@ def same_outputs(a: Path, b: Path) -> None:
             x, y = np.load(a / rel), np.load(b / rel)
             assert x.shape == y.shape, rel
             assert np.abs(x - y).max() <= 1e-5 * max(float(x.max() - x.min()), 1e-12), rel
+        elif rel.endswith(".png") and "_png16" not in rel:
+            _same_picture(a, b, rel)
         else:
             assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 

@@ -172,7 +172,8 @@ def drops_server(*plan: int) -> tuple[subprocess.Popen, int]:
     return srv, int(srv.stdout.readline())  # listening once the port is out
 
 
-SMALL = ["--model", "da2-tiny-test", "--input-size", "56", "--source-timeout", "5", "--json"]
+SMALL = ["--model", "da2-tiny-test", "--input-size", "56", "--source-timeout", "20", "--json"]
+# (a generous timeout: no run here waits for it; a starved machine must not fire it)
 
 
 def reconnect(work: Path, weights: str) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""Live sources (`predict tcp://…`): a real stream on loopback, a stall, Ctrl-C; the source's
-drop-oldest queue and naming, in process. (`predict - -o -` with SIGTERM: the `stdin` scenario
-of tests/live_scenarios.py, run by hand.)
+"""Live sources (`predict tcp://…`): a real stream on loopback, a stall, Ctrl-C; a source that
+drops and comes back while the depth streams to `-o tcp://…`, ended by SIGTERM; a drop with
+`--reconnect 0`, a receiver that goes away or is not there; URL usage errors, FLV for rtmp, the
+source's drop-oldest queue and naming, in process. (`predict - -o -` with SIGTERM: the `stdin`
+scenario of tests/live_scenarios.py, run by hand.)
 
 The streams run in a private network namespace whose only interface is loopback (`unshare -n`);
 the scenarios are in tests/live_scenarios.py. depthcli runs as a child process there: its exit
@@ -24,7 +26,7 @@ from depthcli.io.live import LiveSource, is_live, live_stem
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def scenario(name: str, work: Path, ckpt: Path) -> dict:
+def scenario(name: str, work: Path, ckpt: Path | str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     r = subprocess.run([*NETNS, sys.executable, str(ROOT / "tests" / "live_scenarios.py"), name,
                         str(work), str(ckpt)], capture_output=True, text=True, cwd=ROOT, env=env,
@@ -56,6 +58,114 @@ def test_tcp_stream_ctrl_c(tiny_ckpt, tmp_path) -> None:
     summary = json.loads(res["stdout"])
     assert summary["interrupted"] and summary["frames"] >= 4
     assert res["png"] == summary["frames"] == res["mp4_frames"]
+
+
+def errors_of(run: dict) -> list[str]:
+    assert "Traceback" not in run["stderr"], run["stderr"]
+    return [ln for ln in run["stderr"].splitlines() if ln.startswith("error:")]
+
+
+@needs_netns
+def test_reconnect_url_output_sigterm_and_failures(tiny_ckpt, tmp_path) -> None:
+    """One scenario (one depthcli child, three runs in process: one test, so that xdist does
+    not run the scenario twice):
+
+    - 8 frames, a reset, the source back: with --reconnect 1 the run goes on (one reopen in
+      the summary), the receiver of `-o tcp://…` gets the frames of both connections with
+      increasing timestamps; SIGTERM → exit 143, the stream finished (the receiver sees its
+      end) and every frame counted in the summary decodes there;
+    - --reconnect 0 and a reset: `stream lost`, exit 1, the mp4 and npy hold the frames done;
+    - a receiver that resets mid-stream, or none listening: `error: URL: reason`, exit 1."""
+    runs = scenario("reconnect", tmp_path, tiny_ckpt)
+    run = runs["sigterm"]
+    assert run["waited"] and run["rc"] == 143, run["stderr"]
+    assert errors_of(run) == []
+    summary = json.loads(run["stdout"])
+    assert summary["reconnects"] == 1 and summary["terminated"] and summary["interrupted"]
+    assert summary["settings"]["output"].startswith("tcp://127.0.0.1:")
+    pts = run["pts"]
+    assert len(pts) == summary["frames"] >= 14  # the first connection had 8
+    # decoded: processed, dropped, or still waiting (queue of 2, one in hand) at SIGTERM
+    assert 0 <= summary["decoded"] - summary["frames"] - summary["dropped"] <= 3
+    assert summary["decoded"] > 8
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), pts
+    assert run["ended"] == "eof"
+    assert sum("reopening (1 of 1)" in ln for ln in run["stderr"].splitlines()) == 1
+
+    drop = runs["drop"]
+    assert drop["rc"] == 1
+    [line] = errors_of(drop)
+    assert line.startswith("error: tcp://127.0.0.1:")
+    assert line.endswith(": stream lost (Connection reset by peer)")
+    summary = json.loads(drop["stdout"])
+    assert summary["reconnects"] == 0 and summary["decoded"] <= 8 and summary["frames"] >= 1
+    assert drop["mp4_frames"] == drop["npy"][0] == summary["frames"]
+    gone = runs["gone"]
+    assert gone["rc"] == 1 and gone["ended"] == "reset"
+    [line] = errors_of(gone)
+    assert line in (f"error: {gone['url']}: Broken pipe",
+                    f"error: {gone['url']}: Connection reset by peer"), line
+    refused = runs["refused"]
+    assert refused["rc"] == 1
+    assert errors_of(refused) == [f"error: {refused['url']}: Connection refused"]
+    assert json.loads(refused["stdout"])["frames"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tcp://127.0.0.1:9", "-o", "udp://127.0.0.1:9", "-f", "npy"],
+     "-o udp://127.0.0.1:9 streams one visual format (color, gray or side) as MPEG-TS; npy is "
+     "written to a folder"),
+    (["tcp://127.0.0.1:9", "-o", "rtmp://127.0.0.1/app/k", "-f", "color,png16"],
+     "as FLV; png16 is written to a folder"),
+    (["tcp://127.0.0.1:9", "-o", "srt://127.0.0.1:9", "-f", "color", "-f", "gray"],
+     "give exactly one -f"),
+    (["tcp://127.0.0.1:9", "-o", "rtsp://127.0.0.1/live", "-f", "color"],
+     "depth streams to rtmp://, rtmps://, srt://, udp://, tcp:// (or - for stdout)"),
+    (["clip.mp4", "-o", "udp://127.0.0.1:9", "-f", "color"],
+     "only a live source streams to a URL"),
+])
+def test_url_output_usage_errors(args, message, tmp_path) -> None:
+    """What cannot be streamed to a URL is a usage error before anything starts (the missing
+    weights file would be the next usage error: nothing is loaded or opened)."""
+    from click.testing import CliRunner
+
+    from depthcli.cli import main
+
+    r = CliRunner().invoke(main, ["predict", *args, "--weights", str(tmp_path / "none.pth")])
+    assert r.exit_code == 2, r.output
+    assert message in " ".join(r.stderr.split()), r.stderr
+
+
+def test_url_output_formats_and_flv(tmp_path, monkeypatch) -> None:
+    """rtmp gets FLV (H.264 with its global header), the others MPEG-TS; tcp URLs get a socket
+    timeout; the FLV stream reads back with every frame and the source's timestamps."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from depthcli.io import live as io_live
+    from depthcli.runners import live as runner
+
+    assert io_live.output_format("rtmp://h/app/key") == "flv"
+    assert {io_live.output_format(u) for u in ("udp://h:1", "tcp://h:1", "srt://h:1")} == {
+        "mpegts"}
+    assert io_live.output_target("tcp://h:1", 2.5) == "tcp://h:1?timeout=2500000"
+    assert io_live.output_target("tcp://h:1?tcp_nodelay=1", 1) == (
+        "tcp://h:1?tcp_nodelay=1&timeout=1000000")
+    assert io_live.output_target("tcp://h:1?timeout=5", 1) == "tcp://h:1?timeout=5"
+    assert io_live.output_target("udp://h:1", 1) == "udp://h:1"
+    monkeypatch.setattr(runner, "output_format", lambda url: "flv")
+    path = tmp_path / "x.flv"
+    video = runner.LiveVideo(str(path), (64, 96), Fraction(25))
+    for i in range(6):
+        video.write(np.full((64, 96), 40 * i, np.uint8), [0, 40_000, 80_000, 200_000, 240_000,
+                                                           280_000][i])
+    video.close()
+    with av.open(str(path)) as c:
+        assert c.format.name == "flv" and c.streams.video[0].codec_context.name == "h264"
+        got = [round(float(f.pts * f.time_base), 3) for f in c.decode(video=0)]
+    assert got == [0.0, 0.04, 0.08, 0.2, 0.24, 0.28]
 
 
 def test_live_arguments_and_names() -> None:

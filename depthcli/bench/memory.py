@@ -9,11 +9,12 @@ import tempfile
 def measure_memory(weights: str | os.PathLike[str], frames: int, *,
                    size: tuple[int, int] = (320, 240), input_size: int = 70,
                    formats: tuple[str, ...] = ("color",), model: str | None = None,
-                   workdir: str | os.PathLike[str] | None = None) -> dict[str, float]:
+                   workdir: str | os.PathLike[str] | None = None,
+                   temporal: str | None = None) -> dict[str, float]:
     """Peak RSS of `depthcli predict` on a synthetic `frames`-frame clip, in a fresh process.
 
     Returns {"frames", "seconds", "peak_rss_mb"}; compare a short and a long clip to check that
-    memory does not grow with length.
+    memory does not grow with length. `temporal`: `window` or `stream` (a VDA model's mode).
     """
     import json
     import subprocess
@@ -44,6 +45,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 args = ["predict", str(src), "-o", str(wd / "out"), "--weights", sys.argv[2], "-q",
         "--input-size", "{input_size}", "--device", "cpu"] + {(["--model", model] if model else [])!r}
+args += {(["--temporal", temporal] if temporal else [])!r}
 for f in {list(formats)!r}:
     args += ["-f", f]
 r = CliRunner().invoke(main, args)
@@ -59,7 +61,8 @@ print(json.dumps({{"frames": n, "seconds": round(time.perf_counter() - t0, 2),
 
 
 def main() -> None:
-    """`python -m depthcli.bench.memory WEIGHTS FRAMES [--model M] [--input-size N]`."""
+    """`python -m depthcli.bench.memory WEIGHTS FRAMES [--model M] [--input-size N]
+    [--temporal stream]`."""
     import argparse
     import json
 
@@ -69,9 +72,13 @@ def main() -> None:
     ap.add_argument("frames", type=int)
     ap.add_argument("--model", default=None, help="e.g. vda-small [default: da2-small]")
     ap.add_argument("--input-size", type=int, default=70)
+    ap.add_argument("--temporal", choices=("window", "stream"), default=None,
+                    help="a VDA model's mode [default: window]")
     a = ap.parse_args()
-    result = measure_memory(a.weights, a.frames, input_size=a.input_size, model=a.model)
-    print(json.dumps({"model": a.model or "da2-small", "input_size": a.input_size, **result}))
+    result = measure_memory(a.weights, a.frames, input_size=a.input_size, model=a.model,
+                            temporal=a.temporal)
+    print(json.dumps({"model": a.model or "da2-small", "input_size": a.input_size,
+                      "temporal": a.temporal, **result}))
 
 
 if __name__ == "__main__":

@@ -3,21 +3,22 @@
 
 A live run takes one source and no other inputs. Temporal models always stream on a live source
 (`--temporal stream`: a window would hold each depth back by up to 32 frames). With `-o -` the
-depth video goes to stdout as MPEG-TS (one visual format), and the summary/JSON to stderr.
-Exit codes: 0 the stream ended, 1 it failed (could not be opened, stalled, lost), 130 Ctrl-C,
-143 SIGTERM; the outputs are finished and playable in every case.
+depth video goes to stdout as MPEG-TS (one visual format), and the summary/JSON to stderr; with
+`-o URL` (rtmp://, srt://, udp://, tcp://) it is streamed there (FLV for rtmp, MPEG-TS for the
+others). Exit codes: 0 the stream ended, 1 it failed (could not be opened, stalled, lost, the
+receiver went away), 130 Ctrl-C, 143 SIGTERM; the outputs are finished and playable in every
+case.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from ..io.live import is_live
+from ..io.live import OUTPUT_SCHEMES, is_live, is_url, output_format
 
 
 def live_input(inputs: tuple[str, ...]) -> str | None:
@@ -30,7 +31,35 @@ def live_input(inputs: tuple[str, ...]) -> str | None:
     return live[0]
 
 
-def run_live_command(source: str, *, opts: Any, video_model: str, settings: Any,
+def stream_target(out: str, live: str | None, fmts: tuple[str, ...]) -> str | None:
+    """`-` or the URL when `-o` streams rather than names a folder; usage errors, before
+    anything starts, for what cannot be streamed."""
+    from .. import outputs
+
+    if not is_url(out) and not (out == "-" and live):
+        return None
+    if not live:
+        raise click.UsageError(
+            f"-o {out}: only a live source streams to a URL; write a file's depth to a folder, "
+            f"or stream the file as a live source: ffmpeg -re -i CLIP -f mpegts - | depthcli "
+            f"predict - -o {out} -f color")
+    scheme = out.split(":", 1)[0].lower()
+    if out != "-" and scheme not in OUTPUT_SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in OUTPUT_SCHEMES)
+        raise click.UsageError(f"-o {out}: depth streams to {schemes} (or - for stdout)")
+    visual = [f for f in fmts if outputs.FORMATS[f].video == "mp4"]
+    if len(visual) != 1 or len(fmts) != 1:
+        kind = "MPEG-TS to stdout" if out == "-" else (
+            "FLV" if output_format(out) == "flv" else "MPEG-TS")
+        raw = [f for f in fmts if f not in visual]
+        why = (f"{', '.join(raw)} {'is' if len(raw) == 1 else 'are'} written to a folder "
+               f"(-o FOLDER)" if raw else "give exactly one -f")
+        raise click.UsageError(f"-o {out} streams one visual format (color, gray or side) as "
+                               f"{kind}; {why}")
+    return out
+
+
+def run_live_command(source: str, stream_to: str | None, *, opts: Any, video_model: str, settings: Any,
                      threads: int | None, timeout: float, reconnects: int, as_json: bool,
                      quiet: bool) -> None:
     from .. import outputs
@@ -40,14 +69,9 @@ def run_live_command(source: str, *, opts: Any, video_model: str, settings: Any,
     from .common import estimator_loader
     from .runtime import require_torch_stack
 
-    to_stdout = str(opts.out_dir) == "-"
+    to_stdout = stream_to == "-"
     fmts = list(opts.output.formats)
-    if to_stdout:
-        visual = [f for f in fmts if outputs.FORMATS[f].video == "mp4"]
-        if len(visual) != 1 or len(fmts) != 1:
-            raise click.UsageError("-o - streams one visual format (color, gray or side) as "
-                                   "MPEG-TS to stdout; give exactly one -f")
-    elif not any(outputs.FORMATS[f].video for f in fmts):
+    if stream_to is None and not any(outputs.FORMATS[f].video for f in fmts):
         raise click.UsageError(f"none of the formats {', '.join(fmts)} can be written for a "
                                f"video (use {', '.join(outputs.VIDEO_FORMATS)})")
     if opts.video_norm == "clip":
@@ -61,7 +85,8 @@ def run_live_command(source: str, *, opts: Any, video_model: str, settings: Any,
                             output_size=s.output_size, camera=s.camera, resolved=found)
     summary = LiveSummary(models={"videos": video_model})
     lopts = LiveOptions(source, timeout=timeout, reconnects=reconnects, to_stdout=to_stdout,
-                        stdout=sys.stdout.buffer if to_stdout else None)
+                        stdout=sys.stdout.buffer if to_stdout else None,
+                        url=stream_to if stream_to not in (None, "-") else None)
     with torch_threads(threads):
         est = load(video_model)
         summary.load_seconds = 0.0
@@ -69,7 +94,8 @@ def run_live_command(source: str, *, opts: Any, video_model: str, settings: Any,
     if as_json:
         click.echo(json.dumps(summary.as_dict({"source": source, "temporal": "stream" if
                                                getattr(est.spec, "temporal", False) else None,
-                                               "output": str(opts.out_dir)}, True)),
+                                               "output": stream_to or str(opts.out_dir)},
+                                              True)),
                    err=to_stdout)
     if not quiet or summary.failed:
         click.echo(summary.line(), err=True)
@@ -82,6 +108,3 @@ def run_live_command(source: str, *, opts: Any, video_model: str, settings: Any,
     if summary.failed:
         sys.exit(1)
 
-
-def stdout_is_out(out_dir: Path) -> bool:
-    return str(out_dir) == "-"

@@ -24,7 +24,7 @@ from .common import (
     silence_opencv,
     spec_or_usage,
 )
-from .live import live_input, run_live_command
+from .live import live_input, run_live_command, stream_target
 from .runtime import require_torch_stack
 
 if TYPE_CHECKING:
@@ -132,9 +132,11 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
 
 @click.command(epilog=EPILOG)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
-              default=Path("depth_out"), show_default=True,
-              help="Output folder (created if missing); the input tree is mirrored under it.")
+@click.option("-o", "--output", "out_dir", type=click.Path(), default="depth_out",
+              show_default=True,
+              help="Output folder (created if missing); the input tree is mirrored under it. "
+                   "Live sources also: - (MPEG-TS on stdout) or a URL (rtmp://, srt://, "
+                   "udp://, tcp://) to stream one visual format to.")
 @model_options(default_model=None)
 @click.option("--format", "-f", "formats", multiple=True, default=("color",), show_default=True,
               help=f"Output formats, repeatable or comma-separated: {', '.join(FORMAT_NAMES)}.")
@@ -217,7 +219,7 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
               help="List every file written (in --json, and on stderr with -v).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
-def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: Path | None,
+def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: Path | None,
             input_size: int | None, device: str, precision: str, backend: str,
             max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
@@ -250,7 +252,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     ropts = render.RenderOptions(cmap=cmap, invert=invert, **_parse_range(range_))  # type: ignore[arg-type]
     check_device(device)
     live = live_input(inputs)  # rtsp://, tcp://, /dev/videoN, - ...: cli/live.py
-    out_dir = out_dir if live and str(out_dir) == "-" else _out_dir(out_dir)
+    stream_to = stream_target(out_dir, live, fmts)  # -o - / -o URL (live sources only)
+    out_path = Path(out_dir) if stream_to else _out_dir(Path(out_dir))
     kinds, open_ended = preflight.explicit_kinds(inputs) if not live else (set(), False)
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
@@ -262,7 +265,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     preflight.check_fit(fmts, spec, kinds, open_ended)
     silence_opencv()
     opts = PredictOptions(
-        inputs=inputs, out_dir=out_dir,
+        inputs=inputs, out_dir=out_path,
         output=outputs.OutputOptions(fmts, ropts, metric=spec.output == "metric",
                                      point_cloud=pc, near_is_large=spec.near_is_large),
         batch_size=batch_size, workers=workers, skip_existing=skip_existing,
@@ -278,7 +281,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                              compile_=compile_, channels_last=channels_last,
                              output_size=output_size, camera=camera)
     if live:
-        run_live_command(live, opts=opts, video_model=video_model, settings=settings,
+        run_live_command(live, stream_to, opts=opts, video_model=video_model, settings=settings,
                          threads=threads, timeout=source_timeout, reconnects=reconnect,
                          as_json=as_json, quiet=quiet)
         return
@@ -287,7 +290,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
         run = _ray_run(opts, image_model, video_model, settings, threads,
                        (ray_address, ray_actors, ray_actor_cpus))
     else:
-        needed = preflight.needed_models(inputs, out_dir, kinds, open_ended, image_model,
+        needed = preflight.needed_models(inputs, out_path, kinds, open_ended, image_model,
                                          video_model, sequence)
         found = preflight.resolve_checkpoints(needed, weights)  # before torch: offline in ~1 s
         require_torch_stack()

@@ -5,11 +5,12 @@ decodes it in a thread of its own into a small queue and hands frames out with `
 
 - when depth is slower than the source, the queue is full and the *oldest* waiting frame is
   dropped (counted in `dropped`), so latency stays bounded and memory with it;
-- a source that gives no frame for `timeout` seconds is stalled: it is reopened (network URLs,
-  up to `reconnects` times in a row, each open bounded by the same timeout), then given up
-  with `SourceStalled` and a one-line reason;
-- a read error or a lost connection is handled the same way (reopen, bounded);
-- the end of the stream (EOF) ends the run cleanly.
+- a source that gives no frame for `timeout` seconds is stalled: `SourceStalled`, one line
+  (a stalled connection is still open: reopening it would not bring frames back);
+- a network source that is lost (a read error, a reset) or ends is reopened, up to
+  `reconnects` times in a row (a frame in between starts the count again), each open bounded
+  by the same timeout; when it does not come back, a loss ends with `SourceFailed` and an end
+  of stream ends the run cleanly, as does the end of a pipe or device.
 
 Frame timing: `Frame.pts` is in `TIME_BASE` (microseconds) counted from the first frame, across
 reopens too, so an output's clock never goes back.
@@ -54,7 +55,30 @@ def is_live(arg: str) -> bool:
 
 
 def is_network(arg: str) -> bool:
+    return is_url(arg)
+
+
+OUTPUT_SCHEMES = ("rtmp", "rtmps", "srt", "udp", "tcp")
+
+
+def is_url(arg: str) -> bool:
+    """`scheme://…` (a folder name never looks like this, and `Path` would fold the `//`)."""
     return bool(_URL.match(arg))
+
+
+def output_format(url: str) -> str:
+    """The container a URL output carries: FLV for RTMP (what RTMP servers take), MPEG-TS for
+    udp/tcp/srt (self-synchronising: a receiver can join mid-stream)."""
+    return "flv" if url.split(":", 1)[0].lower() in ("rtmp", "rtmps") else "mpegts"
+
+
+def output_target(url: str, timeout: float) -> str:
+    """The URL PyAV opens for writing. PyAV opens an output without an interrupt callback, so
+    a tcp receiver that stops reading would block the run for good: tcp URLs get FFmpeg's
+    socket timeout (µs) unless they set one."""
+    if url.split(":", 1)[0].lower() == "tcp" and not re.search(r"[?&]timeout=", url):
+        url += ("&" if "?" in url else "?") + f"timeout={int(timeout * 1e6)}"
+    return url
 
 
 def live_stem(arg: str) -> str:
@@ -231,8 +255,10 @@ class LiveSource:
             # A network source that ended or dropped: reopen, a bounded number of times in a
             # row. After an EOF that does not come back the stream simply ended.
             container = None
+            lost, tries = reason, 0
             while failures < self.reconnects and not self._stop.is_set() and container is None:
                 failures += 1
+                tries += 1
                 _logger.warning("%s: %s; reopening (%d of %d)", self.arg, reason, failures,
                                 self.reconnects)
                 time.sleep(min(1.0, self.timeout / 4))
@@ -243,7 +269,13 @@ class LiveSource:
                 except (av.error.FFmpegError, OSError, ValueError) as exc:
                     reason = error_reason(exc)
             if container is None:
-                self._put(_END if eof else SourceFailed(f"stream lost ({reason})"))
+                if eof:
+                    self._put(_END)
+                elif not tries:
+                    self._put(SourceFailed(f"stream lost ({lost})"))
+                else:
+                    self._put(SourceFailed(f"stream lost ({lost}); {tries} reopen(s) failed "
+                                           f"({reason})"))
                 return
             with self._lock:
                 self._container = container

@@ -7,7 +7,9 @@ Video Depth Anything in its streaming mode, `runners.stream_depth`) → the writ
 
 - visual formats (`color`, `gray`, `side`): H.264 in fragmented MP4 (`<stem>.mp4`, a fragment
   per keyframe, one a second: a player opens it while it grows, and a run that is killed keeps
-  every finished fragment), or MPEG-TS on stdout with `-o -`;
+  every finished fragment), or MPEG-TS on stdout with `-o -`, or streamed to `-o URL`
+  (MPEG-TS for udp/tcp/srt, FLV for rtmp); a receiver that goes away ends the run with one
+  line (`OutputFailed`);
 - `npy`: the (T, H, W) stack, its header written at the end (a run that is killed outright
   leaves a header-less file; Ctrl-C/SIGTERM finish it);
 - `png16`, `exr`, `pfm`: numbered frames in `<stem>_<format>/`, each complete as it appears.
@@ -33,8 +35,16 @@ import av
 import numpy as np
 
 from .. import outputs
-from ..io.live import TIME_BASE, LiveSource, SourceFailed, SourceStalled, live_stem
-from ..io.video import Frame
+from ..io.live import (
+    TIME_BASE,
+    LiveSource,
+    SourceFailed,
+    SourceStalled,
+    live_stem,
+    output_format,
+    output_target,
+)
+from ..io.video import Frame, error_reason
 from ..outputs.resumable import FramesWriter
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
@@ -56,6 +66,11 @@ class LiveOptions:
     queue: int = 2  # frames waiting for the model before the oldest is dropped
     to_stdout: bool = False  # -o -: one visual format, MPEG-TS on stdout
     stdout: Any = None  # the binary stream for -o -
+    url: str | None = None  # -o URL: one visual format streamed there
+
+    @property
+    def streamed(self) -> bool:
+        return self.to_stdout or self.url is not None
 
 
 @dataclass
@@ -73,6 +88,14 @@ class LiveSummary(Summary):
                f"{self.latency_ms['p95']:.0f} ms p95" if self.latency_ms else "")
         return (super().line() + f"; dropped {self.dropped} frame(s) (depth slower than the "
                 f"source), reopened {self.reconnects} time(s){lat}")
+
+
+class OutputFailed(Exception):
+    """A streamed output (a URL, stdout) cannot take more: the receiver went away."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(f"{target}: {reason}")
+        self.target, self.reason = target, reason
 
 
 class Terminated(KeyboardInterrupt):
@@ -120,15 +143,21 @@ class _Signals:
 
 
 class LiveVideo:
-    """H.264 of BGR frames with µs timestamps: fragmented MP4 to a file, or MPEG-TS to a
-    binary stream."""
+    """H.264 of BGR frames with µs timestamps: fragmented MP4 to a file, MPEG-TS to a binary
+    stream, or MPEG-TS/FLV to a URL (`str`; opened, and refused, at the first frame)."""
 
-    def __init__(self, target: Path | Any, size: tuple[int, int], rate: Fraction) -> None:
+    def __init__(self, target: Path | str | Any, size: tuple[int, int], rate: Fraction,
+                 timeout: float = 10.0) -> None:
         h, w = size
+        self.name = str(target) if isinstance(target, (Path, str)) else "stdout"
         if isinstance(target, Path):
             self.container = av.open(str(target), "w", format="mp4", options={
                 "movflags": "+frag_keyframe+empty_moov+default_base_moof",
                 "flush_packets": "1"})
+        elif isinstance(target, str):  # every packet leaves at once, as for a stream
+            self.container = av.open(output_target(target, timeout), "w",
+                                     format=output_format(target),
+                                     options={"flush_packets": "1"})
         else:  # every packet leaves at once: a reader of the stream is not held back
             self.container = av.open(target, "w", format="mpegts",
                                      options={"flush_packets": "1"})
@@ -158,6 +187,13 @@ class LiveVideo:
         finally:
             self.container.close()
 
+    def abandon(self) -> None:
+        """Close without the encoder's last frames or a trailer: the receiver is gone."""
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - writing to a broken stream fails again
+            pass
+
 
 def free_stem(out_dir: Path, stem: str, formats: list[str]) -> Path:
     """`OUT/<stem>`, or `OUT/<stem>-2`, ... when an earlier run's outputs are there (a live
@@ -182,9 +218,12 @@ class LiveOutputs:
         self.stack: RawStack | None = None
         self.paths: list[Path] = []
         self.need_image = "side" in fmts
-        if lopts.to_stdout:
-            self.videos.append((fmts[0], LiveVideo(lopts.stdout, self._size(fmts[0], size),
-                                                   rate)))
+        self.streamed = lopts.streamed
+        self.failures: list[tuple[str, str]] = []  # (output, reason) of close()
+        if lopts.streamed:
+            target = lopts.url if lopts.url is not None else lopts.stdout
+            self.videos.append((fmts[0], LiveVideo(target, self._size(fmts[0], size), rate,
+                                                   lopts.timeout)))
             return
         opts.out_dir.mkdir(parents=True, exist_ok=True)
         base = free_stem(opts.out_dir, live_stem(lopts.source), fmts)
@@ -208,25 +247,34 @@ class LiveOutputs:
 
     def write(self, fr: Frame, depth: np.ndarray) -> None:
         for f, v in self.videos:
-            v.write(outputs.encode_visual(f, depth, fr.bgr, self.oopts, self.vrange), fr.pts)
+            img = outputs.encode_visual(f, depth, fr.bgr, self.oopts, self.vrange)
+            if not self.streamed:
+                v.write(img, fr.pts)
+                continue
+            try:
+                v.write(img, fr.pts)
+            except (av.error.FFmpegError, OSError, ValueError) as exc:
+                self.videos.remove((f, v))
+                v.abandon()
+                raise OutputFailed(v.name, error_reason(exc)) from None
         for w in self.frames:
             w.take(FrameOut(fr.index, fr.pts, 0, depth, None))
         if self.stack is not None:
             self.stack.append(depth.astype(np.float32, copy=False))
 
     def close(self) -> None:
-        errors: list[BaseException] = []
+        """Finish every output; what cannot be finished is in `failures` (one line each)."""
         for _, v in self.videos:
             try:
                 v.close()
-            except Exception as exc:  # noqa: BLE001 - close the others all the same
-                errors.append(exc)
+            except (av.error.FFmpegError, OSError, ValueError) as exc:
+                v.abandon()  # close the others all the same
+                self.failures.append((v.name, error_reason(exc)))
+        self.videos.clear()
         if self.stack is not None:
             self.stack.close()
         for w in self.frames:
             w.finish()
-        if errors:
-            raise errors[0]
 
 
 def depth_function(est: DepthEstimator, size: tuple[int, int], temporal: bool
@@ -280,6 +328,8 @@ def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEstimator,
             latencies.append(time.monotonic() - src.arrival(fr))
     except (SourceStalled, SourceFailed) as exc:
         summary.fail(lopts.source, str(exc))
+    except OutputFailed as exc:
+        summary.fail(exc.target, exc.reason)
     except Terminated:
         summary.interrupted = summary.terminated = True
     except KeyboardInterrupt:
@@ -289,7 +339,11 @@ def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEstimator,
         src.close()
         if outs is not None:
             outs.close()
-            summary.add_written(outs.paths, n=1, video=True)
+            for target, reason in outs.failures:
+                if not summary.failed:  # one line: the first thing that went wrong
+                    summary.fail(target, reason)
+            if outs.paths or not summary.failed:  # a stream that failed was not delivered
+                summary.add_written(outs.paths, n=1, video=True)
         summary.dropped = src.stats.dropped
         summary.decoded = src.stats.decoded
         summary.reconnects = src.stats.reconnects

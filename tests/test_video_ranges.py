@@ -19,8 +19,11 @@ from depthcli.outputs import clipstats
 from depthcli.outputs.clipstats import ClipStats
 from depthcli.outputs.render import RenderOptions
 from depthcli.runners.options import PredictOptions
+from depthcli.runners.video import _logger as video_log
 from depthcli.runners.video import predict_video
+from depthcli.runners.video_progress import VideoProgress
 from depthcli.runners.video_ranges import Span, cleanup, plan, run_range
+from depthcli.runners.video_resume import state_folder
 
 
 def test_plan_ranges_on_segment_and_batch_boundaries() -> None:
@@ -97,17 +100,37 @@ def test_ranges_joined_are_the_local_bytes(tmp_path, est, monkeypatch, formats, 
 
     local = predict_video(src, tmp_path / "local" / "clip", est, opts(tmp_path / "local"))
     out = tmp_path / "split"
+    stale = state_folder(out, out / "clip").with_name(  # a killed split of another plan
+        state_folder(out, out / "clip").name + ".range0of3")
+    stale.mkdir(parents=True)
     spans = plan(22, False, 2, 4, 1)
     assert [(s.start, s.end) for s in spans] == [(0, 12), (12, None)]
+    if norm == "clip" and mode == "minmax":  # the range's actor killed at frame 17: resumed
+        monkeypatch.setenv("DEPTHCLI_CHECKPOINT_FRAMES", "3")
+        step = VideoProgress.step
+
+        def interrupted(self, n=1):  # type: ignore[no-untyped-def]
+            step(self, n)
+            if self.n == 5:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(VideoProgress, "step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_range(src, out / "clip", est, opts(out), spans[1], spans, "tok")
+        monkeypatch.setattr(VideoProgress, "step", step)
+        logged = []
+        monkeypatch.setattr(video_log, "info", lambda msg, *a: logged.append(msg % a))
     first = run_range(src, out / "clip", est, opts(out), spans[1], spans, "tok")
     assert first == (None, 10)  # not the last: no join
+    if norm == "clip" and mode == "minmax":
+        assert "clip.mp4: resuming at frame 15" in logged, logged
     report, frames = run_range(src, out / "clip", est, opts(out), spans[0], spans, "tok")
     assert frames == 12 and report is not None
     assert report == {"frames": 22, "written": True, "skipped": False, "errors": local.errors}
     again = run_range(src, out / "clip", est, opts(out), spans[1], spans, "tok")
     assert again == (report, 0)  # a retry after the join: the report, nothing computed
     cleanup(out, "tok")
-    assert not (out / PARTIAL_DIR).exists()
+    assert not (out / PARTIAL_DIR).exists()  # the stale range folder went too
     want, got = _files(tmp_path / "local"), _files(out)
     assert sorted(got) == sorted(want) and len(want) >= 3
     for name in want:

@@ -175,6 +175,7 @@ class _Feed:
         self.stop = threading.Event()
         self.actors = 1  # model actors: a long per-frame video is split over them (`split`)
         self.temporal = False  # the video model is a temporal one: never split
+        self.segment = 0  # H.264 segment length the ranges were planned on
         self.token = uuid.uuid4().hex[:12]  # this run's join markers (runners.video_ranges)
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
 
@@ -193,7 +194,7 @@ class _Feed:
                 continue
             row = {"idx": idx, "src": str(item.src), "kind": item.kind, "base": str(base),
                    "paths": "{}", "rk": -1, "rn": 0, "r0": 0, "r1": -1, "spans": "[]",
-                   "token": self.token}
+                   "seg": 0, "token": self.token}
             if item.kind == "video":  # what the actor's predict_video will write, as locally
                 vpaths = outputs.video_paths(base, [f for f in fmt if outputs.FORMATS[f].video])
                 if is_pattern(item.src):  # an image sequence: its frame files
@@ -209,7 +210,8 @@ class _Feed:
                     listed = json.dumps([[sp.start, -1 if sp.end is None else sp.end]
                                          for sp in spans])
                     for sp in spans:
-                        yield {**row, "kind": "range", "spans": listed, **sp.as_row()}
+                        yield {**row, "kind": "range", "spans": listed, "seg": self.segment,
+                               **sp.as_row()}
                     continue
             if item.kind == "image":
                 paths = outputs.image_paths(base, fmt)
@@ -237,7 +239,8 @@ class _Feed:
             total, estimated = frame_total(vio.probe(src, self.opts.max_pixels))
         except Exception:  # noqa: BLE001 - not splittable; the actor reports what is wrong
             return []
-        spans = plan(total, estimated, self.actors, segment_frames(), self.opts.batch_size)
+        self.segment = segment_frames()
+        spans = plan(total, estimated, self.actors, self.segment, self.opts.batch_size)
         if spans:
             _logger.info("%s: %d frames in %d ranges over %d actors", src, total, len(spans),
                          self.actors)
@@ -472,6 +475,8 @@ def run_predict_ray(
             for rows in feed.chunks():
                 whole = [r for r in rows if r["kind"] != "range"]
                 ranges = [r for r in rows if r["kind"] == "range"]
+                if ranges and opts.batch_size <= 1:  # one row a call anyway: one dataset,
+                    whole, ranges = [], ranges + whole  # the long ranges first
                 if whole:
                     _run_chunk(whole, tally,
                                lambda rs: _dataset(rs, opts, run_cfg, run_vcfg, plan, ropts))

@@ -296,8 +296,12 @@ class ModelStage:
         """(frames, status, json report, error) for one frame range of a split video; the
         report is the video's when this range was the last and joined it."""
         from .video_ranges import Span, run_range
+        from .video_resume import segment_frames
 
         src = str(row["src"])
+        if int(row["seg"]) != segment_frames():  # the ranges must start on segment boundaries
+            return 0, "failed", "", (f"DEPTHCLI_SEGMENT_FRAMES differs between the driver "
+                                     f"({row['seg']}) and this actor ({segment_frames()})")
         span = Span.of_row(row)
         spans = [Span(k, span.count, int(a), None if int(b) < 0 else int(b))
                  for k, (a, b) in enumerate(json.loads(str(row["spans"])))]

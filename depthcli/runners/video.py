@@ -645,6 +645,8 @@ class _VideoRun:
         self.report.clip = clip_report.clip_entry(meta, self.info, self.pts)
         self.report.frames = int(meta.get("frames", len(self.pts)))
         self.report.errors.extend(meta.get("errors", []))
+        for left in self.state.folder.parent.glob(f"{self.state.folder.name}.range*of*"):
+            shutil.rmtree(left, ignore_errors=True)  # ranges of a split run of other settings
         self.state.remove()
 
 

@@ -9,6 +9,10 @@ at once; then up to `RayOptions.chunk` rows while discovery runs ahead in a thre
     per actor, one GPU each when the cluster has GPUs) -> render + encode + atomic write
     (CPU tasks) -> one small result row per input back to the driver (summary, progress)
 
+A long video of a per-frame model, with two or more actors, goes as frame ranges instead, one
+row each (`runners.video_ranges`: planned here, run on the actors one row a call, joined by
+the range that finishes last into the local run's bytes).
+
 Ray Data's streaming executor bounds memory (backpressure between operators). Faults: actors
 restart and their tasks are retried, tasks are retried; a row that still does not come back
 is run once more in a fresh dataset, then reported as failed. Writes are atomic, so a retried

@@ -24,7 +24,8 @@ Value range of visual formats (`opts.video_norm`, CLI `--video-norm`):
   frame (no flicker). Pass 1 infers every frame, writes the raw exports, keeps the network-size
   depth in a temporary file in the video's partial-state folder (float16, float32 when png16
   needs the precision; the `.npy` itself is used instead when it is requested) and the clip's min/max (or
-  percentiles, from an evenly spaced subsample of every frame, when `--range pLO,HI`). Pass 2
+  percentiles, from an evenly spaced subsample of every frame (`outputs.clipstats`: a function of
+  the frame and its number, so frame ranges run apart merge exactly), when `--range pLO,HI`). Pass 2
   upsamples each stored frame again (the same bilinear step as pass 1) and encodes the visual
   outputs; only `side` re-decodes the source, for the input frames. Disk use of the temporary
   file: frames x network pixels x 2 bytes (about 0.5 MB a frame at --input-size 518, 16:9).

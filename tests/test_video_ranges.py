@@ -18,6 +18,7 @@ from depthcli.io.atomic import PARTIAL_DIR
 from depthcli.outputs import clipstats
 from depthcli.outputs.clipstats import ClipStats
 from depthcli.outputs.render import RenderOptions
+from depthcli.runners import video as video_mod
 from depthcli.runners.options import PredictOptions
 from depthcli.runners.video import _logger as video_log
 from depthcli.runners.video import predict_video
@@ -124,6 +125,19 @@ def test_ranges_joined_are_the_local_bytes(tmp_path, est, monkeypatch, formats, 
     assert first == (None, 10)  # not the last: no join
     if norm == "clip" and mode == "minmax":
         assert "clip.mp4: resuming at frame 15" in logged, logged
+    if norm == "frame":  # the joining actor killed after a few links: the retry joins
+        link, calls = video_mod._link, []
+
+        def killed(a, b):  # type: ignore[no-untyped-def]
+            calls.append(b)
+            if len(calls) == 4:
+                raise KeyboardInterrupt
+            link(a, b)
+
+        monkeypatch.setattr(video_mod, "_link", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_range(src, out / "clip", est, opts(out), spans[0], spans, "tok")
+        monkeypatch.setattr(video_mod, "_link", link)
     report, frames = run_range(src, out / "clip", est, opts(out), spans[0], spans, "tok")
     assert frames == 12 and report is not None
     assert report == {"frames": 22, "written": True, "skipped": False, "errors": local.errors}

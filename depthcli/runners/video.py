@@ -72,6 +72,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import shutil
 import time
 from array import array
@@ -88,6 +89,7 @@ from ..errors import DepthCliError, InputError, strip_path
 from ..io import sequence as seq
 from ..io import video as vio
 from ..io.atomic import as_disk_full, is_disk_full, publish
+from ..io.mp4_segments import fsync_dir
 from ..outputs.clipstats import ClipStats, ShotStats
 from ..outputs.ffv1 import Ffv1Writer
 from ..outputs.render import RenderOptions
@@ -215,7 +217,11 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
     try:
         run = _VideoRun(src, paths, est, opts, info, norm, bars, state, names, span)
         if join is not None and not state.resumed:
-            run.join(join, video_folder, video_fp)
+            try:
+                run.join(join, video_folder, video_fp)
+            except BaseException as exc:  # the ranges stay whole: a retry joins them again
+                state.release() if isinstance(exc, KeyboardInterrupt) else state.remove()
+                raise
         return run.run()
     except (DepthCliError, KeyboardInterrupt):
         raise
@@ -593,14 +599,14 @@ class _VideoRun:
                 for sp, fo in live:
                     base = sp.start // self.segment
                     for seg in sorted((fo / f).glob("seg*.pkt")):
-                        (seg).replace(st / f / f"seg{base + int(seg.stem[3:]):06d}.pkt")
+                        _link(seg, st / f / f"seg{base + int(seg.stem[3:]):06d}.pkt")
                 w.mp4.segments = math.ceil(len(self.pts) / self.segment)
                 w.mp4.join(w.out)
             else:  # frame files, named by the clip's frame numbers already
                 (st / f).mkdir(parents=True, exist_ok=True)
                 for _, fo in live:
                     for p in sorted((fo / f).iterdir()):
-                        p.replace(st / f / p.name)
+                        _link(p, st / f / p.name)
         extra: dict[str, object] = {"frames": len(self.pts), "errors": parts[-1][2]["errors"],
                                     "recompute": self.recompute}
         if self.two_pass:
@@ -618,6 +624,8 @@ class _VideoRun:
                 extra["source_dtype"] = np.dtype(dtype).str
         self.state.save(self._meta("pass2" if self.two_pass else "publish", done=0, **extra),
                         self._timing())
+        for d in (st / f for f in self.pass1 if (st / f).is_dir()):  # the links durable
+            fsync_dir(d)
         for _, folder, _, _ in parts:  # their frames are the video's now
             shutil.rmtree(folder, ignore_errors=True)
         _logger.info("%s: %d frame ranges joined (%d frames)", self.src.name, len(parts),
@@ -653,6 +661,15 @@ class _VideoRun:
 
 def _sub(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _link(src: Path, dst: Path) -> None:
+    """`src` also as `dst` (a hard link; a copy where links are refused): a join killed half
+    way leaves its ranges whole, and the retry starts the join again."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _restored(ropts: RenderOptions, state: dict[str, np.ndarray]) -> ClipStats:

@@ -196,11 +196,9 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
     else:
         every = outputs.video_paths(base, wanted)
     paths = every
-    folder = state_folder(opts.out_dir, base)
-    fp = fingerprint(src, est, opts, wanted)
-    video_folder, video_fp = folder, fp
+    folder = video_folder = state_folder(opts.out_dir, base)
     if span is not None:
-        folder, fp = span.folder(folder), span.fingerprint(fp)
+        folder = span.folder(folder)
     if opts.skip_existing:  # resume: only the missing outputs are made
         paths = {f: p for f, p in paths.items()
                  if not (names.exists(f, p) if names is not None else output_exists(p))}
@@ -211,6 +209,9 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
             return VideoReport(skipped=True)
     if names is None:
         info = vio.probe(src, opts.max_pixels)
+    fp = video_fp = fingerprint(src, est, opts, wanted)
+    if span is not None:
+        fp = span.fingerprint(fp)
     state = VideoState.open(folder, fp, opts.skip_existing if resume is None else resume)
     if state.resumed:
         paths = {f: every[f] for f in state.meta["formats"]}

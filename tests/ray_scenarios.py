@@ -122,15 +122,30 @@ def same_outputs(a: Path, b: Path) -> None:
 
 
 def parity(work: Path, ckpt: Path) -> None:
-    """Local engine vs `--engine ray` on a Ray instance the command starts and stops."""
+    """Local engine vs `--engine ray` on a Ray instance the command starts and stops, with two
+    model actors: a 20-frame per-frame video (segments of 4 frames, AAC audio) is split into
+    two frame ranges, one per actor, and joined into the local run's bytes (npy included)."""
+    from test_video import make_video
+
     src = build_tree(work / "in")
-    code_l, sum_l, err_l = cli([str(src), "-o", str(work / "local")], ckpt)
-    code_r, sum_r, err_r = cli([str(src), "-o", str(work / "ray"), "--engine", "ray"], ckpt,
-                               env={"RAY_ADDRESS": ""})
+    make_video(src / "v" / "long.mp4", n=20, audio="aac")
+    env = {"DEPTHCLI_SEGMENT_FRAMES": "4"}
+    fmt = ("-f", "npy,color,png16")
+    code_l, sum_l, err_l = cli([str(src), "-o", str(work / "local")], ckpt, env=env, last=fmt)
+    lap("local run")
+    code_r, sum_r, err_r = cli([str(src), "-o", str(work / "ray"), "--engine", "ray",
+                                "--ray-actors", "2", "--ray-actor-cpus", "0.5"], ckpt,
+                               env={**env, "RAY_ADDRESS": ""}, last=fmt)
+    lap("ray run")
     assert code_l == code_r == 1, (code_l, code_r)
     assert counts(sum_l) == counts(sum_r), (sum_l, sum_r)
     assert err_l == err_r and len(err_r) == 1, (err_l, err_r)
+    assert sum_r.get("split_videos") == 1 and "split_videos" not in sum_l, sum_r
     same_outputs(work / "local", work / "ray")
+    for rel in ("v/long.npy", "v/long.mp4"):  # the split video: every byte
+        assert (work / "local" / rel).read_bytes() == (work / "ray" / rel).read_bytes(), rel
+    assert len(list((work / "ray" / "v" / "long_png16").iterdir())) == 20
+    assert not (work / "ray" / ".depthcli-partial").exists()
 
 
 def _kill_outputs(out: Path, names: list[str]) -> None:

@@ -51,14 +51,15 @@ class StackWriter:
     """A (T, H, W) `.npy` stack (the `npy` output, or the first pass's depth store)."""
 
     def __init__(self, name: str, path: Path, shape: tuple[int, int] | None, dtype: Any,
-                 get: Callable[[Any], np.ndarray]) -> None:
+                 get: Callable[[Any], np.ndarray], *, first: int = 0) -> None:
+        """`first`: the clip's frame number of the stack's first frame (a frame range)."""
         self.name, self.path, self.get = name, path, get
-        self.shape, self.dtype = shape, dtype
+        self.shape, self.dtype, self.first = shape, dtype, first
         self.stack: RawStack | None = None
 
     @property
     def count(self) -> int:
-        return self.stack.count if self.stack is not None else 0
+        return self.first + (self.stack.count if self.stack is not None else 0)
 
     def _open(self, resume: tuple[int, tuple[int, int] | None] | None = None) -> RawStack:
         if self.stack is None:
@@ -74,7 +75,7 @@ class StackWriter:
 
     def resume(self, state: dict[str, Any]) -> int:
         shape = tuple(state["shape"]) if state.get("shape") else None
-        return self._open((int(state["count"]), shape)).count
+        return self.first + self._open((int(state["count"]), shape)).count
 
     def finish(self) -> None:
         self._open().close()
@@ -97,10 +98,10 @@ class FramesWriter:
     """A folder of numbered frames (`000000.png`, ...) for png16, exr or pfm."""
 
     def __init__(self, fmt: str, folder: Path, opts: OutputOptions,
-                 vrange: tuple[float, float] | None) -> None:
+                 vrange: tuple[float, float] | None, *, first: int = 0) -> None:
         self.name, self.folder, self.opts, self.vrange = fmt, folder, opts, vrange
         self.ext = FRAME_SUFFIX[fmt]
-        self.count = 0
+        self.count = first  # the next frame number (files are named by the clip's numbers)
         self.unsynced: list[Path] = []
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -146,8 +147,12 @@ class Mp4Writer:
     """An H.264 depth video of a visual format, in deterministic segments (`io.mp4_segments`)."""
 
     def __init__(self, fmt: str, folder: Path, info: vio.VideoInfo, opts: OutputOptions,
-                 vrange: tuple[float, float] | None, *, segment: int, pending: bool) -> None:
+                 vrange: tuple[float, float] | None, *, segment: int, pending: bool,
+                 first: int = 0, join: bool = True) -> None:
+        """`first`: the clip's frame number of the first frame (a frame range, starting on a
+        segment boundary); `join=False` leaves the closed segments for a later join."""
         self.name, self.folder, self.opts, self.vrange = fmt, folder, opts, vrange
+        self.first, self.joins = first, join
         width = info.width * 2 + 50 if fmt == "side" else info.width
         self.mp4 = SegmentedMp4(folder, width, info.height, info, segment=segment,
                                 pending=pending)
@@ -155,7 +160,7 @@ class Mp4Writer:
 
     @property
     def count(self) -> int:
-        return self.mp4.count
+        return self.first + self.mp4.count
 
     def take(self, it: FrameOut) -> None:
         self.mp4.write(encode_visual(self.name, it.depth, it.image, self.opts,
@@ -169,11 +174,12 @@ class Mp4Writer:
         self.mp4.committed()
 
     def resume(self, state: dict[str, Any]) -> int:
-        return self.mp4.resume(state)
+        return self.first + self.mp4.resume(state)
 
     def finish(self) -> None:
         self.mp4.close()
-        self.mp4.join(self.out)
+        if self.joins:
+            self.mp4.join(self.out)
 
     def abort(self) -> None:
         self.mp4.abort()

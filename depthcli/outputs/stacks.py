@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,26 @@ class RawStack:
 
         read.close = lambda: os.close(fd)  # type: ignore[attr-defined]
         return read
+
+
+def concat_stacks(dst: Path, parts: list[Path], dtype: np.dtype[Any] | type) -> None:
+    """One stack `dst` of the finished stacks `parts`, in order (the frame ranges of a split
+    video): the bytes one stack written frame by frame would have."""
+    out = RawStack(dst, None, dtype)
+    try:
+        for p in parts:
+            part = RawStack.existing(p, dtype)
+            if part.count == 0:
+                continue
+            if out.shape is None:
+                out.shape = part.shape
+            if part.shape != out.shape:
+                raise ValueError(f"{p}: frames {part.shape} do not match {out.shape}")
+            with open(p, "rb") as f:
+                f.seek(RawStack.HEADER)
+                shutil.copyfileobj(f, out._f, 1 << 22)
+            out.count += part.count
+    except BaseException:
+        out.abort()
+        raise
+    out.close()

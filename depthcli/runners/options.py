@@ -135,6 +135,7 @@ class Summary:
     cameras: list[dict[str, object]] = field(default_factory=list)
     # per clip with something to say (an image sequence's numbering, the scene cuts found)
     clips: list[dict[str, object]] = field(default_factory=list)
+    split_videos: int = 0  # --engine ray: videos split into frame ranges over the actors
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def fail(self, path: str, reason: str) -> None:
@@ -211,6 +212,8 @@ class Summary:
             d["images"] = cameras
         if not d["clips"]:
             d.pop("clips")
+        if not d["split_videos"]:
+            d.pop("split_videos")
         d["img_per_s"] = round(self.rate, 4)  # images written per second (videos: frames_per_s)
         d["frames_per_s"] = round(self.frame_rate, 4)
         d["seconds"] = round(self.seconds, 3)

@@ -9,6 +9,10 @@ at once; then up to `RayOptions.chunk` rows while discovery runs ahead in a thre
     per actor, one GPU each when the cluster has GPUs) -> render + encode + atomic write
     (CPU tasks) -> one small result row per input back to the driver (summary, progress)
 
+A long video of a per-frame model, with two or more actors, goes as frame ranges instead, one
+row each (`runners.video_ranges`: planned here, run on the actors one row a call, joined by
+the range that finishes last into the local run's bytes).
+
 Ray Data's streaming executor bounds memory (backpressure between operators). Faults: actors
 restart and their tasks are retried, tasks are retried; a row that still does not come back
 is run once more in a fresh dataset, then reported as failed. Writes are atomic, so a retried
@@ -25,6 +29,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +56,7 @@ from .ray_stages import (
     strip_path,
     write_stage,
 )
+from .video_ranges import Span, cleanup, plan, splittable
 
 __all__ = ["DepthPredictor", "EstimatorConfig", "RayOptions", "ray_config", "run_predict_ray"]
 
@@ -171,6 +177,10 @@ class _Feed:
                                sequence=opts.sequence)
         self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
         self.stop = threading.Event()
+        self.actors = 1  # model actors: a long per-frame video is split over them (`split`)
+        self.temporal = False  # the video model is a temporal one: never split
+        self.segment = 0  # H.264 segment length the ranges were planned on
+        self.token = uuid.uuid4().hex[:12]  # this run's join markers (runners.video_ranges)
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
 
     def _mapper(self) -> OutputMapper:
@@ -187,7 +197,8 @@ class _Feed:
                 self.tally.fail(str(item.src), strip_path(str(exc), str(item.src)))
                 continue
             row = {"idx": idx, "src": str(item.src), "kind": item.kind, "base": str(base),
-                   "paths": "{}"}
+                   "paths": "{}", "rk": -1, "rn": 0, "r0": 0, "r1": -1, "spans": "[]",
+                   "seg": 0, "token": self.token}
             if item.kind == "video":  # what the actor's predict_video will write, as locally
                 vpaths = outputs.video_paths(base, [f for f in fmt if outputs.FORMATS[f].video])
                 if is_pattern(item.src):  # an image sequence: its frame files
@@ -197,6 +208,15 @@ class _Feed:
                 if self.opts.skip_existing:
                     vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
                 self.tally.planned[idx] = list(vpaths.values())
+                spans = self._split(item.src)
+                if spans:
+                    self.tally.ranges[idx] = len(spans)
+                    listed = json.dumps([[sp.start, -1 if sp.end is None else sp.end]
+                                         for sp in spans])
+                    for sp in spans:
+                        yield {**row, "kind": "range", "spans": listed, "seg": self.segment,
+                               **sp.as_row()}
+                    continue
             if item.kind == "image":
                 paths = outputs.image_paths(base, fmt)
                 if self.opts.skip_existing:
@@ -207,6 +227,28 @@ class _Feed:
                 row["paths"] = json.dumps({f: str(p) for f, p in paths.items()})
                 self.tally.planned[idx] = list(paths.values())
             yield row
+
+    def _split(self, src: Path) -> list[Span]:
+        """The frame ranges of a video to split over the actors (runners.video_ranges)."""
+        from ..io import video as vio
+        from .video_progress import frame_total
+        from .video_resume import segment_frames
+
+        fmt = [f for f in self.opts.output.formats if outputs.FORMATS[f].video]
+        if self.actors < 2 or not splittable(
+                self.temporal, fmt, metric=self.opts.output.metric,
+                scene_cuts=self.opts.scene_cuts, sequence=is_pattern(src)):
+            return []
+        try:
+            total, estimated = frame_total(vio.probe(src, self.opts.max_pixels))
+        except Exception:  # noqa: BLE001 - not splittable; the actor reports what is wrong
+            return []
+        self.segment = segment_frames()
+        spans = plan(total, estimated, self.actors, self.segment, self.opts.batch_size)
+        if spans:
+            _logger.info("%s: %d frames in %d ranges over %d actors", src, total, len(spans),
+                         self.actors)
+        return spans
 
     def _run(self) -> None:
         try:
@@ -259,6 +301,9 @@ class _Tally:
         # each input's planned output files, recorded when its row comes back written.
         self.journal = journal
         self.planned: dict[int, list[Path]] = {}
+        self.ranges: dict[int, int] = {}  # split videos: idx -> frame ranges
+        self.range_rows: dict[int, list[dict[str, Any]]] = {}
+        self.split = 0  # videos split into frame ranges (the --json `split_videos`)
 
     def _record(self, row: dict[str, Any]) -> None:
         paths = self.planned.pop(int(row["idx"]), None)
@@ -277,6 +322,9 @@ class _Tally:
 
     def add(self, row: dict[str, Any]) -> None:
         src, status, error = str(row["src"]), str(row["status"]), str(row["error"])
+        if row["kind"] == "range":
+            self._range(row)
+            return
         self.kinds.add(f"{row['kind']}s")
         if row["kind"] == "video":
             if status == "written":
@@ -293,6 +341,32 @@ class _Tally:
             self.fail(src, strip_path(error, src))
         if self.progress:
             self.progress(1)
+
+    def _range(self, row: dict[str, Any]) -> None:
+        """A frame range of a split video; the video's lines once all its ranges are back."""
+        idx = int(row["idx"])
+        with self.lock:
+            got = self.range_rows.setdefault(idx, [])
+            got.append(row)
+            if len(got) < self.ranges.get(idx, 1):
+                return
+            del self.range_rows[idx]
+            self.kinds.add("videos")
+        src = str(row["src"])
+        failed = [r for r in got if str(r["status"]) == "failed"]
+        reports = [json.loads(str(r["vreport"])) for r in got if str(r["vreport"])]
+        if failed:
+            self._video(src, "failed", str(failed[0]["error"]), 0, [])
+        elif not reports:
+            self._video(src, "failed", "its frame ranges were done but not joined", 0, [])
+        else:
+            rep = reports[0]
+            status = "skipped" if rep["skipped"] else "written" if rep["written"] else "none"
+            if status == "written":
+                self._record(row)
+                with self.lock:
+                    self.split += 1
+            self._video(src, status, "", int(rep["frames"]), list(rep["errors"]))
 
     def _video(self, src: str, status: str, error: str, frames: int, errors: list[str]) -> None:
         """As runners.images._run_video: one failed input, however many lines describe it."""
@@ -316,8 +390,12 @@ class _Tally:
 # ---------------------------------------------------------------------------- driver: dataset
 
 def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EstimatorConfig,
-             video_cfg: EstimatorConfig | None, plan: PoolPlan, ropts: RayOptions) -> Any:
-    """rows -> read (tasks) -> model (actor pool) -> write (tasks): a lazy Ray Dataset."""
+             video_cfg: EstimatorConfig | None, plan: PoolPlan, ropts: RayOptions,
+             per_row: bool = False) -> Any:
+    """rows -> read (tasks) -> model (actor pool) -> write (tasks): a lazy Ray Dataset.
+
+    `per_row`: one row per model call and one call per actor at a time (the frame ranges of
+    split videos: each range its own actor, not batched with the next)."""
     prep = cfg.preprocess()
     task = dict(num_cpus=ropts.task_cpus)  # Ray retries a task whose worker died (3 times)
     # Any: Ray's stubs type map_batches functions as one-argument callables (no fn_kwargs)
@@ -326,9 +404,10 @@ def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EstimatorCon
         prep=prep, max_pixels=opts.max_pixels, keep_image=outputs.needs_image(opts.output.formats)),
         **task)
     ds = ds.map_batches(
-        ModelStage, batch_size=max(1, opts.batch_size), batch_format="numpy",
+        ModelStage, batch_size=1 if per_row else max(1, opts.batch_size), batch_format="numpy",
         fn_constructor_kwargs=dict(cfg=cfg, opts=opts, prep=prep, video_cfg=video_cfg),
-        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        compute=ray.data.ActorPoolStrategy(
+            size=plan.actors, max_tasks_in_flight_per_actor=1 if per_row else None),
         # Ray Data's actor defaults, max_restarts=-1 and max_task_retries=-1: a killed actor
         # comes back and its batches rerun (named remote args are deprecated in Ray 2.60).
         num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus)
@@ -338,12 +417,13 @@ def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EstimatorCon
 
 def _run_chunk(rows: list[dict[str, Any]], tally: _Tally, build: Callable[[list[dict[str, Any]]], Any]) -> None:
     """Run one chunk; rows that do not come back get one more run, then an error line."""
-    pending = {r["idx"]: r for r in rows}
+    pending = {(r["idx"], r["rk"]): r for r in rows}
     last: BaseException | None = None
     for _attempt in range(2):
         try:
             for out in build(list(pending.values())).iter_rows():
-                if pending.pop(int(out["idx"]), None) is not None:  # retried duplicates dropped
+                key = (int(out["idx"]), int(out.get("rk", -1)))
+                if pending.pop(key, None) is not None:  # retried duplicates dropped
                     tally.add(out)
         except KeyboardInterrupt:
             raise
@@ -352,7 +432,8 @@ def _run_chunk(rows: list[dict[str, Any]], tally: _Tally, build: Callable[[list[
             last = exc
         if not pending:
             return
-    for r in pending.values():
+    lost = {r["idx"]: r for r in pending.values()}  # a split video: one line, not one a range
+    for r in lost.values():
         tally.fail(r["src"], f"not processed on the Ray cluster: {str(last).splitlines()[0] if last else 'lost'}")
 
 
@@ -391,14 +472,27 @@ def run_predict_ray(
             run_cfg = cfg.on(plan.device, threads)
             run_vcfg = video_cfg.on(plan.device, threads) if video_cfg is not None else None
             _logger.info("Ray pool: %s", plan)
+            from ..models.registry import get_spec
+
+            feed.actors = plan.actors
+            feed.temporal = bool(get_spec((video_cfg or cfg).model).temporal)
             for rows in feed.chunks():
-                _run_chunk(rows, tally,
-                           lambda rs: _dataset(rs, opts, run_cfg, run_vcfg, plan, ropts))
+                whole = [r for r in rows if r["kind"] != "range"]
+                ranges = [r for r in rows if r["kind"] == "range"]
+                if ranges and opts.batch_size <= 1:  # one row a call anyway: one dataset,
+                    whole, ranges = [], ranges + whole  # the long ranges first
+                if whole:
+                    _run_chunk(whole, tally,
+                               lambda rs: _dataset(rs, opts, run_cfg, run_vcfg, plan, ropts))
+                if ranges:
+                    _run_chunk(ranges, tally, lambda rs: _dataset(
+                        rs, opts, run_cfg, run_vcfg, plan, ropts, per_row=True))
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         feed.stop.set()
         journal.close()
+        cleanup(opts.out_dir, feed.token)
         remove_stale_temps(opts.out_dir)  # temporaries of killed workers (all ours are done)
         for path, reason in feed.state.errors or []:
             tally.fail(path, reason)
@@ -406,4 +500,5 @@ def run_predict_ray(
         names = {"images": cfg.model, "videos": (video_cfg or cfg).model}
         summary.models = {k: names[k] for k in ("images", "videos") if k in tally.kinds}
         summary.seconds = time.perf_counter() - t0
+        summary.split_videos = tally.split
     return summary

@@ -279,14 +279,40 @@ class ModelStage:
                 errors[i] = f"inference failed: {res}"
             else:
                 depth[i], extras[i] = pack(res[0]), pack_extras(res[1])
+        vreport = [""] * n
         for i in range(n):
             if batch["kind"][i] == "video":
                 frames[i], vstatus[i], verrors[i], errors[i] = self._video(
                     str(batch["src"][i]), str(batch["base"][i]))
+            elif batch["kind"][i] == "range":
+                frames[i], vstatus[i], vreport[i], errors[i] = self._range(
+                    {k: v[i] for k, v in batch.items()})
         out = {k: v for k, v in batch.items() if k != "x"}
         out.update(depth=column(depth), extras=column(extras), error=column(errors), frames=np.array(frames, np.int64),
-                   vstatus=column(vstatus), verrors=column(verrors))
+                   vstatus=column(vstatus), verrors=column(verrors), vreport=column(vreport))
         return out
+
+    def _range(self, row: dict[str, Any]) -> tuple[int, str, str, str]:
+        """(frames, status, json report, error) for one frame range of a split video; the
+        report is the video's when this range was the last and joined it."""
+        from .video_ranges import Span, run_range
+        from .video_resume import segment_frames
+
+        src = str(row["src"])
+        if int(row["seg"]) != segment_frames():  # the ranges must start on segment boundaries
+            return 0, "failed", "", (f"DEPTHCLI_SEGMENT_FRAMES differs between the driver "
+                                     f"({row['seg']}) and this actor ({segment_frames()})")
+        span = Span.of_row(row)
+        spans = [Span(k, span.count, int(a), None if int(b) < 0 else int(b))
+                 for k, (a, b) in enumerate(json.loads(str(row["spans"])))]
+        try:
+            report, frames = run_range(Path(src), Path(str(row["base"])),
+                                       self.video_estimator(), self.opts, span, spans,
+                                       str(row["token"]))
+        except Exception as exc:  # noqa: BLE001 - the video fails, as a whole video would
+            return 0, "failed", "", strip_path(str(exc).splitlines()[0] if str(exc) else
+                                              type(exc).__name__, src)
+        return frames, "range", json.dumps(report) if report is not None else "", ""
 
     def _video(self, src: str, base: str) -> tuple[int, str, str, str]:
         """(frames, status, json errors, error) for one whole video, as the local engine does."""
@@ -312,10 +338,12 @@ def write_stage(batch: Batch, *, output: Any) -> Batch:
     from ..outputs import write_image_outputs
 
     statuses, errors, cameras = [], [], []
+    n = len(batch["src"])
+    none = np.full(n, -1, np.int64)  # not a frame range (rows built without the columns)
     for i, src in enumerate(batch["src"]):
         error, camera = str(batch["error"][i]), ""
         status = "failed" if error else "written"
-        if batch["kind"][i] == "video":
+        if batch["kind"][i] in ("video", "range"):
             status = "failed" if error else str(batch["vstatus"][i])
         elif not error:
             paths = {f: Path(p) for f, p in json.loads(str(batch["paths"][i])).items()}
@@ -331,7 +359,8 @@ def write_stage(batch: Batch, *, output: Any) -> Batch:
         cameras.append(camera)
     return {"idx": batch["idx"], "src": batch["src"], "kind": batch["kind"],
             "status": column(statuses), "error": column(errors), "frames": batch["frames"],
-            "verrors": batch["verrors"], "camera": column(cameras)}
+            "verrors": batch["verrors"], "camera": column(cameras), "rk": batch.get("rk", none),
+            "rn": batch.get("rn", none), "vreport": batch.get("vreport", column([""] * n))}
 
 
 # -------------------------------------------------------------------------- public predictor

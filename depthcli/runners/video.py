@@ -24,7 +24,8 @@ Value range of visual formats (`opts.video_norm`, CLI `--video-norm`):
   frame (no flicker). Pass 1 infers every frame, writes the raw exports, keeps the network-size
   depth in a temporary file in the video's partial-state folder (float16, float32 when png16
   needs the precision; the `.npy` itself is used instead when it is requested) and the clip's min/max (or
-  percentiles, from an evenly spaced subsample of every frame, when `--range pLO,HI`). Pass 2
+  percentiles, from an evenly spaced subsample of every frame (`outputs.clipstats`: a function of
+  the frame and its number, so frame ranges run apart merge exactly), when `--range pLO,HI`). Pass 2
   upsamples each stored frame again (the same bilinear step as pass 1) and encodes the visual
   outputs; only `side` re-decodes the source, for the input frames. Disk use of the temporary
   file: frames x network pixels x 2 bytes (about 0.5 MB a frame at --input-size 518, 16:9).
@@ -68,7 +69,10 @@ Measuring memory (peak RSS does not grow with length)::
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
+import os
 import shutil
 import time
 from array import array
@@ -85,12 +89,14 @@ from ..errors import DepthCliError, InputError, strip_path
 from ..io import sequence as seq
 from ..io import video as vio
 from ..io.atomic import as_disk_full, is_disk_full, publish
+from ..io.mp4_segments import fsync_dir
 from ..outputs.clipstats import ClipStats, ShotStats
 from ..outputs.ffv1 import Ffv1Writer
+from ..outputs.render import RenderOptions
 from ..outputs.resumable import FramesWriter, Mp4Writer, StackWriter, Writer, writer_sink
 from ..outputs.sequence_out import NamedFramesWriter, SequenceNames, publish_frames
 from ..outputs.sinks import FrameOut
-from ..outputs.stacks import RawStack
+from ..outputs.stacks import RawStack, concat_stacks
 from ..scenecuts import SceneCuts
 from ..threads import Producer, Sink, fan_out, prefetch
 from . import clip_report, video_disk
@@ -98,6 +104,7 @@ from .frame_depth import frame_depth
 from .options import parse_norm
 from .paths import output_exists
 from .video_progress import FrameBars, VideoProgress, frame_total
+from .video_ranges import Span, load_state
 from .video_resume import Checkpoints, VideoState, fingerprint, segment_frames, state_folder
 
 if TYPE_CHECKING:
@@ -154,11 +161,15 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
 
 
 def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions,
-                  bars: FrameBars | None = None, resume: bool | None = None) -> VideoReport:
+                  bars: FrameBars | None = None, resume: bool | None = None, *,
+                  span: Span | None = None, join: list[Span] | None = None) -> VideoReport:
     """Depth outputs for one video file (see the module docstring); returns a report.
 
     `resume`: continue a partial state of the same settings (default: with --skip-existing;
     the Ray engine always, so that a video retried after a killed actor continues).
+    `span`: only the first pass of that frame range, kept in its own partial-state folder
+    (nothing published; the report counts its frames); `join`: the video's ranges, all done,
+    taken as its first pass, then the rest as usual (`runners.video_ranges`).
 
     Raises InputError for inputs that are not videos (or cannot be processed at all).
     """
@@ -185,7 +196,9 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
     else:
         every = outputs.video_paths(base, wanted)
     paths = every
-    folder = state_folder(opts.out_dir, base)
+    folder = video_folder = state_folder(opts.out_dir, base)
+    if span is not None:
+        folder = span.folder(folder)
     if opts.skip_existing:  # resume: only the missing outputs are made
         paths = {f: p for f, p in paths.items()
                  if not (names.exists(f, p) if names is not None else output_exists(p))}
@@ -196,12 +209,21 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
             return VideoReport(skipped=True)
     if names is None:
         info = vio.probe(src, opts.max_pixels)
-    state = VideoState.open(folder, fingerprint(src, est, opts, wanted),
-                            opts.skip_existing if resume is None else resume)
+    fp = video_fp = fingerprint(src, est, opts, wanted)
+    if span is not None:
+        fp = span.fingerprint(fp)
+    state = VideoState.open(folder, fp, opts.skip_existing if resume is None else resume)
     if state.resumed:
         paths = {f: every[f] for f in state.meta["formats"]}
     try:
-        return _VideoRun(src, paths, est, opts, info, norm, bars, state, names).run()
+        run = _VideoRun(src, paths, est, opts, info, norm, bars, state, names, span)
+        if join is not None and not state.resumed:
+            try:
+                run.join(join, video_folder, video_fp)
+            except BaseException as exc:  # the ranges stay whole: a retry joins them again
+                state.release() if isinstance(exc, KeyboardInterrupt) else state.remove()
+                raise
+        return run.run()
     except (DepthCliError, KeyboardInterrupt):
         raise
     except Exception as exc:  # one video failing must not stop the run
@@ -215,8 +237,10 @@ class _VideoRun:
     def __init__(self, src: Path, paths: dict[str, Path], est: DepthEstimator,
                  opts: PredictOptions, info: vio.VideoInfo, norm: str | tuple[float, float],
                  bars: FrameBars | None, state: VideoState,
-                 names: SequenceNames | None = None) -> None:
+                 names: SequenceNames | None = None, span: Span | None = None) -> None:
         self.src, self.paths, self.est, self.opts, self.info = src, paths, est, opts, info
+        self.span = span  # a frame range only (runners.video_ranges)
+        self.first = span.start if span is not None else 0
         self.names = names  # an image sequence's output names (None: a video file)
         self.bars, self.state = bars, state
         self.oopts = opts.output
@@ -265,8 +289,12 @@ class _VideoRun:
             return Ffv1Writer(self.state.folder / fmt, self.info, self.oopts, vrange)
         if outputs.FORMATS[fmt].video == "mp4":
             return Mp4Writer(fmt, self.state.folder / fmt, self.info, self.oopts, vrange,
-                             segment=self.segment, pending=pending)
-        return FramesWriter(fmt, self.state.folder / fmt, self.oopts, vrange)
+                             segment=self.segment, pending=pending, first=self.first,
+                             join=self.span is None)
+        return FramesWriter(fmt, self.state.folder / fmt, self.oopts, vrange, first=self.first)
+
+    def _store_dtype(self) -> type:
+        return np.float32 if {"png16", "ffv1"} & set(self.pass2) else np.float16
 
     def _meta(self, phase: str, **extra: object) -> dict[str, object]:
         return {"phase": phase, "formats": list(self.paths), **extra}
@@ -297,10 +325,14 @@ class _VideoRun:
             if not self.state.resumed:  # before the first frame: does the mode fit the disk?
                 self.recompute = video_disk.check(
                     self.src, self.opts.out_dir, self.state.folder, self.est, self.size,
-                    frame_total(self.info)[0], list(self.paths), self.pass1, self.pass2,
+                    self._frame_total()[0], list(self.paths), self.pass1, self.pass2,
                     two_pass=self.two_pass, segment=self.segment)
             if phase == "pass1":
                 self._pass1()
+            if self.span is not None:  # a frame range: its first pass is all
+                self.state.release()
+                self.report.frames = int(self.state.meta.get("frames", 0))
+                return self.report
             if phase in ("pass1", "pass2") and self.two_pass:
                 self._pass2()
             self._publish()
@@ -315,9 +347,18 @@ class _VideoRun:
         self.report.written = True
         return self.report
 
+    def _frame_total(self) -> tuple[int, bool]:
+        """Frames to expect (declared or estimated); a range's own."""
+        total, estimated = frame_total(self.info)
+        if self.span is not None:
+            total = max(0, self.span.frames(total))
+        return total, estimated
+
     def _frames(self, log: vio.DecodeLog | None, skip: int) -> Producer[vio.Frame]:
         frames = seq.iter_frames(self.info, log, skip) if isinstance(self.info, seq.SequenceInfo) \
             else vio.iter_frames(self.info, log, skip)
+        if self.span is not None and self.span.end is not None:
+            frames = itertools.islice(frames, max(0, self.span.end - skip))
         return Producer(frames,
                         maxsize=self.opts.batch_size + 2 * self.workers, name="depthcli-decode")
 
@@ -329,14 +370,12 @@ class _VideoRun:
         npy: StackWriter | None = None
         if "npy" in self.paths and not (self.names is not None and self.names.per_frame("npy")):
             npy = StackWriter("npy", self._part("npy"), self.size, np.float32,
-                              lambda it: it.depth)
+                              lambda it: it.depth, first=self.first)
             writers.append(npy)
         store: StackWriter | None = None
         if self.two_pass and npy is None and not self.recompute:
-            store = StackWriter("store", st.folder / "store.raw", None,
-                                np.float32 if {"png16", "ffv1"} & set(self.pass2)
-                                else np.float16,
-                                lambda a: a)
+            store = StackWriter("store", st.folder / "store.raw", None, self._store_dtype(),
+                                lambda a: a, first=self.first)
             writers.append(store)
         if self.opts.scene_cuts is not None:
             self.detector = SceneCuts(self.opts.scene_cuts)
@@ -346,6 +385,14 @@ class _VideoRun:
                 else ClipStats(self.oopts.render)
         log = self._infer("pass1", "pass 1/2" if self.two_pass else "frames", writers, store,
                           stats, "side" in self.pass1)
+        if self.span is not None:  # a range: what the join needs, nothing published
+            arrays = {**self._timing(), **({f"stats_{k}": v for k, v in stats.state().items()}
+                                           if isinstance(stats, ClipStats) else {})}
+            self.state.save(self._meta("range", done=self.first + len(self.pts),
+                                       frames=len(self.pts), errors=log.lines(),
+                                       recompute=self.recompute, ranged=[w.name for w in writers]),
+                            arrays)
+            return
         if not self.pts:
             raise InputError(f"{self.src}: no decodable video frames")
         extra: dict[str, object] = {"frames": len(self.pts), "errors": log.lines(),
@@ -378,7 +425,7 @@ class _VideoRun:
                                workers=self.workers,
                                need_full=any(w is not store for w in writers), cuts=cuts,
                                temporal=self.opts.temporal)
-        done = 0
+        done = self.first if first else 0
         if st.resumed and st.meta.get("phase") == phase and "writers" in st.meta:
             done = int(st.meta["done"])
             for w in writers:
@@ -406,8 +453,8 @@ class _VideoRun:
                 outs.append(sink)
         base_meta = {k: v for k, v in st.meta.items() if k not in ("phase", "writers", "done")}
         log = vio.DecodeLog(self.src)
-        total = frame_total(self.info) if first else (len(self.pts), False)
-        prog = VideoProgress(self.src.name, label, total, self.bars, start=done)
+        total = self._frame_total() if first else (len(self.pts), False)
+        prog = VideoProgress(self.src.name, label, total, self.bars, start=done - self.first)
         producer = self._frames(log, done)
         self.ckpt.start(done)
         try:
@@ -520,6 +567,71 @@ class _VideoRun:
                               "decoded again; they are black"]
         self.state.save({**meta, "phase": "publish", "done": 0}, self._timing())
 
+    def join(self, spans: list[Span], video_folder: Path, video_fp: str) -> None:
+        """The finished frame ranges of this video as its first pass (`runners.video_ranges`):
+        afterwards the state folder holds what `_pass1` leaves, byte for byte."""
+        parts = []
+        for sp in spans:
+            got = load_state(sp.folder(video_folder))
+            if got is None or got[0].get("phase") != "range" or \
+                    got[0].get("fingerprint") != sp.fingerprint(video_fp):
+                raise RuntimeError(f"frame range {sp.index + 1} of {sp.count} is not done")
+            parts.append((sp, sp.folder(video_folder), *got))
+        counts = [int(meta["frames"]) for _, _, meta, _ in parts]
+        for (sp, _, _, _), n, later in zip(parts, counts, counts[1:], strict=False):
+            planned = sp.frames(0)
+            if n != planned and later:  # a range ended early, yet the next has frames
+                raise RuntimeError(f"frame range {sp.index + 1} has {n} of {planned} frames")
+        for _, _, _, arrays in parts:
+            self.pts.extend(int(v) for v in arrays["pts"])
+            self.durations.extend(int(v) for v in arrays["dur"])
+        if not self.pts:
+            raise InputError(f"{self.src}: no decodable video frames")
+        self.recompute = any(bool(meta.get("recompute")) for _, _, meta, _ in parts)
+        live = [(sp, folder) for (sp, folder, _, _), n in zip(parts, counts, strict=True) if n]
+        st = self.state.folder
+        npy = "npy" in self.paths
+        for f in self.pass1:
+            if f == "npy":
+                concat_stacks(self._part("npy"), [fo / "npy.npy" for _, fo in live], np.float32)
+            elif outputs.FORMATS[f].video == "mp4":  # one pass: segments renumbered, joined
+                w = self._writer(f, self.vrange, pending=False)
+                assert isinstance(w, Mp4Writer)
+                for sp, fo in live:
+                    base = sp.start // self.segment
+                    for seg in sorted((fo / f).glob("seg*.pkt")):
+                        _link(seg, st / f / f"seg{base + int(seg.stem[3:]):06d}.pkt")
+                w.mp4.segments = math.ceil(len(self.pts) / self.segment)
+                w.mp4.join(w.out)
+            else:  # frame files, named by the clip's frame numbers already
+                (st / f).mkdir(parents=True, exist_ok=True)
+                for _, fo in live:
+                    for p in sorted((fo / f).iterdir()):
+                        _link(p, st / f / p.name)
+        extra: dict[str, object] = {"frames": len(self.pts), "errors": parts[-1][2]["errors"],
+                                    "recompute": self.recompute}
+        if self.two_pass:
+            stats = ClipStats.merge(self.oopts.render, [
+                _restored(self.oopts.render, _sub(arrays, "stats_")) for *_, arrays in parts])
+            vrange = stats.value_range()
+            _logger.info("%s: clip value range %.6g .. %.6g", self.src.name, *vrange)
+            extra["vrange"] = list(vrange)
+            extra["source"] = "npy" if npy else "store"
+            if npy:
+                extra["source_dtype"] = np.dtype(np.float32).str
+            elif not self.recompute:
+                dtype = self._store_dtype()
+                concat_stacks(st / "store.raw", [fo / "store.raw" for _, fo in live], dtype)
+                extra["source_dtype"] = np.dtype(dtype).str
+        self.state.save(self._meta("pass2" if self.two_pass else "publish", done=0, **extra),
+                        self._timing())
+        for d in (st / f for f in self.pass1 if (st / f).is_dir()):  # the links durable
+            fsync_dir(d)
+        for _, folder, _, _ in parts:  # their frames are the video's now
+            shutil.rmtree(folder, ignore_errors=True)
+        _logger.info("%s: %d frame ranges joined (%d frames)", self.src.name, len(parts),
+                     len(self.pts))
+
     def _shot_range(self, index: int) -> tuple[float, float] | None:
         return clip_report.shot_range(self.state.meta, index)
 
@@ -543,8 +655,25 @@ class _VideoRun:
         self.report.clip = clip_report.clip_entry(meta, self.info, self.pts)
         self.report.frames = int(meta.get("frames", len(self.pts)))
         self.report.errors.extend(meta.get("errors", []))
+        for left in self.state.folder.parent.glob(f"{self.state.folder.name}.range*of*"):
+            shutil.rmtree(left, ignore_errors=True)  # ranges of a split run of other settings
         self.state.remove()
 
 
 def _sub(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _link(src: Path, dst: Path) -> None:
+    """`src` also as `dst` (a hard link; a copy where links are refused): a join killed half
+    way leaves its ranges whole, and the retry starts the join again."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _restored(ropts: RenderOptions, state: dict[str, np.ndarray]) -> ClipStats:
+    stats = ClipStats(ropts)
+    stats.restore(state)
+    return stats

@@ -40,7 +40,7 @@ _logger = logging.getLogger(__name__)
 STATE_DIR = PARTIAL_DIR
 CHECKPOINT_S = 30.0
 SEGMENT_FRAMES = 120  # frames per H.264 segment (one IDR frame each; see io.mp4_segments)
-VERSION = 1
+VERSION = 2  # 2: frame-number subsample of the clip statistics
 
 
 def _env_int(name: str) -> int | None:

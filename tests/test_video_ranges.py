@@ -23,8 +23,9 @@ from depthcli.runners.options import PredictOptions
 from depthcli.runners.video import _logger as video_log
 from depthcli.runners.video import predict_video
 from depthcli.runners.video_progress import VideoProgress
-from depthcli.runners.video_ranges import Span, cleanup, plan, run_range
+from depthcli.runners.video_ranges import Span, cleanup, plan
 from depthcli.runners.video_resume import state_folder
+from depthcli.runners.video_split import run_range
 
 
 def test_plan_ranges_on_segment_and_batch_boundaries() -> None:

@@ -295,8 +295,9 @@ class ModelStage:
     def _range(self, row: dict[str, Any]) -> tuple[int, str, str, str]:
         """(frames, status, json report, error) for one frame range of a split video; the
         report is the video's when this range was the last and joined it."""
-        from .video_ranges import Span, run_range
+        from .video_ranges import Span
         from .video_resume import segment_frames
+        from .video_split import run_range
 
         src = str(row["src"])
         if int(row["seg"]) != segment_frames():  # the ranges must start on segment boundaries

@@ -218,8 +218,8 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
 def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: Path | None,
-            input_size: int | None, device: str, precision: str, backend: str,
-            max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
+            input_size: int | None, device: str, precision: str, calibrate: Path | None,
+            backend: str, max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
             batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
             max_pixels: int, video_norm: str, sequence: bool, fps_: str | None,
@@ -254,6 +254,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     kinds, open_ended = preflight.explicit_kinds(inputs) if not live else (set(), False)
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
+    preflight.check_int8(precision, backend, device, calibrate, engine)
     if temporal == "stream" and backend not in ("auto", "torch"):
         raise click.UsageError("--temporal stream runs on the torch backend (--backend torch)")
     if temporal == "stream" and scene_cuts:
@@ -276,7 +277,7 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     settings = ModelSettings(weights=weights, input_size=input_size, device=device,
                              precision=precision, backend=backend, max_depth=max_depth,
                              compile_=compile_, channels_last=channels_last,
-                             output_size=output_size, camera=camera)
+                             output_size=output_size, camera=camera, calibrate=calibrate)
     if live:
         run_live_command(live, opts=opts, video_model=video_model, settings=settings,
                          threads=threads, timeout=source_timeout, reconnects=reconnect,
@@ -296,7 +297,8 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
                                 precision=s.precision, backend=s.backend, max_depth=s.max_depth,
                                 compile_=s.compile_, channels_last=s.channels_last,
                                 output_size=s.output_size, camera=s.camera, resolved=found,
-                                job_inputs=lambda: _image_job_size(opts))
+                                job_inputs=lambda: _image_job_size(opts),
+                                calibrate=s.calibrate)
         models = Estimators(load, image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)

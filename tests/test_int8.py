@@ -183,3 +183,30 @@ def test_deviation_bound_golden(int8_pair: tuple, golden_dir: Path, tiny_ckpt: P
         assert float(np.abs(a - b).max()) / span < 0.5
     assert max(means) < MEAN_BOUND, means
     assert max(means) > 1e-5  # really int8, not the fp32 IR
+
+
+def test_bench_int8_beside_fp32(int8_pair: tuple, cache: Path, tiny_ckpt: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bench --precision int8,fp32 --backend openvino`: both columns, each with its deviation
+    from torch fp32 (int8's far larger), and how int8 was calibrated."""
+    import json
+
+    monkeypatch.setenv("DEPTHCLI_CACHE", str(cache))  # the fixture's IRs: no quantising
+    for i in range(2):
+        write_image(tmp_path / "in" / f"b{i}.png", 70, 100, seed=i)
+    r = CliRunner().invoke(main, [
+        "bench", "--model", "da2-tiny-test", "--weights", str(tiny_ckpt), "--backend",
+        "openvino", "--precision", "int8,fp32", "--input-size", str(SIZE), "--inputs",
+        str(tmp_path / "in"), "--runs", "1", "--warmup", "0", "--no-peer", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout[r.stdout.index("{"):])
+    per = got["by_backend"]
+    assert set(per) == {"openvino-int8", "openvino-fp32"} and got["precision"] == "int8"
+    d8, d32 = (per[k]["deviation_vs_torch_fp32"] for k in ("openvino-int8", "openvino-fp32"))
+    assert d32["max_of_range"] < 1e-4 and 1e-4 < d8["mean_of_range"] < MEAN_BOUND
+    assert d8["max_of_range"] >= d8["mean_of_range"] >= d8["mean_of_range_avg"] > 0
+    assert per["openvino-int8"]["int8"]["cached"] is True
+    assert "built-in" in per["openvino-int8"]["int8"]["calibration"]
+    r = CliRunner().invoke(main, ["bench", "--model", "da2-tiny-test", "--precision", "int8",
+                                  "--backend", "torch", "--no-peer"])
+    assert r.exit_code == 2 and "int8 runs on --backend openvino only" in r.output

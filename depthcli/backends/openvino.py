@@ -192,6 +192,12 @@ class OpenVINOBackend:
         return {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
 
     def _read(self, entry: os.PathLike[str]) -> object:
+        report = os.path.join(entry, "int8.json")
+        if self._calibration is not None and self.int8_report is None and os.path.exists(report):
+            import json
+
+            with open(report, encoding="utf-8") as f:
+                self.int8_report = {**json.load(f), "cached": True}
         return self._core.read_model(os.path.join(entry, "model.xml"))
 
     def _compile(self, precision: str) -> Any:  # an openvino.CompiledModel (untyped)

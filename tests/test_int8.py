@@ -127,6 +127,11 @@ def test_errors(tmp_path: Path, tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch
     r = _predict([*w, "--precision", "int8", "--device", "cuda"], tmp_path)
     assert r.exit_code == 2  # type: ignore[attr-defined]
     assert "CUDA" in r.output or "not cuda" in r.output  # type: ignore[attr-defined]
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)  # named, so the kind is known before anything is read
+    r = CliRunner().invoke(main, ["predict", str(clip), "-o", str(tmp_path / "o"),
+                                  "--precision", "int8", "--backend", "openvino"])
+    assert r.exit_code == 2 and "vda-small is a temporal video model" in r.output  # type: ignore[attr-defined]
     # NNCF absent: one line naming the extra
     import depthcli.backends.int8 as int8
 

@@ -255,6 +255,11 @@ def predict(inputs: tuple[str, ...], out_dir: Path, model: str | None, weights: 
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
     preflight.check_int8(precision, backend, device, calibrate, engine)
+    if precision == "int8" and "video" in kinds and spec_or_usage(video_model).temporal:
+        raise click.BadParameter(f"{video_model} is a temporal video model, which is not "
+                                 "quantised; use --precision fp32 for videos, or an image model "
+                                 "(--model da2-small) for per-frame depth",
+                                 param_hint="--precision int8")
     if temporal == "stream" and backend not in ("auto", "torch"):
         raise click.UsageError("--temporal stream runs on the torch backend (--backend torch)")
     if temporal == "stream" and scene_cuts:

@@ -58,6 +58,23 @@ def cpu_supports(precision: str) -> bool:
     return _CAPABILITY.get(precision, "?") in caps
 
 
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def _warn_without_vnni() -> None:
+    """One line where int8 is measured slower than fp32: x86 without VNNI/AMX int8 dot
+    products (2-core AVX2 EPYC: 3383 vs 2844 ms/img for ViT-S at 518, README)."""
+    import platform
+
+    from ..precision import cpu_flags
+
+    flags = cpu_flags()
+    if platform.machine().lower() in ("x86_64", "amd64") and flags and not any(
+            f in flags for f in VNNI_FLAGS):
+        _logger.warning("--precision int8: this CPU has no VNNI/AMX int8 instructions (%s); "
+                        "int8 may run slower than fp32 here", " / ".join(VNNI_FLAGS))
+
+
 def cache_key(graph: Graph, calibration: Calibration | None = None) -> CacheKey:
     """The cache key of the fp32 IR of `graph` (backends/graph.py), or of its int8 IR
     quantised on `calibration` (which images at which size, and NNCF's version)."""
@@ -99,6 +116,7 @@ class OpenVINOBackend:
             if getattr(model, "temporal", False):
                 raise BackendError(f"--precision int8: {model.spec.name} is a temporal video "
                                    "model, which is not quantised; use --precision fp32")
+            _warn_without_vnni()
         if precision not in _HINTS:
             raise BackendError(f"OpenVINO backend: unknown precision {precision!r}")
         if not cpu_supports(precision):

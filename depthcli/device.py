@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import torch
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]  # int8: OpenVINO (CPU) only
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
 

@@ -82,10 +82,15 @@ class DepthEstimator:
         camera: dict[str, float | None] | None = None,
         job_inputs: int | None = None,
         weights_file: str | os.PathLike[str] | None = None,
+        calibrate: str | os.PathLike[str] | None = None,
     ) -> None:
         """`job_inputs`: how many images/frames the caller will run, when known: `auto` on a
         checkpoint not yet converted then converts only when that pays (backends/autoplan.py;
-        `weights_file` lets it convert in the background for the next run instead)."""
+        `weights_file` lets it convert in the background for the next run instead).
+
+        `precision="int8"`: OpenVINO post-training quantisation on the CPU (backends/int8.py),
+        calibrated on the built-in set or on the images under `calibrate`
+        (depthcli/calibration.py); preprocessing and the non-quantised parts stay fp32."""
         from .backends import Job, create_backend
 
         if not isinstance(model, torch.nn.Module) or not isinstance(
@@ -93,7 +98,10 @@ class DepthEstimator:
             raise TypeError("DepthEstimator needs a depthcli model (from depthcli.create_model), "
                             f"not {type(model).__name__}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        int8 = precision == "int8"
+        if calibrate is not None and not int8:
+            raise ValueError("--calibrate is for --precision int8")
+        self.dtype = resolve_precision("fp32" if int8 else precision, self.device)
         self.spec: ModelSpec = model.spec
         if output_size not in ("input", "network"):
             raise ValueError(f"output size {output_size!r}: use 'input' or 'network'")
@@ -105,9 +113,15 @@ class DepthEstimator:
         self.digest = _param_digest(model)  # which weights: a resumed video must match them
         job = (None if job_inputs is None else
                Job(job_inputs, self.preprocess.input_size, weights_file))
+        self.calibration = None
+        if int8:
+            from .calibration import Calibration, builtin, from_folder
+
+            images = builtin() if calibrate is None else from_folder(calibrate)
+            self.calibration = Calibration(images, self.preprocess, self.preprocess.input_size)
         self.backend: Backend = create_backend(
-            backend, model, self.device, self.dtype, job=job, channels_last=channels_last,
-            compile=compile, owns_model=owns_model)
+            backend, model, self.device, self.dtype, job=job, calibration=self.calibration,
+            channels_last=channels_last, compile=compile, owns_model=owns_model)
 
     @classmethod
     def from_name(

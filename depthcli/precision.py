@@ -59,8 +59,9 @@ def cpu_fast(precision: str) -> bool:
 
 def cli_precision(precision: str, device_type: str) -> str:
     """The precision `predict` runs: half precision with no fast path here becomes fp32
-    (one warning line per process)."""
-    if device_type != "cpu" or cpu_fast(precision):
+    (one warning line per process). int8 is left as asked: only OpenVINO runs it, and a device
+    or backend that cannot is a one-line error (backends.check_int8)."""
+    if precision == "int8" or device_type != "cpu" or cpu_fast(precision):
         return precision
     _warn_once(precision)
     return "fp32"

@@ -17,12 +17,13 @@ from .base import Backend, BackendError, host_array
 if TYPE_CHECKING:
     import torch
 
+    from ..calibration import Calibration
     from ..models import DepthAnything
     from ..models.registry import ModelSpec
 
 __all__ = [
     "BACKEND_NAMES", "RUNTIME_BACKENDS", "Backend", "BackendError", "Job", "available",
-    "create_backend",
+    "check_int8", "create_backend",
     "create_runtime_backend", "host_array", "resolve_backend",
 ]
 
@@ -84,6 +85,27 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
     return name
 
 
+def check_int8(name: str, device_type: str, *, temporal: bool = False) -> str:
+    """The backend that runs `--precision int8` for `--backend name`: OpenVINO on the CPU only
+    (post-training quantisation of its IR, backends/int8.py); anything else is a one-line
+    error. `auto` never picks int8 itself; asked for it, `auto` means OpenVINO."""
+    from .int8 import require_nncf
+
+    if name not in ("auto", "openvino"):
+        raise BackendError(f"--precision int8 runs on --backend openvino (CPU) only, not "
+                           f"--backend {name}")
+    if device_type != "cpu":
+        raise BackendError(f"--precision int8 runs on the CPU (OpenVINO), not {device_type}; "
+                           "use --device cpu, or fp16/bf16 on a GPU")
+    if temporal:
+        raise BackendError("--precision int8: temporal video models (vda-*) are not "
+                           "quantised; use --precision fp32")
+    if not available("openvino"):
+        raise BackendError(f"--precision int8 needs OpenVINO ({_INSTALL['openvino']})")
+    require_nncf()
+    return "openvino"
+
+
 @dataclass(frozen=True)
 class Job:
     """The work ahead of an estimator: `inputs` images or frames at `input_size` (None: unknown)
@@ -119,7 +141,8 @@ def _openvino_supports(precision: str) -> bool:
 
 def create_runtime_backend(name: str, model: DepthAnything, spec: ModelSpec | None = None, *,
                            precision: str, cache_dir: str | os.PathLike[str] | None = None,
-                           device: str = "cpu", threads: int | None = None) -> Backend:
+                           device: str = "cpu", threads: int | None = None,
+                           calibration: Calibration | None = None) -> Backend:
     """An OpenVINO or ONNX Runtime backend for a loaded fp32 DepthAnything `model`.
 
     The caller's module is never modified. Conversion happens once per checkpoint/model/runtime
@@ -129,7 +152,7 @@ def create_runtime_backend(name: str, model: DepthAnything, spec: ModelSpec | No
         from .openvino import OpenVINOBackend
 
         return OpenVINOBackend(model, spec, precision=precision, cache_dir=cache_dir,
-                               threads=threads)
+                               threads=threads, calibration=calibration)
     if name == "onnxruntime":
         from .onnxruntime import OnnxRuntimeBackend
 
@@ -140,16 +163,23 @@ def create_runtime_backend(name: str, model: DepthAnything, spec: ModelSpec | No
 
 def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.device,
                    dtype: torch.dtype, *, job: Job | None = None,
+                   calibration: Calibration | None = None,
                    **torch_options: object) -> Backend:
     """A ready backend for `model`: `name` is a backend name or an already built Backend.
 
     `auto` and explicit names resolve through `resolve_backend` (OpenVINO on CPUs where
     installed, torch on GPUs); the runtime backends convert the fp32
     model once (cached on disk) and never change the caller's module. `job`: what `auto` knows
-    of the work ahead, for the first run on a checkpoint (backends/autoplan.py).
+    of the work ahead, for the first run on a checkpoint (backends/autoplan.py). `calibration`
+    given: int8, quantised on it (OpenVINO on the CPU only, `check_int8`).
     """
     if not isinstance(name, str):
         return name
+    if calibration is not None:
+        check_int8(name, device.type, temporal=bool(getattr(model, "temporal", False)))
+        return create_runtime_backend("openvino", cast("DepthAnything", model),
+                                      getattr(model, "spec", None), precision="int8",
+                                      calibration=calibration)
     from ..device import precision_name
 
     precision = precision_name(dtype)

@@ -11,6 +11,11 @@ Numbers: the IR is stored in fp32 and checked against the torch model right afte
 compiles with an explicit f32 precision hint (the CPU plugin would otherwise pick bf16 on AMX
 machines); bf16/fp16 only where the CPU reports the capability, and a non-finite half-precision
 output is redone with an fp32 compilation, as the torch engine does.
+
+int8: the checked fp32 IR (from the cache, or converted first) is quantised by NNCF on a
+calibration set (backends/int8.py, depthcli/calibration.py) and cached as an entry of its own,
+keyed also by the calibration set, its network size and NNCF's version; a later run loads it
+without quantising again. Its non-quantised parts run in fp32. Temporal models are refused.
 """
 
 from __future__ import annotations
@@ -33,18 +38,19 @@ from .graph import Graph, graph_for
 if TYPE_CHECKING:
     import torch
 
+    from ..calibration import Calibration
     from ..models import DepthAnything
     from ..models.registry import ModelSpec
 
 _logger = logging.getLogger(__name__)
 
-_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 _CAPABILITY = {"bf16": "BF16", "fp16": "FP16"}
 
 
 def cpu_supports(precision: str) -> bool:
     """Whether OpenVINO's CPU plugin can run `precision` natively on this machine."""
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):  # int8 runs on any x86-64 (VNNI/AMX make it faster)
         return True
     import openvino as ov
 
@@ -52,12 +58,36 @@ def cpu_supports(precision: str) -> bool:
     return _CAPABILITY.get(precision, "?") in caps
 
 
-def cache_key(graph: Graph) -> CacheKey:
-    """The cache key of the fp32 IR of `graph` (backends/graph.py)."""
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def _warn_without_vnni() -> None:
+    """One line where int8 is measured slower than fp32: x86 without VNNI/AMX int8 dot
+    products (2-core AVX2 EPYC: 3383 vs 2844 ms/img for ViT-S at 518, README)."""
+    import platform
+
+    from ..precision import cpu_flags
+
+    flags = cpu_flags()
+    if platform.machine().lower() in ("x86_64", "amd64") and flags and not any(
+            f in flags for f in VNNI_FLAGS):
+        _logger.warning("--precision int8: this CPU has no VNNI/AMX int8 instructions (%s); "
+                        "int8 may run slower than fp32 here", " / ".join(VNNI_FLAGS))
+
+
+def cache_key(graph: Graph, calibration: Calibration | None = None) -> CacheKey:
+    """The cache key of the fp32 IR of `graph` (backends/graph.py), or of its int8 IR
+    quantised on `calibration` (which images at which size, and NNCF's version)."""
     import openvino as ov
 
-    return model_cache_key(graph.net, "openvino", "fp32", graph.shapes,
-                           {"openvino": ov.__version__})
+    if calibration is None:
+        return model_cache_key(graph.net, "openvino", "fp32", graph.shapes,
+                               {"openvino": ov.__version__})
+    from .int8 import nncf_version
+
+    return model_cache_key(graph.net, "openvino", "int8", graph.shapes,
+                           {"openvino": ov.__version__, "nncf": nncf_version()},
+                           calibration=calibration.identity)
 
 
 def is_cached(model: DepthAnything, cache_dir: str | os.PathLike[str] | None = None) -> bool:
@@ -73,9 +103,20 @@ class OpenVINOBackend:
 
     def __init__(self, model: DepthAnything, spec: ModelSpec | None = None, *,
                  precision: str = "fp32", cache_dir: str | os.PathLike[str] | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, calibration: Calibration | None = None) -> None:
+        """`calibration`: the images int8 is calibrated on (required for precision int8)."""
         import openvino as ov
 
+        if precision == "int8":
+            from .int8 import require_nncf
+
+            require_nncf()
+            if calibration is None:
+                raise BackendError("OpenVINO int8 needs a calibration set")
+            if getattr(model, "temporal", False):
+                raise BackendError(f"--precision int8: {model.spec.name} is a temporal video "
+                                   "model, which is not quantised; use --precision fp32")
+            _warn_without_vnni()
         if precision not in _HINTS:
             raise BackendError(f"OpenVINO backend: unknown precision {precision!r}")
         if not cpu_supports(precision):
@@ -88,14 +129,17 @@ class OpenVINOBackend:
         t = time.perf_counter()
         self._graph = graph_for(fp32_cpu(model))
         self._net = self._graph.net
-        key = cache_key(self._graph)
+        self._calibration = calibration if precision == "int8" else None
+        self.int8_report: dict[str, object] | None = None  # set when this run quantised
+        key = cache_key(self._graph, self._calibration)
         self.cache = RuntimeCache(cache_dir)
         # Where start-up goes (`depthcli bench --startup`): seconds per step.
         self.timings: dict[str, float] = {"cache_key": time.perf_counter() - t}
         # OpenVINO keys its compiled blobs itself (model, config, device, version).
         self._blob_dir = self.cache.root / "openvino" / "compiled"
         t = time.perf_counter()
-        self._ir, self.built = self.cache.get(key, self._convert, self._read)
+        build = self._convert if self._calibration is None else self._quantize
+        self._ir, self.built = self.cache.get(key, build, self._read)
         self.timings["convert" if self.built else "cache_load"] = time.perf_counter() - t
         t = time.perf_counter()
         self._compiled = self._compile(precision)
@@ -133,11 +177,45 @@ class OpenVINOBackend:
         _logger.debug("OpenVINO conversion checked: %s", "; ".join(map(str, checks)))
         ov.save_model(ir, os.path.join(folder, "model.xml"), compress_to_fp16=False)
 
+    def _quantize(self, folder: os.PathLike[str]) -> None:
+        """The fp32 IR (cached, or converted now), quantised by NNCF on the calibration set."""
+        import json
+
+        import openvino as ov
+
+        from .int8 import quantize
+
+        assert self._calibration is not None
+        fp32_ir, _ = self.cache.get(cache_key(self._graph), self._convert, self._read)
+        config = {"INFERENCE_PRECISION_HINT": "f32", **self._thread_config()}
+        fp32 = self._core.compile_model(fp32_ir, "CPU", config).create_infer_request()
+
+        def int8_run(ir: Any) -> Any:
+            request = self._core.compile_model(ir, "CPU", config).create_infer_request()
+            return lambda x: request.infer([x])[0].copy()
+
+        _logger.warning("int8: quantising %s on the %s (once; cached)", self._net.spec.name,
+                        self._calibration.images.description)
+        inputs = self._calibration.tensors()
+        ir, report = quantize(fp32_ir, inputs, lambda x: fp32.infer([x])[0].copy(), int8_run)
+        report["calibration"] = self._calibration.images.description
+        report["calibration_identity"] = self._calibration.identity
+        self.int8_report = report
+        ov.save_model(ir, os.path.join(folder, "model.xml"), compress_to_fp16=False)
+        with open(os.path.join(folder, "int8.json"), "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1, sort_keys=True)
+
     def _thread_config(self) -> dict[str, object]:
         threads = self._threads or run_threads()
         return {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
 
     def _read(self, entry: os.PathLike[str]) -> object:
+        report = os.path.join(entry, "int8.json")
+        if self._calibration is not None and self.int8_report is None and os.path.exists(report):
+            import json
+
+            with open(report, encoding="utf-8") as f:
+                self.int8_report = {**json.load(f), "cached": True}
         return self._core.read_model(os.path.join(entry, "model.xml"))
 
     def _compile(self, precision: str) -> Any:  # an openvino.CompiledModel (untyped)
@@ -159,7 +237,7 @@ class OpenVINOBackend:
         self._graph.check_batch(len(x))
         with self._lock:  # one infer request: not re-entrant
             out = self._request.infer([x])[0].copy()
-            if self.precision != "fp32" and not np.isfinite(out).all():
+            if self.precision in ("bf16", "fp16") and not np.isfinite(out).all():
                 _logger.warning("non-finite output in %s; redoing the batch in fp32",
                                 self.precision)
                 if self._fp32_request is None:

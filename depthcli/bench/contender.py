@@ -28,10 +28,18 @@ class Contender:
     stage: dict[str, Series] = field(default_factory=lambda: {s: Series() for s in STAGES})
     e2e: Series = field(default_factory=Series)
     mem_max: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    tagged: bool = False  # several precisions (or int8): the precision is part of the name
 
     @property
     def backend(self) -> str:
-        return self.est.backend.name
+        """The column's name: the backend that ran, with its precision when tagged."""
+        b = self.est.backend
+        return f"{b.name}-{b.precision}" if self.tagged else b.name
+
+    @property
+    def torch_fp32(self) -> bool:
+        """The reference itself: nothing to compare."""
+        return self.est.backend.name == "torch" and self.est.backend.precision == "fp32"
 
     def track(self, mem: PeakMemory, name: str) -> None:
         got = mem.read()

@@ -66,7 +66,11 @@ def print_report(r: dict) -> None:
         d = r["deviation_vs_fp32"]
         e(f"vs fp32 depth   |d| as % of the depth range (worst image): max "
           f"{100 * d['max_of_range']:.2f}%, p99 {100 * d['p99_of_range']:.2f}%, "
-          f"mean {100 * d['mean_of_range']:.3f}%")
+          f"mean {100 * d['mean_of_range']:.3f}% (all images: {100 * d['mean_of_range_avg']:.3f}%)")
+    if "int8" in r:
+        q = r["int8"]
+        e(f"int8            calibrated on the {q['calibration']}; quantised in "
+          f"{q['quantize_s']} s (NNCF {q['nncf']}){'; loaded from the cache' if q.get('cached') else ''}")
     if "peer" in r:
         p = r["peer"]
         e(f"peer            {p['what']}")
@@ -113,6 +117,7 @@ def print_backends(r: dict) -> None:
 
     row("vs torch fp32: max", [dev(n, "max_of_range") for n in names])
     row("vs torch fp32: mean", [dev(n, "mean_of_range") for n in names])
+    row("  mean, all images", [dev(n, "mean_of_range_avg") for n in names])
     if "peer" in r:
         row("x peer end-to-end", [f"{per[n]['ratio_vs_peer']['end_to_end']:.2f}" for n in names])
         row("x peer model", [f"{per[n]['ratio_vs_peer']['model']:.2f}" for n in names])

@@ -54,6 +54,8 @@ class BenchOptions:
     peer: bool = True
     as_json: bool = False
     startup: bool = False
+    precisions: tuple[str, ...] = ()  # each backend at each ([] = (precision,)); int8: OpenVINO
+    calibrate: Path | None = None  # int8: --calibrate DIR
 
 
 class Bench:
@@ -67,8 +69,15 @@ class Bench:
             self.dev = resolve_device(o.device)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        self.dtype = resolve_precision(o.precision, self.dev)
+        precs = o.precisions or (o.precision,)
+        # the matmul peak, the header and the peer: the first non-int8 precision (int8's
+        # non-quantised parts and its reference are fp32)
+        first = next((p for p in precs if p != "int8"), "fp32")
+        self.dtype = resolve_precision(first, self.dev)
         self.prec = precision_name(self.dtype)
+        self.precs = tuple(dict.fromkeys(
+            "int8" if p == "int8" else precision_name(resolve_precision(p, self.dev))
+            for p in precs))
         net = cast("DepthAnything", create_model(self.spec.name, weights=o.weights,
                                                  pretrained=o.weights is not None))
         if o.weights is None:
@@ -83,20 +92,28 @@ class Bench:
         self.net = net  # the fp32 module: FLOPs are counted on it whatever runs the model
         # Several backends share `net`: the torch backend then works on a copy (it folds
         # LayerScale in place, which would change the runtime backends' cache keys).
-        alone = len(o.backends) == 1
+        alone = len(o.backends) == 1 and len(self.precs) == 1
         self.contenders: list[Contender] = []
         for name in o.backends:
-            est = DepthEstimator(net, device=self.dev, precision=self.prec,  # type: ignore[arg-type]
-                                 input_size=o.input_size, compile=o.compile,
-                                 channels_last=o.channels_last, backend=name, owns_model=alone)
-            if any(c.backend == est.backend.name for c in self.contenders):
-                self.log(f"--backend {name} is {est.backend.name} here, already measured")
-                continue
-            self.contenders.append(Contender(name, est))
+            for prec in self.precs:
+                if prec == "int8" and name not in ("openvino", "auto"):
+                    self.log(f"--backend {name}: no int8 (OpenVINO only), measured at "
+                             f"{', '.join(p for p in self.precs if p != 'int8')} only")
+                    continue
+                est = DepthEstimator(net, device=self.dev, precision=prec,  # type: ignore[arg-type]
+                                     input_size=o.input_size, compile=o.compile,
+                                     channels_last=o.channels_last, backend=name,
+                                     owns_model=alone,
+                                     calibrate=o.calibrate if prec == "int8" else None)
+                c = Contender(name, est, tagged=len(self.precs) > 1 or prec == "int8")
+                if any(k.backend == c.backend for k in self.contenders):
+                    self.log(f"--backend {name} is {c.backend} here, already measured")
+                    continue
+                self.contenders.append(c)
         self.est = self.contenders[0].est  # the first one named: the report's headline
         # torch fp32 on the same weights: the reference each other contender is compared with
         self.ref_net = None
-        if any(c.backend != "torch" or self.dtype != torch.float32 for c in self.contenders):
+        if any(not c.torch_fp32 for c in self.contenders):
             self.ref_net = create_model(self.spec.name, pretrained=False)
             self.ref_net.load_state_dict(net.state_dict())
         self.mem = PeakMemory(self.dev)
@@ -109,7 +126,8 @@ class Bench:
         return {
             "model": self.spec.name,
             "weights": str(o.weights) if o.weights else "synthetic recipe (in memory)",
-            "device": device_name(self.dev), "precision": self.prec, "backend": self.est.backend.name,
+            "device": device_name(self.dev), "precision": self.est.backend.precision,
+            "backend": self.est.backend.name,
             "backends": [c.backend for c in self.contenders],
             "batch_size": o.batch_size, "runs": o.runs, "input_size": self.est.preprocess.input_size,
             "compile": o.compile, "channels_last": o.channels_last,
@@ -156,7 +174,7 @@ class Bench:
             "network_shapes": sorted({f"{h}x{w}" for h, w in shapes.values()}),
         }
         names = ", ".join(c.backend for c in self.contenders)
-        self.log(f"depthcli bench: {self.spec.name} on {result['device']}, {self.prec}, "
+        self.log(f"depthcli bench: {self.spec.name} on {result['device']}, {', '.join(self.precs)}, "
                  f"{names} backend{'s' if len(self.contenders) > 1 else ''}, batch "
                  f"{o.batch_size}, {len(files)} images ({desc}; {min(mps):.2f}-{max(mps):.2f} MP),"
                  f" {o.runs} runs")
@@ -181,13 +199,16 @@ class Bench:
             fig["compute"]["matmul_dtype"] = self.prec  # type: ignore[index]
             fig["memory"] = {"resident_before_runs_mb": resident, "stages": c.mem_max["stages"],
                              "end_to_end": c.mem_max["end_to_end"]}
+            report = getattr(c.est.backend, "int8_report", None)
+            if report:  # how it was quantised: calibration set, time
+                fig["int8"] = report
             per[c.backend] = fig
         if self.ref_net is not None:  # how far from torch fp32, on each distinct image
             ref_est = DepthEstimator(self.ref_net, device=self.dev, precision="fp32",
                                      input_size=o.input_size, backend="torch", owns_model=True)
             ref = [ref_est.infer(read_image(p)) for p in uniq]
             for c in self.contenders:
-                if c.backend == "torch" and self.dtype == torch.float32:
+                if c.torch_fp32:
                     continue
                 got: list[np.ndarray] = []
                 stage_pass(c.est, uniq, work / "dev", 1, keep=got)
@@ -196,7 +217,7 @@ class Bench:
         result.update({k: v for k, v in head.items() if k != "deviation_vs_torch_fp32"})
         result["compute"]["gflop_by_shape"] = {f"{h}x{w}": round(f / 1e9, 1)
                                                for (h, w), f in sorted(self.flops.items())}
-        if self.dtype != torch.float32 and "deviation_vs_torch_fp32" in head:
+        if self.contenders[0].est.backend.precision != "fp32" and "deviation_vs_torch_fp32" in head:
             result["deviation_vs_fp32"] = head["deviation_vs_torch_fp32"]
         if self.peer is not None:
             result.update(self.versus_peer(per))

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..engine import DepthEstimator
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 
 
@@ -170,7 +170,13 @@ def model_options(default_model: str | None) -> Callable[[Any], Any]:
                          type=click.Choice(DEVICES), help="auto = cuda, then mps, then cpu."),
             click.option("--precision", default="auto", show_default=True,
                          type=click.Choice(PRECISIONS),
-                         help="auto = bf16 (or fp16) on CUDA, fp32 elsewhere."),
+                         help="auto = bf16 (or fp16) on CUDA, fp32 elsewhere; int8 = OpenVINO "
+                              "post-training quantisation on the CPU (never the default; pip "
+                              "install 'depthcli[int8]')."),
+            click.option("--calibrate", type=click.Path(path_type=Path), default=None,
+                         metavar="DIR",
+                         help="--precision int8: calibrate on the images under DIR [default: "
+                              "the built-in synthetic set]; cached per set."),
             click.option("--backend", default="auto", show_default=True,
                          type=click.Choice(BACKENDS), envvar="DEPTHCLI_BACKEND",
                          help="Runtime: auto = OpenVINO on CPUs where installed, torch on GPUs "
@@ -222,6 +228,7 @@ class ModelSettings:
     channels_last: bool
     output_size: str = "input"  # "input" or "network" (--output-size)
     camera: dict[str, float | None] | None = None  # --focal-px/--fov-deg/--cx/--cy (DA3 metric)
+    calibrate: Path | None = None  # --calibrate DIR (int8)
 
 
 def _surely_absent(device: str) -> str | None:
@@ -243,6 +250,7 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                      camera: dict[str, float | None] | None = None,
                      resolved: dict[str, Path] | None = None,
                      job_inputs: Callable[[], int | None] | None = None,
+                     calibrate: Path | None = None,
                      ) -> Callable[[str], DepthEstimator]:
     """`load(model_name)` → a DepthEstimator with these settings (called when first needed).
 
@@ -266,6 +274,7 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                 input_size=input_size, compile=compile_, channels_last=channels_last,
                 backend=backend, output_size=output_size, camera=camera,
                 job_inputs=job_inputs() if job_inputs and backend == "auto" else None,
+                calibrate=calibrate,
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

@@ -82,7 +82,8 @@ def run_live_command(source: str, stream_to: str | None, *, opts: Any, video_mod
     load = estimator_loader(weights=s.weights, input_size=s.input_size, device=s.device,
                             precision=s.precision, backend=s.backend, max_depth=s.max_depth,
                             compile_=s.compile_, channels_last=s.channels_last,
-                            output_size=s.output_size, camera=s.camera, resolved=found)
+                            output_size=s.output_size, camera=s.camera, resolved=found,
+                            calibrate=s.calibrate)
     summary = LiveSummary(models={"videos": video_model})
     lopts = LiveOptions(source, timeout=timeout, reconnects=reconnects, to_stdout=to_stdout,
                         stdout=sys.stdout.buffer if to_stdout else None,

@@ -220,8 +220,9 @@ def _check_point_cloud(fmts: tuple[str, ...], spec: ModelSpec, pc: PointCloudOpt
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, errors only.")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, with tracebacks).")
 def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: Path | None,
-            input_size: int | None, device: str, precision: str, backend: str,
-            max_depth: float | None, threads: int | None, compile_: bool, channels_last: bool,
+            input_size: int | None, device: str, precision: str, calibrate: Path | None,
+            backend: str, max_depth: float | None, threads: int | None, compile_: bool,
+            channels_last: bool,
             formats: tuple[str, ...], cmap: str, range_: str, invert: bool, output_size: str,
             batch_size: int, workers: int | None, skip_existing: bool, no_clobber: bool,
             max_pixels: int, video_norm: str, sequence: bool, fps_: str | None,
@@ -257,6 +258,12 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
     kinds, open_ended = preflight.explicit_kinds(inputs) if not live else (set(), False)
     preflight.check_weights_file(weights)
     preflight.check_backend(backend, device)
+    preflight.check_int8(precision, backend, device, calibrate, engine)
+    if precision == "int8" and "video" in kinds and spec_or_usage(video_model).temporal:
+        raise click.BadParameter(f"{video_model} is a temporal video model, which is not "
+                                 "quantised; use --precision fp32 for videos, or an image model "
+                                 "(--model da2-small) for per-frame depth",
+                                 param_hint="--precision int8")
     if temporal == "stream" and backend not in ("auto", "torch"):
         raise click.UsageError("--temporal stream runs on the torch backend (--backend torch)")
     if temporal == "stream" and scene_cuts:
@@ -279,7 +286,7 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
     settings = ModelSettings(weights=weights, input_size=input_size, device=device,
                              precision=precision, backend=backend, max_depth=max_depth,
                              compile_=compile_, channels_last=channels_last,
-                             output_size=output_size, camera=camera)
+                             output_size=output_size, camera=camera, calibrate=calibrate)
     if live:
         run_live_command(live, stream_to, opts=opts, video_model=video_model, settings=settings,
                          threads=threads, timeout=source_timeout, reconnects=reconnect,
@@ -299,7 +306,8 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
                                 precision=s.precision, backend=s.backend, max_depth=s.max_depth,
                                 compile_=s.compile_, channels_last=s.channels_last,
                                 output_size=s.output_size, camera=s.camera, resolved=found,
-                                job_inputs=lambda: _image_job_size(opts))
+                                job_inputs=lambda: _image_job_size(opts),
+                                calibrate=s.calibrate)
         models = Estimators(load, image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)

@@ -82,6 +82,42 @@ def check_backend(backend: str, device: str) -> None:
         raise click.BadParameter(msg, param_hint="--backend") from None
 
 
+def check_int8(precision: str, backend: str, device: str, calibrate: Path | None,
+               engine: str = "local") -> None:
+    """--precision int8 must fit the backend and device, and --calibrate name readable images,
+    before any model loads; --calibrate without int8 is a usage error."""
+    if precision != "int8":
+        if calibrate is not None:
+            raise click.BadParameter("is for --precision int8", param_hint="--calibrate")
+        return
+    from ..backends import BackendError
+    from ..backends import check_int8 as backend_int8
+
+    try:
+        backend_int8(backend, device if device != "auto" else _auto_device())
+    except BackendError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--precision int8 "),
+                                 param_hint="--precision int8") from None
+    if calibrate is None:
+        return
+    if engine == "ray":
+        raise click.BadParameter("is read on this machine; with --engine ray the built-in "
+                                 "set is used (leave --calibrate out)", param_hint="--calibrate")
+    from ..calibration import CalibrationError, check_readable, from_folder
+
+    try:
+        check_readable(from_folder(calibrate))
+    except CalibrationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--calibrate") from None
+
+
+def _auto_device() -> str:
+    """What --device auto is, without importing torch: cuda where a GPU driver is loaded."""
+    from .common import _surely_absent
+
+    return "cpu" if _surely_absent("cuda") else "cuda"
+
+
 def check_weights_file(weights: Path | None) -> None:
     """`--weights` must be a readable file that looks like a checkpoint (from its first bytes)."""
     if weights is None:

@@ -76,6 +76,7 @@ def fingerprint(src: Path, est: DepthEstimator, opts: PredictOptions,
         "temporal": opts.temporal,
         "batch": opts.batch_size, "segment": segment_frames(), "max_pixels": opts.max_pixels,
         "threads": _torch_threads(),  # the sums of a forward pass may differ with the threads
+        **({"int8": est.calibration.identity} if est.calibration is not None else {}),
         **({"cuts": opts.scene_cuts} if opts.scene_cuts is not None else {}),
         **({"fps": str(opts.fps), "npy": opts.sequence_npy, "mp4": opts.sequence_video}
            if is_pattern(src) else {}),

@@ -16,19 +16,19 @@ from .version import __version__
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
 if TYPE_CHECKING:
-    from .device import resolve_device
-    from .engine import DepthEstimator
+    from .engine.core import DepthEstimator
+    from .engine.device import resolve_device
     from .models import create_model, list_models
-    from .runners.ray_stages import DepthPredictor
+    from .runs.ray_stages import DepthPredictor
 
 __all__ = ["DepthEstimator", "DepthPredictor", "__version__", "create_model", "list_models", "resolve_device"]
 
 _LAZY = {
-    "DepthEstimator": ("engine", "DepthEstimator"),
+    "DepthEstimator": ("engine.core", "DepthEstimator"),
     "create_model": ("models", "create_model"),
     "list_models": ("models", "list_models"),
-    "resolve_device": ("device", "resolve_device"),
-    "DepthPredictor": ("runners.ray_stages", "DepthPredictor"),
+    "resolve_device": ("engine.device", "resolve_device"),
+    "DepthPredictor": ("runs.ray_stages", "DepthPredictor"),
 }
 
 

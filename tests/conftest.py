@@ -131,8 +131,8 @@ needs_netns = pytest.mark.skipif(not _netns_ok(),
 
 
 def official_keys(model_name: str) -> list[tuple[str, list[int]]]:
-    """The official checkpoint's (key, shape) list for a registry model (depthcli.layouts)."""
-    from depthcli.layouts import official_keys as keys_of
+    """The official checkpoint's (key, shape) list for a registry model (depthcli.checkpoints.layouts)."""
+    from depthcli.checkpoints.layouts import official_keys as keys_of
     from depthcli.models import DepthAnything, get_spec
     from depthcli.models.video_depth_anything import VideoDepthAnything
 

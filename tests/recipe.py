@@ -1,8 +1,8 @@
 """The synthetic-weight recipe of ../shared/golden/README.md, as tests use it (one home:
-depthcli.synthetic)."""
+depthcli.checkpoints.synthetic)."""
 
 from __future__ import annotations
 
-from depthcli.synthetic import recipe_state_dict
+from depthcli.checkpoints.synthetic import recipe_state_dict
 
 __all__ = ["recipe_state_dict"]

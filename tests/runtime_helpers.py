@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import torch
 
+from depthcli.engine.transforms import Preprocess, upsample
 from depthcli.models import DepthAnything, ModelSpec, create_model
-from depthcli.transforms import Preprocess, upsample
 from recipe import recipe_state_dict
 
 _EXPORTS: dict[tuple, object] = {}

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from conftest import write_image
-from depthcli.engine import DepthEstimator
+from depthcli.engine.core import DepthEstimator
 from depthcli.errors import WeightsError
 from depthcli.models import create_model, get_spec
 from recipe import recipe_state_dict
@@ -70,7 +70,7 @@ def da3_folders(da3_keys: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
 @pytest.fixture(scope="module", autouse=True)
 def built_once(da3_folders: dict[str, Path], small_ckpt: Path):
     """`create_model` memoised on (name, checkpoint) for this module's own checkpoints."""
-    import depthcli.engine
+    import depthcli.engine.core
     import depthcli.models
 
     real = depthcli.models.create_model
@@ -88,7 +88,7 @@ def built_once(da3_folders: dict[str, Path], small_ckpt: Path):
         return cache[key]
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(depthcli.engine, "create_model", create)
+        mp.setattr(depthcli.engine.core, "create_model", create)
         yield cache
 
 
@@ -217,7 +217,7 @@ def test_hub_cache_layout_with_aliases(da3_keys: dict, tmp_path, monkeypatch) ->
     local = tmp_path / "w" / "DA3-SMALL"
     shutil.copytree(snap, local)
     monkeypatch.setenv("DEPTHCLI_WEIGHTS_DIR", str(tmp_path / "w"))
-    from depthcli.weights import cached_path
+    from depthcli.checkpoints.weights import cached_path
 
     assert cached_path(spec) == local / "model.safetensors"
 
@@ -258,7 +258,7 @@ def test_metric_scaling(estimators: dict, golden_dir: Path) -> None:
 
 def test_output_size_da2(small_ckpt: Path, tmp_path) -> None:
     """--output-size network gives DA2 the network-size map; the default the input size."""
-    from depthcli.transforms import lower_bound_size
+    from depthcli.engine.transforms import lower_bound_size
 
     img = write_image(tmp_path / "in.png", 40, 60)
     sizes = {}
@@ -275,8 +275,8 @@ def test_ray_stages_without_ray(estimators: dict, da3_folders: dict, golden_dir:
     network-size depth, confidence, intrinsics (for --json) and sky of the local engine, and
     the input-size default equals the local engine's; metric metres use the camera options."""
     from depthcli.outputs import OutputOptions
-    from depthcli.runners.options import PredictOptions
-    from depthcli.runners.ray_stages import (
+    from depthcli.runs.options import PredictOptions
+    from depthcli.runs.ray_stages import (
         EstimatorConfig,
         ModelStage,
         column,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from depthcli.device import resolve_device, resolve_precision
-from depthcli.engine import DepthEstimator
+from depthcli.engine.core import DepthEstimator
+from depthcli.engine.device import resolve_device, resolve_precision
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from depthcli.engine.transforms import Preprocess
 from depthcli.io import png
-from depthcli.transforms import Preprocess
 
 
 def _decode(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +79,7 @@ def test_png_rejects_bad_input() -> None:
 
 
 def test_malloc_tuning_applies_once_and_can_be_disabled() -> None:
-    code = "from depthcli.allocator import tune_malloc; print(tune_malloc(), tune_malloc())"
+    code = "from depthcli.engine.allocator import tune_malloc; print(tune_malloc(), tune_malloc())"
     on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"DEPTHCLI_MALLOC_TUNING": "0", "PATH": ""})
@@ -98,7 +98,7 @@ def test_fast_preprocess_is_close_to_exact() -> None:
 
 
 def test_estimator_keeps_exact_preprocess_for_fp32(small_ckpt) -> None:
-    from depthcli.engine import DepthEstimator
+    from depthcli.engine.core import DepthEstimator
     from depthcli.models import create_model
 
     model = create_model("da2-small", weights=small_ckpt)
@@ -107,7 +107,7 @@ def test_estimator_keeps_exact_preprocess_for_fp32(small_ckpt) -> None:
 
 
 def test_default_workers_by_device(monkeypatch) -> None:
-    from depthcli.device import default_workers
+    from depthcli.engine.device import default_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: 32)
     assert default_workers("cpu") == 2  # the model owns the cores

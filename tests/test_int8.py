@@ -39,7 +39,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def int8_pair(cache: Path, tiny_ckpt: Path) -> tuple:
     """The int8 estimator built once (quantised), then again from the cache."""
-    from depthcli.engine import DepthEstimator
+    from depthcli.engine.core import DepthEstimator
 
     mp = pytest.MonkeyPatch()
     mp.setenv("DEPTHCLI_CACHE", str(cache))
@@ -143,7 +143,7 @@ def test_errors(tmp_path: Path, tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_api_refusals(tiny_vda_ckpt: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
     from depthcli.backends import BackendError
-    from depthcli.engine import DepthEstimator
+    from depthcli.engine.core import DepthEstimator
 
     with pytest.raises(BackendError, match="temporal video models"):
         DepthEstimator.from_name("vda-tiny-test", weights=tiny_vda_ckpt, device="cpu",
@@ -155,7 +155,7 @@ def test_api_refusals(tiny_vda_ckpt: Path, tiny_ckpt: Path, tmp_path: Path) -> N
 
 def test_user_calibration_set_identity(tmp_path: Path) -> None:
     """--calibrate DIR: the set's identity follows the files' bytes (the cache key's part)."""
-    from depthcli.calibration import builtin, from_folder
+    from depthcli.backends.calibration import builtin, from_folder
 
     for i in range(3):
         write_image(tmp_path / "cal" / f"c{i}.png", 50, 70, seed=i)
@@ -174,7 +174,7 @@ def test_user_calibration_set_identity(tmp_path: Path) -> None:
 
 def test_deviation_bound_golden(int8_pair: tuple, golden_dir: Path, tiny_ckpt: Path) -> None:
     """int8 vs torch fp32 on the golden images: mean of the range below MEAN_BOUND."""
-    from depthcli.engine import DepthEstimator
+    from depthcli.engine.core import DepthEstimator
 
     int8, _ = int8_pair
     ref = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",

@@ -145,7 +145,7 @@ def test_url_output_formats_and_flv(tmp_path, monkeypatch) -> None:
     import numpy as np
 
     from depthcli.io import live as io_live
-    from depthcli.runners import live as runner
+    from depthcli.runs import live as runner
 
     assert io_live.output_format("rtmp://h/app/key") == "flv"
     assert {io_live.output_format(u) for u in ("udp://h:1", "tcp://h:1", "srt://h:1")} == {
@@ -208,7 +208,7 @@ def test_signals_wait_for_the_frame_being_written() -> None:
     once outside; the handlers are put back afterwards."""
     import signal
 
-    from depthcli.runners.live import Terminated, _Signals
+    from depthcli.runs.live import Terminated, _Signals
 
     before = signal.getsignal(signal.SIGINT)
     sig = _Signals()

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import make_checkpoint, official_keys
-from depthcli.engine import DepthEstimator
+from depthcli.engine.core import DepthEstimator
+from depthcli.engine.transforms import lower_bound_size
 from depthcli.models import create_model, get_spec
 from depthcli.models.encoder import interpolate_pos_embed
 from depthcli.models.registry import MODEL_SPECS
-from depthcli.transforms import lower_bound_size
 from recipe import recipe_state_dict
 
 GOLDEN_TAGS = ["da2-small", "da1-small", "da2-metric-indoor-small"]
@@ -118,7 +118,7 @@ def test_registry_names_and_families() -> None:
 
 
 def _official_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """DESIGN.md §2.3, written independently of depthcli.weights (legacy 4.x names)."""
+    """DESIGN.md §2.3, written independently of depthcli.checkpoints.weights (legacy 4.x names)."""
     out = {}
     c = sd["pretrained.cls_token"].shape[-1]
     for k, v in sd.items():

@@ -62,7 +62,7 @@ def test_two_node_cluster_finishes_a_local_run_with_killed_actors(tmp_path, tiny
 
 def test_pool_sizing_leaves_cpus_for_tasks() -> None:
     """2 CPUs: one 1-CPU actor (two would starve the read tasks: measured hang)."""
-    from depthcli.runners.ray import EstimatorConfig, PoolPlan, RayOptions, plan_pool
+    from depthcli.runs.ray import EstimatorConfig, PoolPlan, RayOptions, plan_pool
 
     cfg = EstimatorConfig("da2-small", device="auto")
     assert plan_pool(cfg, RayOptions(), [{"CPU": 2.0}]) == PoolPlan(1, 1.0, 0.0, "cpu")
@@ -83,9 +83,9 @@ def test_ray_flags_reach_the_engine(tmp_path, tiny_ckpt, monkeypatch) -> None:
     scenarios above reach their clusters through $RAY_ADDRESS and a started instance)."""
     from click.testing import CliRunner
 
-    import depthcli.runners.ray as rr
+    import depthcli.runs.ray as rr
     from depthcli.cli import main
-    from depthcli.runners.options import Summary
+    from depthcli.runs.options import Summary
 
     seen = {}
 
@@ -109,8 +109,8 @@ def test_stages_without_ray(tmp_path, tiny_ckpt) -> None:
     """read -> model -> write as plain functions equal the local engine's outputs."""
     from depthcli.io.images import read_image
     from depthcli.outputs import OutputOptions
-    from depthcli.runners.options import PredictOptions
-    from depthcli.runners.ray_stages import (
+    from depthcli.runs.options import PredictOptions
+    from depthcli.runs.ray_stages import (
         EstimatorConfig,
         ModelStage,
         column,

@@ -289,7 +289,7 @@ def test_video_frame_size_refused_from_header(tmp_path: Path, tiny_ckpt: Path) -
     from test_video import make_video
 
     from depthcli.errors import InputError
-    from depthcli.io import video as vio
+    from depthcli.io import video_decode as vio
 
     clip = make_video(tmp_path / "big.mp4", n=3, w=64, h=48)
     with pytest.raises(InputError, match="over the limit of 1000"):
@@ -396,7 +396,7 @@ def test_no_network_answers_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_ctrl_c_while_loading_exits_130(tmp_path: Path, tiny_ckpt: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from depthcli.engine import DepthEstimator
+    from depthcli.engine.core import DepthEstimator
 
     def interrupted(*a: object, **k: object) -> None:
         raise KeyboardInterrupt

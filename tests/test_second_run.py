@@ -81,7 +81,7 @@ def test_reruns_of_dot_and_of_o_equal_input_never_nest_nor_retag(tmp_path, tiny_
 
 
 def test_user_weights_folder_is_independent_of_the_install(tmp_path, monkeypatch) -> None:
-    from depthcli import userdirs, weights
+    from depthcli.checkpoints import userdirs, weights
     from depthcli.models import get_spec
 
     monkeypatch.delenv("DEPTHCLI_WEIGHTS_DIR", raising=False)
@@ -160,7 +160,7 @@ def test_usage_errors_come_before_the_model_and_torch(tmp_path, tiny_ckpt) -> No
 
 
 def test_cpu_half_precision_without_a_fast_path_runs_fp32(monkeypatch, caplog) -> None:
-    from depthcli import precision
+    from depthcli.engine.core import precision
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     precision._warn_once.cache_clear()
@@ -178,7 +178,7 @@ def test_cpu_half_precision_without_a_fast_path_runs_fp32(monkeypatch, caplog) -
 
 
 def test_predict_bf16_and_fp16_on_this_cpu(tmp_path, tiny_ckpt) -> None:
-    from depthcli.precision import cpu_fast
+    from depthcli.engine.precision import cpu_fast
 
     img = write_image(tmp_path / "p.jpg", 20, 30)
     for prec in ("bf16", "fp16"):
@@ -296,7 +296,7 @@ def test_summary_and_logging_rules(tmp_path, tiny_ckpt) -> None:
 
 def test_progress_total_counts_what_the_run_will_process(tmp_path) -> None:
     from depthcli.cli.predict import _count_inputs
-    from depthcli.runners.options import PredictOptions
+    from depthcli.runs.options import PredictOptions
 
     root = tmp_path / "in"
     for i in range(3):

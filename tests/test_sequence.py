@@ -232,7 +232,7 @@ def test_killed_sequence_resumes_to_the_same_bytes(tiny_ckpt: Path, tmp_path: Pa
 def test_ffv1_metric_is_millimetres(tmp_path: Path) -> None:
     """Metric depth: the FFV1 frames are png16's millimetres (saturating at 65.535 m), and the
     writer continues after a resume from its durable count."""
-    from depthcli.io.video import VideoInfo
+    from depthcli.io.video_decode import VideoInfo
     from depthcli.outputs import OutputOptions
     from depthcli.outputs.ffv1 import Ffv1Writer
     from depthcli.outputs.sinks import FrameOut

@@ -14,15 +14,15 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from depthcli.cli import main
+from depthcli.engine.windows import video_preprocess
 from depthcli.models import create_model
 from depthcli.models.streaming import FrameCache, StreamingVDA
-from depthcli.windows import video_preprocess
 
 DATA = Path(__file__).resolve().parent / "data"
 
 
 def test_streaming_parity_with_the_official_code(golden_dir, golden_keys, tmp_path) -> None:
-    from depthcli.synthetic import recipe_entry
+    from depthcli.checkpoints.synthetic import recipe_entry
 
     sd = {k: recipe_entry(k, tuple(s)) for k, s in golden_keys["vda-small"]}
     torch.save(sd, tmp_path / "video_depth_anything_vits.pth")

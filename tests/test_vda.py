@@ -13,17 +13,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from depthcli.checkpoints.synthetic import recipe_state_dict
 from depthcli.cli import main
-from depthcli.models import create_model, get_spec
-from depthcli.models.temporal import sinusoidal_table
-from depthcli.synthetic import recipe_state_dict
-from depthcli.windows import (
+from depthcli.engine.windows import (
     KEYFRAMES,
     TemporalWindows,
     scale_and_shift,
     video_input_size,
     video_preprocess,
 )
+from depthcli.models import create_model, get_spec
+from depthcli.models.temporal import sinusoidal_table
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -68,7 +68,7 @@ def test_golden_parity(tag: str, golden_dir, vda_ckpt) -> None:
 
 
 def test_checkpoint_keys_are_official(golden_keys) -> None:
-    from depthcli.layouts import official_keys
+    from depthcli.checkpoints.layouts import official_keys
     from depthcli.models.video_depth_anything import VideoDepthAnything
 
     ours = official_keys(VideoDepthAnything(get_spec("vda-small")))

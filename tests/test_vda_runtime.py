@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from test_vda import decoded_rgb, rel_err, stream, write_clip
 
 from depthcli.backends import BackendError, create_runtime_backend, resolve_backend
+from depthcli.checkpoints.synthetic import recipe_state_dict
 from depthcli.cli import main
+from depthcli.engine.windows import TemporalWindows, video_preprocess
 from depthcli.models import create_model
-from depthcli.synthetic import recipe_state_dict
-from depthcli.windows import TemporalWindows, video_preprocess
 
 pytest.importorskip("openvino")
 

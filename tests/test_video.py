@@ -20,8 +20,8 @@ from depthcli.errors import InputError
 from depthcli.outputs import render
 from depthcli.outputs.clipstats import ClipStats
 from depthcli.outputs.stacks import RawStack
-from depthcli.runners import video
-from depthcli.runners.options import parse_norm
+from depthcli.runs import video
+from depthcli.runs.options import parse_norm
 
 NTSC = Fraction(30000, 1001)
 
@@ -193,7 +193,7 @@ def test_clip_wide_range_gray_and_npy_match_inference(clips, tiny_ckpt, tmp_path
     assert min(spans) < 200  # some frame does not use the whole scale: not per-frame min-max
 
     # npy = model output at the source size, as the image API computes it
-    from depthcli.engine import DepthEstimator
+    from depthcli.engine.core import DepthEstimator
 
     est = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
     src = probe(clips["ramp"])["bgr"]
@@ -295,8 +295,8 @@ def test_not_a_video_and_no_video_stream(tiny_ckpt, tmp_path):
 
 
 def test_failure_mid_video_leaves_no_output(clips, tiny_ckpt, tmp_path, monkeypatch):
-    from depthcli.engine import DepthEstimator
-    from depthcli.runners.options import PredictOptions
+    from depthcli.engine.core import DepthEstimator
+    from depthcli.runs.options import PredictOptions
 
     est = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
     calls = {"n": 0}
@@ -385,9 +385,9 @@ def test_clip_stats_percentiles_cover_all_frames():
 def test_probe_failure_is_one_clean_line(exc, tmp_path, monkeypatch):
     """A probe that PyAV makes fail with AttributeError/TypeError/ValueError is 'not a readable
     video (reason)', both from `probe` and as the run's one error line (not a NameError)."""
-    from depthcli.io import video as vio
-    from depthcli.runners.images import run_predict
-    from depthcli.runners.options import Estimators, PredictOptions
+    from depthcli.io import video_decode as vio
+    from depthcli.runs.images import run_predict
+    from depthcli.runs.options import Estimators, PredictOptions
 
     def broken(path, max_pixels=None):
         raise exc

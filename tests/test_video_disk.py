@@ -15,7 +15,7 @@ from test_video import make_video
 
 from depthcli.cli import main
 from depthcli.io.atomic import PARTIAL_DIR
-from depthcli.runners.video_disk import outputs_bytes
+from depthcli.runs.video_disk import outputs_bytes
 
 
 @pytest.fixture()

@@ -15,8 +15,8 @@ from test_video import make_video
 from depthcli.cli import main
 from depthcli.cli import predict as cli_predict
 from depthcli.cli.common import Progress
-from depthcli.io import video as vio
-from depthcli.runners.video_progress import VideoProgress, eta_text, frame_total
+from depthcli.io import video_decode as vio
+from depthcli.runs.video_progress import VideoProgress, eta_text, frame_total
 
 
 class _Recorder(Progress):
@@ -73,7 +73,7 @@ def test_frame_total_declared_or_estimated(tmp_path, clip) -> None:
 
 def test_progress_text_counts_fps_and_eta(monkeypatch) -> None:
     clock = iter([0.0, 0.0, 2.0, 4.0, 4.0, 4.0])
-    monkeypatch.setattr("depthcli.runners.video_progress.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("depthcli.runs.video_progress.time.perf_counter", lambda: next(clock))
     p = VideoProgress("c.mp4", "frames", (100, True), None, start=20)
     p.step(10)
     assert p.describe(4.0) == "30/~100 frames, 2.50 fps, ETA 0:28"

@@ -13,19 +13,19 @@ import torch
 from test_video import make_video
 
 from depthcli import outputs
-from depthcli.engine import DepthEstimator
+from depthcli.engine.core import DepthEstimator
 from depthcli.io.atomic import PARTIAL_DIR
 from depthcli.outputs import clipstats
 from depthcli.outputs.clipstats import ClipStats
 from depthcli.outputs.render import RenderOptions
-from depthcli.runners import video as video_mod
-from depthcli.runners.options import PredictOptions
-from depthcli.runners.video import _logger as video_log
-from depthcli.runners.video import predict_video
-from depthcli.runners.video_progress import VideoProgress
-from depthcli.runners.video_ranges import Span, cleanup, plan
-from depthcli.runners.video_resume import state_folder
-from depthcli.runners.video_split import run_range
+from depthcli.runs import video as video_mod
+from depthcli.runs.options import PredictOptions
+from depthcli.runs.video import _logger as video_log
+from depthcli.runs.video import predict_video
+from depthcli.runs.video_progress import VideoProgress
+from depthcli.runs.video_ranges import Span, cleanup, plan
+from depthcli.runs.video_resume import state_folder
+from depthcli.runs.video_split import run_range
 
 
 def test_plan_ranges_on_segment_and_batch_boundaries() -> None:

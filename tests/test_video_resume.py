@@ -25,7 +25,7 @@ ENV = {"DEPTHCLI_CHECKPOINT_FRAMES": "5", "DEPTHCLI_SEGMENT_FRAMES": "8"}
 def _kill_hooks(where: str, at: int) -> None:
     """In the child: SIGKILL itself once the given pass reaches frame `at` (or right after the
     state between the passes is saved)."""
-    from depthcli.runners import video_progress, video_resume
+    from depthcli.runs import video_progress, video_resume
 
     save, step = video_resume.VideoState.save, video_progress.VideoProgress.step
 
@@ -148,7 +148,7 @@ def test_one_pass_resume_and_changed_settings_start_over(clips, tiny_ckpt, tmp_p
 def test_temporal_recompute_mode_killed_in_pass2(clips, tiny_vda_ckpt, tmp_path,
                                                  monkeypatch) -> None:
     """The second pass that runs the model again (small disks) resumes its window chain too."""
-    from depthcli.runners import video_disk
+    from depthcli.runs import video_disk
 
     fmts = ("-f", "gray,png16")  # png16: float32 in the store, so both modes agree in bytes
     ref, out = tmp_path / "ref", tmp_path / "out"

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from conftest import ROOT, write_image
+from depthcli.checkpoints.weights import read_state_dict
 from depthcli.errors import WeightsError
 from depthcli.models import create_model, get_spec
-from depthcli.weights import read_state_dict
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

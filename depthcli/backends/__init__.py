@@ -17,9 +17,9 @@ from .base import Backend, BackendError, host_array
 if TYPE_CHECKING:
     import torch
 
-    from ..calibration import Calibration
     from ..models import DepthAnything
     from ..models.registry import ModelSpec
+    from .calibration import Calibration
 
 __all__ = [
     "BACKEND_NAMES", "RUNTIME_BACKENDS", "Backend", "BackendError", "Job", "available",
@@ -180,7 +180,7 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
         return create_runtime_backend("openvino", cast("DepthAnything", model),
                                       getattr(model, "spec", None), precision="int8",
                                       calibration=calibration)
-    from ..device import precision_name
+    from ..engine.device import precision_name
 
     precision = precision_name(dtype)
     spec = getattr(model, "spec", None)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..device import run_threads
+from ..engine.device import run_threads
 from ..errors import DepthCliError
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Why NNCF: it is OpenVINO's own quantiser and writes an IR with FakeQuantize nodes that the CPU
 plugin turns into int8 kernels, with no retraining. The fp32 IR (checked against torch when it
-was converted) is quantised on the calibration set (depthcli/calibration.py) run through the
+was converted) is quantised on the calibration set (depthcli/backends/calibration.py) run through the
 model's own preprocessing: weights per output channel, activations per tensor, with the default
 (performance) preset and bias correction off (it costs as long as the rest and moved the mean
 deviation by <0.1 % of the range here). The transformer model type (SmoothQuant, some

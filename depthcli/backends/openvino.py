@@ -13,7 +13,7 @@ machines); bf16/fp16 only where the CPU reports the capability, and a non-finite
 output is redone with an fp32 compilation, as the torch engine does.
 
 int8: the checked fp32 IR (from the cache, or converted first) is quantised by NNCF on a
-calibration set (backends/int8.py, depthcli/calibration.py) and cached as an entry of its own,
+calibration set (backends/int8.py, depthcli/backends/calibration.py) and cached as an entry of its own,
 keyed also by the calibration set, its network size and NNCF's version; a later run loads it
 without quantising again. Its non-quantised parts run in fp32. Temporal models are refused.
 """
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..device import run_threads
+from ..engine.device import run_threads
 from .base import BackendError, host_array
 from .cache import CacheKey, RuntimeCache, model_cache_key
 from .export import fp32_cpu
@@ -38,9 +38,9 @@ from .graph import Graph, graph_for
 if TYPE_CHECKING:
     import torch
 
-    from ..calibration import Calibration
     from ..models import DepthAnything
     from ..models.registry import ModelSpec
+    from .calibration import Calibration
 
 _logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _warn_without_vnni() -> None:
     products (2-core AVX2 EPYC: 3383 vs 2844 ms/img for ViT-S at 518, README)."""
     import platform
 
-    from ..precision import cpu_flags
+    from ..engine.precision import cpu_flags
 
     flags = cpu_flags()
     if platform.machine().lower() in ("x86_64", "amd64") and flags and not any(

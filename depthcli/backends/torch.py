@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..allocator import tune_malloc
-from ..device import precision_name
+from ..engine.allocator import tune_malloc
+from ..engine.device import precision_name
 from .attention import ChunkedAttention
 
 _logger = logging.getLogger(__name__)

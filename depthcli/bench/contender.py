@@ -16,7 +16,7 @@ from .measure import STAGES, PeakMemory, Series
 from .passes import e2e_pass, stage_pass
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
 
 
 @dataclass

@@ -2,9 +2,9 @@
 frame in, one depth out) against `--temporal window` (32-frame windows, the offline procedure).
 
 The frames are all there at once (a file): a frame's latency is the time from the run taking it
-to its depth at the frame size. Streaming is timed as a live run computes it (`runners.live`'s
+to its depth at the frame size. Streaming is timed as a live run computes it (`runs.live`'s
 step: preprocess, the network with its cache, upsampling), after one warm-up frame on a
-throwaway cache; the window mode through the file runner's strategy (`runners.frame_depth`),
+throwaway cache; the window mode through the file runner's strategy (`runs.frame_depth`),
 where the frames of a window wait for it, so latency grows with a frame's place in the window.
 """
 
@@ -44,7 +44,7 @@ def _stats(lat: list[float], seconds: float, cpu: float, n: int) -> dict[str, fl
 
 
 def measure_stream(est: Any, frames: list[np.ndarray]) -> dict[str, float]:
-    from ..runners.stream_depth import Stepper
+    from ..runs.stream_depth import Stepper
 
     size = (int(frames[0].shape[0]), int(frames[0].shape[1]))
     Stepper(est, size)(frames[0])  # warm-up on a cache of its own
@@ -59,8 +59,8 @@ def measure_stream(est: Any, frames: list[np.ndarray]) -> dict[str, float]:
 
 
 def measure_window(est: Any, frames: list[np.ndarray]) -> dict[str, float]:
-    from ..io.video import Frame
-    from ..runners.frame_depth import frame_depth
+    from ..io.video_decode import Frame
+    from ..runs.frame_depth import frame_depth
 
     size = (int(frames[0].shape[0]), int(frames[0].shape[1]))
     runner = frame_depth(est, size, batch=1, workers=1, need_full=True, temporal="window")
@@ -87,7 +87,7 @@ def main() -> None:
 
     import torch
 
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
 
     ap = argparse.ArgumentParser(prog="python -m depthcli.bench.latency",
                                  description="VDA latency: --temporal stream vs window.")

@@ -12,7 +12,7 @@ import numpy as np
 from .measure import sync, timer
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "images"
 GENERATED_SHAPE = (1362, 2048)  # ~2.8 MP, the size of most sample photos
@@ -113,8 +113,8 @@ def stage_pass(est: DepthEstimator, files: list[Path], out_dir: Path, batch_size
 
 def e2e_pass(est: DepthEstimator, folder: Path, out_dir: Path, batch_size: int,
               workers: int) -> float:
-    from ..runners.images import run_predict
-    from ..runners.options import PredictOptions
+    from ..runs.images import run_predict
+    from ..runs.options import PredictOptions
 
     errors: list[str] = []
     opts = PredictOptions(inputs=(str(folder),), out_dir=out_dir, batch_size=batch_size,

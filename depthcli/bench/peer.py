@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..layouts import to_transformers
+from ..checkpoints.layouts import to_transformers
 from ..models.registry import ModelSpec
 from .measure import sync
 

@@ -17,12 +17,12 @@ import click
 import numpy as np
 import torch
 
-from ..device import precision_name, resolve_device, resolve_precision
-from ..engine import DepthEstimator
+from ..checkpoints.layouts import official_state_dict
+from ..checkpoints.synthetic import load_recipe_weights
+from ..engine.core import DepthEstimator
+from ..engine.device import precision_name, resolve_device, resolve_precision
 from ..io.images import read_image
-from ..layouts import official_state_dict
 from ..models import create_model, get_spec
-from ..synthetic import load_recipe_weights
 from .contender import Contender
 from .measure import PeakMemory, Series, count_flops, deviation, matmul_peak
 from .passes import find_inputs, stage_pass

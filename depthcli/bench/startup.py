@@ -49,7 +49,7 @@ def _child(argv: list[str]) -> dict[str, object]:
     import timm  # noqa: F401
     import torch  # noqa: F401 - timed: what a run imports
 
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
     from ..io.images import read_image
     from ..models import create_model
 
@@ -59,7 +59,7 @@ def _child(argv: list[str]) -> dict[str, object]:
     t = time.perf_counter()
     net = create_model(model, weights=weights or None, pretrained=bool(weights))
     if not weights:
-        from ..synthetic import load_recipe_weights
+        from ..checkpoints.synthetic import load_recipe_weights
 
         load_recipe_weights(net)
     got["checkpoint_read"] = time.perf_counter() - t

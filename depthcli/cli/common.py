@@ -18,7 +18,7 @@ from ..errors import UnknownModelError
 from ..models.registry import ModelSpec, get_spec
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -206,7 +206,7 @@ def check_device(device: str) -> None:
     absent = _surely_absent(device)
     if absent:
         raise click.BadParameter(absent, param_hint="--device")
-    from ..device import resolve_device
+    from ..engine.device import resolve_device
 
     try:
         resolve_device(device)
@@ -256,15 +256,15 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
 
     `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres. `resolved` holds
     checkpoints already looked up (`preflight.resolve_checkpoints`); half precision with no
-    fast path on the device runs fp32 (`depthcli.precision`). `job_inputs()`: the number of
+    fast path on the device runs fp32 (`depthcli.engine.precision`). `job_inputs()`: the number of
     inputs of the job when known, for `--backend auto`'s first run on a checkpoint.
     """
     found = resolved or {}
 
     def load(model: str) -> DepthEstimator:
-        from ..device import resolve_device
-        from ..engine import DepthEstimator
-        from ..precision import cli_precision
+        from ..engine.core import DepthEstimator
+        from ..engine.device import resolve_device
+        from ..engine.precision import cli_precision
 
         try:
             dev = resolve_device(device)

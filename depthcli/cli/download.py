@@ -17,7 +17,7 @@ from .common import spec_or_usage
 @click.option("--hf", is_flag=True, help="Fetch the transformers (-hf) safetensors instead.")
 def download(names: tuple[str, ...], hf: bool) -> None:
     """Download checkpoints (registry names or hub repo ids) into the Hugging Face cache."""
-    from ..weights import resolve
+    from ..checkpoints.weights import resolve
 
     failed = 0
     for name in names:

@@ -1,5 +1,5 @@
 """`depthcli predict SOURCE` for a live source (rtsp://, rtmp://, srt://, udp://, tcp://, ...,
-/dev/videoN, `-` for stdin): checks the command, loads the model, runs `runners.live`, reports.
+/dev/videoN, `-` for stdin): checks the command, loads the model, runs `runs.live`, reports.
 
 A live run takes one source and no other inputs. Temporal models always stream on a live source
 (`--temporal stream`: a window would hold each depth back by up to 32 frames). With `-o -` the
@@ -63,8 +63,8 @@ def run_live_command(source: str, stream_to: str | None, *, opts: Any, video_mod
                      threads: int | None, timeout: float, reconnects: int, as_json: bool,
                      quiet: bool) -> None:
     from .. import outputs
-    from ..device import torch_threads
-    from ..runners.live import LiveOptions, LiveSummary, run_live
+    from ..engine.device import torch_threads
+    from ..runs.live import LiveOptions, LiveSummary, run_live
     from . import preflight
     from .common import estimator_loader
     from .runtime import require_torch_stack

@@ -7,6 +7,7 @@ import os
 
 import click
 
+from ..engine.precision import precision_note
 from ..models.registry import (
     DEFAULT_MODEL,
     DEFAULT_VIDEO_MODEL,
@@ -14,7 +15,6 @@ from ..models.registry import (
     ModelSpec,
     list_models,
 )
-from ..precision import precision_note
 
 
 def _output(s: ModelSpec) -> str:
@@ -28,7 +28,7 @@ def _output(s: ModelSpec) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def models(as_json: bool) -> None:
     """List the models: size, licence, kind, output, and whether weights are on disk."""
-    from ..weights import cached_path
+    from ..checkpoints.weights import cached_path
 
     rows = []
     for name in list_models():
@@ -61,7 +61,7 @@ def models(as_json: bool) -> None:
 
 def _folders() -> list[str]:
     """The weights folders searched, the first being where to put files."""
-    from ..userdirs import checkout_weights_dir, weights_dirs
+    from ..checkpoints.userdirs import checkout_weights_dir, weights_dirs
 
     out = []
     for i, d in enumerate(weights_dirs()):

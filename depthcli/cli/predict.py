@@ -238,7 +238,7 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
     """
     from .. import outputs
     from ..outputs import render
-    from ..runners.options import Estimators, PredictOptions
+    from ..runs.options import Estimators, PredictOptions
 
     setup_logging(verbose, quiet)
     fmts = _formats(formats)
@@ -315,8 +315,8 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
 
 def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
     """A callable running the job on this machine: (report, progress) → (summary, settings)."""
-    from ..device import torch_threads
-    from ..runners.images import run_predict
+    from ..engine.device import torch_threads
+    from ..runs.images import run_predict
 
     def run(report: Any, progress: Any) -> Any:
         with torch_threads(threads):
@@ -331,7 +331,7 @@ def _ray_run(opts: Any, image_model: str, video_model: str, settings: ModelSetti
              threads: int | None, ray: tuple[str | None, int | None, float | None]) -> Any:
     """The same job on a Ray cluster; the driver resolves checkpoints, actors load them."""
     try:
-        from ..runners.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
+        from ..runs.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
     except ImportError as exc:
         raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
@@ -488,7 +488,7 @@ def _known_total(inputs: tuple[str, ...]) -> int | None:
 
 
 def _check_video_norm(text: str) -> str:
-    from ..runners.options import parse_norm
+    from ..runs.options import parse_norm
 
     try:
         parse_norm(text)

@@ -103,7 +103,7 @@ def check_int8(precision: str, backend: str, device: str, calibrate: Path | None
     if engine == "ray":
         raise click.BadParameter("is read on this machine; with --engine ray the built-in "
                                  "set is used (leave --calibrate out)", param_hint="--calibrate")
-    from ..calibration import CalibrationError, check_readable, from_folder
+    from ..backends.calibration import CalibrationError, check_readable, from_folder
 
     try:
         check_readable(from_folder(calibrate))
@@ -122,7 +122,7 @@ def check_weights_file(weights: Path | None) -> None:
     """`--weights` must be a readable file that looks like a checkpoint (from its first bytes)."""
     if weights is None:
         return
-    from ..weights import ACCEPTED, checkpoint_kind
+    from ..checkpoints.weights import ACCEPTED, checkpoint_kind
 
     if not weights.exists():
         raise click.BadParameter(f"{weights}: weights file not found", param_hint="--weights")
@@ -159,7 +159,7 @@ def resolve_checkpoints(needed: list[str], weights: Path | None) -> dict[str, Pa
 
     An offline machine without the file gets the weights module's one-line error (exit 1).
     """
-    from ..weights import resolve
+    from ..checkpoints.weights import resolve
 
     out: dict[str, Path] = {}
     if weights is not None:

@@ -44,8 +44,8 @@ def _timed(fn: Callable[[], object], sync: Callable[[], None], reps: int) -> flo
 
 
 def _model(name: str) -> Any:
+    from ..checkpoints.synthetic import load_recipe_weights
     from ..models import create_model
-    from ..synthetic import load_recipe_weights
 
     net = create_model(name, pretrained=False)
     load_recipe_weights(net)

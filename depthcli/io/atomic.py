@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import DiskFullError, UnsafeOutputError
 
 TMP_SUFFIX = ".tmp"
-PARTIAL_DIR = ".depthcli-partial"  # under -o: resumable partial videos (runners.video_resume)
+PARTIAL_DIR = ".depthcli-partial"  # under -o: resumable partial videos (runs.video_resume)
 _FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 _FULL_TEXT = ("no space left on device", "disk quota exceeded")
 

@@ -33,7 +33,7 @@ from typing import Any
 import av
 import numpy as np
 
-from .video import Frame, error_reason
+from .video_decode import Frame, error_reason
 
 _logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .video import VideoInfo, VideoWriter
+from .video_decode import VideoInfo
+from .video_encode import VideoWriter
 
 _REC = 16  # pts + duration, int64 little-endian, before each pending frame
 _PKT = 29  # pts, dts, duration (int64), keyframe (int8), size (int32) before each packet

@@ -3,7 +3,7 @@
 A sequence is named by a pattern (`plate.####.exr`: four digits, `plate.%04d.png`: printf
 style, `%d`: any width) or found in a folder given with `--sequence` (each run of files
 `<prefix><digits><suffix>` in one folder is one sequence). It then goes through the video
-pipeline (`runners.video`) like a decoded video: `probe` gives a `SequenceInfo` (a `VideoInfo`
+pipeline (`runs.video`) like a decoded video: `probe` gives a `SequenceInfo` (a `VideoInfo`
 with the frame files) and `iter_frames` the frames in numbering order, as BGR uint8.
 
 Decisions:
@@ -45,7 +45,7 @@ from .seqnames import (  # noqa: F401 - re-exported
     ranges_text,
     stem_and_sep,
 )
-from .video import MAX_ERROR_DETAIL, DecodeLog, Frame, VideoInfo
+from .video_decode import MAX_ERROR_DETAIL, DecodeLog, Frame, VideoInfo
 
 _logger = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ def create_model(
     VideoDepthAnything, whose forward takes (B, T, 3, H, W) windows of frames; Depth Anything 3
     names a Da3Model (packed depth + confidence/sky + camera, models/da3_model.py).
     """
-    from .. import weights as _weights
-    from ..layouts import to_internal
+    from ..checkpoints import weights as _weights
+    from ..checkpoints.layouts import to_internal
     from .depth_model import DepthAnything
     from .video_depth_anything import VideoDepthAnything
 

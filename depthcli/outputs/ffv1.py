@@ -24,8 +24,9 @@ import av
 import av.error
 import numpy as np
 
-from ..io import video as vio
+from ..io import video_decode as vio
 from ..io.atomic import publish
+from ..io.audio import AudioFeed
 from .encode import encode_visual
 from .formats import OutputOptions
 from .sinks import FrameOut
@@ -98,7 +99,7 @@ def encode_ffv1(raw: Path, out: Path, info: vio.VideoInfo, count: int) -> None:
         audio = None
         if info.audio_codec is not None:
             try:
-                audio = vio._AudioFeed(info.path, container)
+                audio = AudioFeed(info.path, container)
             except (av.error.FFmpegError, ValueError, OSError) as exc:
                 _logger.warning("%s: audio not copied (%s)", info.path, vio.error_reason(exc))
         with open(raw, "rb") as f:

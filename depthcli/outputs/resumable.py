@@ -1,7 +1,7 @@
 """A video's output writers that can make their progress durable and continue after a kill.
 
 Each writer takes `FrameOut` items in frame order into a partial output inside the video's
-state folder (`runners.video_resume`): `sync()` makes the frames taken so far durable and says
+state folder (`runs.video_resume`): `sync()` makes the frames taken so far durable and says
 how to find them again, `resume(state)` continues from such a state (returning the next frame
 it needs: an H.264 writer without pending frames must be fed again from its open segment's
 first frame), `finish()` completes the partial output, `publish(dst)` gives it its final name.
@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..io import video as vio
+from ..engine.threads import Sink
+from ..io import video_decode as vio
 from ..io.atomic import publish
 from ..io.mp4_segments import SegmentedMp4, fsync_dir
 from ..io.png import encode_png
-from ..threads import Sink
 from .encode import encode_visual, exr_bytes, pfm_bytes
 from .formats import OutputOptions
 from .sinks import FRAME_SUFFIX, FrameOut

@@ -1,6 +1,6 @@
 """An image sequence's outputs: one file per frame, named with the input's frame numbers.
 
-For a sequence `plate.####.exr` whose output stem is OUT/rel/plate (`runners.paths`), the files
+For a sequence `plate.####.exr` whose output stem is OUT/rel/plate (`runs.paths`), the files
 are (`<base>` = OUT/rel/plate_depth, the separator and the digits' width those of the input):
 
 - exr, pfm, npy with `--sequence-npy frames`: `<base>.1001.exr` / `.pfm` / `.npy` (raw values);

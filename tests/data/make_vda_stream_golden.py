@@ -6,7 +6,7 @@
 It feeds the 45 golden frames (../shared/golden/vda-small.npz, RGB) one at a time to the official
 streaming model `VideoDepthAnything.infer_video_depth_one(frame, input_size=70, device="cpu",
 fp32=True)` (video_depth_anything/video_depth_stream.py), ViT-S configuration, loaded strictly
-with the golden recipe weights (depthcli.synthetic.recipe_entry over keys.json["vda-small"]).
+with the golden recipe weights (depthcli.checkpoints.synthetic.recipe_entry over keys.json["vda-small"]).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(golden: Path, out: Path) -> None:
     from video_depth_anything.video_depth_stream import VideoDepthAnything  # official code
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from depthcli.synthetic import recipe_entry
+    from depthcli.checkpoints.synthetic import recipe_entry
 
     keys = json.loads((golden / "keys.json").read_text())["vda-small"]
     sd = {k: recipe_entry(k, tuple(s)) for k, s in keys}

@@ -3,18 +3,18 @@
 - `PerFrame`: image models; frames are preprocessed in worker threads (in order), batched
   `batch_size` at a time through the engine, and upsampled to the frame size.
 - `Windowed`: temporal models (Video Depth Anything); frames go through 32-frame windows with
-  key frames and scale/shift alignment (`depthcli.windows`), streamed with a lag of one window.
+  key frames and scale/shift alignment (`depthcli.engine.windows`), streamed with a lag of one window.
 
 Both yield `(frame, full, compact)` in frame order: `full` is the (H, W) float32 depth at the
 frame size (or None when the caller does not need it yet), `compact` what a clip-wide second pass
 keeps on disk (network-size depth for per-frame models; the full frame for windowed ones, whose
 alignment happens at frame size), and `expand(compact)` turns it back into `full` exactly.
 
-Scene cuts (`--scene-cuts`, `depthcli.scenecuts`): with a detector, each frame is checked as it
+Scene cuts (`--scene-cuts`, `depthcli.runs.scenecuts`): with a detector, each frame is checked as it
 enters; a temporal model finishes the shot's windows at a cut (as at the end of a clip) and
 starts afresh, so every shot is aligned on its own; a per-frame model only reports the cuts.
 
-Resume (`runners.video_resume`): `state(done)` is what must be saved to continue after `done`
+Resume (`runs.video_resume`): `state(done)` is what must be saved to continue after `done`
 frames came out, or None when that is not a point to continue from (a temporal model between
 two windows is; per-frame models always are); `restore(state)` before `depths` continues there,
 given the frames from `done` on.
@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..engine import DepthEstimator
+from ..engine.core import DepthEstimator
+from ..engine.transforms import upsample
 from ..errors import reason
-from ..io.video import Frame
-from ..scenecuts import SceneCuts
-from ..transforms import upsample
+from ..io.video_decode import Frame
 from .frame_items import FrameDepth, Item, preprocessed
+from .scenecuts import SceneCuts
 
 if TYPE_CHECKING:
-    from ..windows import TemporalWindows
+    from ..engine.windows import TemporalWindows
 
 class PerFrame:
     """Each frame on its own through the engine, `batch` frames per forward pass."""
@@ -88,13 +88,13 @@ class PerFrame:
 
 
 class Windowed:
-    """A temporal model's windows (Video Depth Anything), streamed; see `depthcli.windows`."""
+    """A temporal model's windows (Video Depth Anything), streamed; see `depthcli.engine.windows`."""
 
     lowres = False
 
     def __init__(self, est: DepthEstimator, size: tuple[int, int], *, workers: int,
                  cuts: SceneCuts | None = None) -> None:
-        from ..windows import video_preprocess
+        from ..engine.windows import video_preprocess
 
         self.est, self.size, self.workers = est, size, workers
         self.preprocess = video_preprocess(est.preprocess.input_size, size, est.spec.mean,
@@ -104,7 +104,7 @@ class Windowed:
         self.windows = self._fresh()
 
     def _fresh(self) -> TemporalWindows:
-        from ..windows import TemporalWindows
+        from ..engine.windows import TemporalWindows
 
         return TemporalWindows(self._forward, self.size,
                                metric=self.est.spec.output == "metric")
@@ -163,7 +163,7 @@ def frame_depth(est: DepthEstimator, size: tuple[int, int], *, batch: int, worke
                 need_full: bool, cuts: SceneCuts | None = None,
                 temporal: str = "window") -> FrameDepth:
     """The strategy the estimator's model calls for; `cuts`: a scene-cut detector, or None;
-    `temporal`: `window` or `stream`, how a temporal model runs (`runners.stream_depth`; the
+    `temporal`: `window` or `stream`, how a temporal model runs (`runs.stream_depth`; the
     command line refuses --scene-cuts with stream)."""
     if getattr(est.spec, "temporal", False) and temporal == "stream":
         from .stream_depth import Streamed

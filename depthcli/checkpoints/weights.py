@@ -1,8 +1,8 @@
 """Find, trust-check, load and convert checkpoints to the internal layout.
 
 Resolution order: an explicit file → a weights folder holding the official file name
-($DEPTHCLI_WEIGHTS_DIR, else the per-user folder of `depthcli.userdirs`, e.g.
-~/.local/share/depthcli/weights, plus a source checkout's `weights/`) → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
+($DEPTHCLI_WEIGHTS_DIR, else the per-user folder of `depthcli.checkpoints.userdirs`, e.g.
+~/.local/share/depthcli/checkpoints/weights, plus a source checkout's `weights/`) → the Hugging Face hub (its cache; HF_HUB_OFFLINE respected).
 Only `torch.load(weights_only=True)` and safetensors are used: a pickle that carries code is
 refused, never executed.
 
@@ -27,8 +27,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import WeightsError
-from .models.registry import ENCODERS, LOCAL_ALIASES, MODEL_SPECS, ModelSpec
+from ..errors import WeightsError
+from ..models.registry import ENCODERS, LOCAL_ALIASES, MODEL_SPECS, ModelSpec
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,7 @@ are playable while they grow.
 
 Source → `io.live.LiveSource` (a decoder thread, a small queue that drops the oldest frame when
 depth falls behind) → one frame at a time through the model (per-frame models with batch 1;
-Video Depth Anything in its streaming mode, `runners.stream_depth`) → the writers:
+Video Depth Anything in its streaming mode, `runs.stream_depth`) → the writers:
 
 - visual formats (`color`, `gray`, `side`): H.264 in fragmented MP4 (`<stem>.mp4`, a fragment
   per keyframe, one a second: a player opens it while it grows, and a run that is killed keeps
@@ -44,14 +44,14 @@ from ..io.live import (
     output_format,
     output_target,
 )
-from ..io.video import Frame, error_reason
+from ..io.video_decode import Frame, error_reason
 from ..outputs.resumable import FramesWriter
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
 from .options import Summary, parse_norm
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
     from .options import PredictOptions
 
 _logger = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
 """Depth for video files: decode → batch inference → H.264 depth video and raw exports, streamed.
 
 `predict_video(src, base, est, opts)` is called by the predict run for each video input. This
-module orchestrates; the parts live beside it: frames become depth in `runners.frame_depth`
+module orchestrates; the parts live beside it: frames become depth in `runs.frame_depth`
 (per-frame or temporal windows), the writers are `outputs.resumable`, clip statistics
-`outputs.clipstats`, `.npy` stacks `outputs.stacks`, decoding/encoding `io.video` and
-`io.mp4_segments`, durable progress and resume `runners.video_resume`, the bars
-`runners.video_progress`.
+`outputs.clipstats`, `.npy` stacks `outputs.stacks`, decoding/encoding `io.video_decode`, `io.video_encode` and
+`io.mp4_segments`, durable progress and resume `runs.video_resume`, the bars
+`runs.video_progress`.
 
 Outputs (`base` is the output stem, e.g. OUT/sub/clip):
 - visual formats `color`, `gray`, `side` → `<base>.mp4` when only one is asked for, else
@@ -57,7 +57,7 @@ Not a video / no video stream / no decodable frame → `InputError`.
 Resume: every output is written inside the video's hidden partial-state folder
 (`-o/.depthcli-partial/<name>/`) and moved to its final name when the video is complete, so a
 killed run leaves no partial file under a final name. Progress is made durable at least every
-30 s of work (`runners.video_resume`); a rerun with `--skip-existing` and the same settings
+30 s of work (`runs.video_resume`); a rerun with `--skip-existing` and the same settings
 continues from the last durable point and writes the same bytes as an uninterrupted run (H.264
 in fixed segments, `io.mp4_segments`). After a failure that is not an interruption the folder
 is removed.
@@ -85,9 +85,10 @@ import numpy as np
 import torch
 
 from .. import outputs
+from ..engine.threads import Producer, Sink, fan_out, prefetch
 from ..errors import DepthCliError, InputError, strip_path
 from ..io import sequence as seq
-from ..io import video as vio
+from ..io import video_decode as vio
 from ..io.atomic import as_disk_full, is_disk_full, publish
 from ..io.mp4_segments import fsync_dir
 from ..outputs.clipstats import ClipStats, ShotStats
@@ -97,18 +98,17 @@ from ..outputs.resumable import FramesWriter, Mp4Writer, StackWriter, Writer, wr
 from ..outputs.sequence_out import NamedFramesWriter, SequenceNames, publish_frames
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack, concat_stacks
-from ..scenecuts import SceneCuts
-from ..threads import Producer, Sink, fan_out, prefetch
 from . import clip_report, video_disk
 from .frame_depth import frame_depth
 from .options import parse_norm
 from .paths import output_exists
+from .scenecuts import SceneCuts
 from .video_progress import FrameBars, VideoProgress, frame_total
 from .video_ranges import Span, load_state
 from .video_resume import Checkpoints, VideoState, fingerprint, segment_frames, state_folder
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
     from ..io.images import InputItem
     from .options import PredictOptions
     from .run import RunState
@@ -169,7 +169,7 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
     the Ray engine always, so that a video retried after a killed actor continues).
     `span`: only the first pass of that frame range, kept in its own partial-state folder
     (nothing published; the report counts its frames); `join`: the video's ranges, all done,
-    taken as its first pass, then the rest as usual (`runners.video_ranges`).
+    taken as its first pass, then the rest as usual (`runs.video_ranges`).
 
     Raises InputError for inputs that are not videos (or cannot be processed at all).
     """
@@ -239,7 +239,7 @@ class _VideoRun:
                  bars: FrameBars | None, state: VideoState,
                  names: SequenceNames | None = None, span: Span | None = None) -> None:
         self.src, self.paths, self.est, self.opts, self.info = src, paths, est, opts, info
-        self.span = span  # a frame range only (runners.video_ranges)
+        self.span = span  # a frame range only (runs.video_ranges)
         self.first = span.start if span is not None else 0
         self.names = names  # an image sequence's output names (None: a video file)
         self.bars, self.state = bars, state
@@ -568,7 +568,7 @@ class _VideoRun:
         self.state.save({**meta, "phase": "publish", "done": 0}, self._timing())
 
     def join(self, spans: list[Span], video_folder: Path, video_fp: str) -> None:
-        """The finished frame ranges of this video as its first pass (`runners.video_ranges`):
+        """The finished frame ranges of this video as its first pass (`runs.video_ranges`):
         afterwards the state folder holds what `_pass1` leaves, byte for byte."""
         parts = []
         for sp in spans:

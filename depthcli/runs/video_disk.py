@@ -7,7 +7,7 @@ Modes of a video with a clip-wide value range (`--video-norm clip`, the default)
 - **npy source**: with `-f npy` the `.npy` output is what pass 2 reads; nothing more.
 - **recompute**: pass 1 keeps only the statistics, pass 2 runs the model again. Twice the
   compute, no temporary depth; chosen when the store does not fit.
-The resume state (`runners.video_resume`) is small for per-frame models (16 bytes a frame);
+The resume state (`runs.video_resume`) is small for per-frame models (16 bytes a frame);
 a temporal model's carries its window: 11 network inputs and 10 frame-size depths, twice
 while it is replaced.
 Per-frame value ranges and fixed ranges have one pass. Every mode also needs room for its
@@ -31,7 +31,7 @@ from .. import outputs
 from ..errors import DiskFullError
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
 
 _logger = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ def check(src: Path, out_dir: Path, folder: Path, est: DepthEstimator, size: tup
         return False
     h, w = size
     if getattr(est.spec, "temporal", False):
-        from ..transforms import lower_bound_size
-        from ..windows import video_input_size
+        from ..engine.transforms import lower_bound_size
+        from ..engine.windows import video_input_size
 
         nh, nw = lower_bound_size(h, w, video_input_size(est.preprocess.input_size, (h, w)))
         store_px, state_bytes = h * w, 11 * 3 * nh * nw * 4 + 10 * h * w * 4

@@ -5,8 +5,8 @@ nowhere a user would look. The default folder follows the platform's convention 
 application data (the same rules as `platformdirs.user_data_dir("depthcli")`, without the
 dependency):
 
-- Linux and other Unix: `$XDG_DATA_HOME/depthcli/weights` (default `~/.local/share/...`);
-- macOS: `~/Library/Application Support/depthcli/weights`;
+- Linux and other Unix: `$XDG_DATA_HOME/depthcli/checkpoints/weights` (default `~/.local/share/...`);
+- macOS: `~/Library/Application Support/depthcli/checkpoints/weights`;
 - Windows: `%LOCALAPPDATA%\\depthcli\\weights`.
 
 `$DEPTHCLI_WEIGHTS_DIR` replaces it. A development install (the package imported from a

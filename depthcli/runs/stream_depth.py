@@ -1,6 +1,6 @@
 """`--temporal stream`: Video Depth Anything one frame at a time (`models.streaming`).
 
-The same `FrameDepth` interface as `runners.frame_depth`'s strategies, so files go through the
+The same `FrameDepth` interface as `runs.frame_depth`'s strategies, so files go through the
 video runner unchanged: each frame's depth is final as soon as the frame is in (no window lag,
 no alignment), and memory is the model's bounded cache. `Stepper` is the part a live source
 uses directly: one BGR frame → its depth at the frame size.
@@ -14,11 +14,11 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from ..engine import DepthEstimator
+from ..engine.core import DepthEstimator
+from ..engine.windows import video_preprocess
 from ..errors import InputError, reason
-from ..io.video import Frame
+from ..io.video_decode import Frame
 from ..models.streaming import StreamingVDA
-from ..windows import video_preprocess
 from .frame_items import Item, preprocessed
 
 

@@ -32,7 +32,7 @@ from ..io.mp4_segments import fsync_dir
 from ..io.seqnames import frames_of, is_pattern, parse_pattern
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
     from .options import PredictOptions
 
 _logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The work that runs on Ray workers for `predict --engine ray`, and the public `DepthPredictor`.
 
-Kept apart from the driver (`runners/ray.py`) so that it imports without Ray: the stage
+Kept apart from the driver (`runs/ray.py`) so that it imports without Ray: the stage
 functions are plain `dict of numpy columns -> dict of numpy columns` callables, testable on
 their own and usable from any Ray Data pipeline.
 
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.transforms import Da3Preprocess, Preprocess, preprocess_for
 from ..errors import DepthCliError, strip_path
 from ..errors import reason as _reason
 from ..io.images import decode_image, read_bytes
-from ..transforms import Da3Preprocess, Preprocess, preprocess_for
 
 if TYPE_CHECKING:  # torch only where a model runs: read / write task workers skip it
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
 
 _logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class EstimatorConfig:
         """The actor's estimator (torch threads set first: Ray gives actors 1 by default)."""
         import torch
 
-        from ..engine import DepthEstimator
+        from ..engine.core import DepthEstimator
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -238,7 +238,7 @@ class ModelStage:
                  video_cfg: EstimatorConfig | None = None) -> None:
         from ..models.registry import get_spec
 
-        self.opts = opts  # runners.options.PredictOptions, for videos
+        self.opts = opts  # runs.options.PredictOptions, for videos
         self.cfg, self.video_cfg = cfg, video_cfg or cfg
         self._video_est: DepthEstimator | None = None
         self.est: DepthEstimator | None = None

@@ -2,7 +2,7 @@
 
 Wires io, engine and outputs together; holds no model maths and no click. Images stream through
 the engine (prefetch threads, shape-bucketed batches) into a bounded writer pool; videos are
-collected during discovery and run one after the other afterwards (`runners.video`).
+collected during discovery and run one after the other afterwards (`runs.video`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import cast
 import numpy as np
 
 from .. import outputs
-from ..engine import DepthEstimator
+from ..engine.core import DepthEstimator
+from ..engine.threads import Writers
 from ..errors import DepthCliError, DiskFullError, InputError, strip_path
 from ..io import images
 from ..io.atomic import is_disk_full, remove_stale_temps
@@ -26,7 +27,6 @@ from ..io.images import Discovery, InputItem
 from ..io.manifest import Manifest, OutputFolders
 from ..io.seqnames import is_pattern
 from ..outputs.sequence_out import listed_outputs
-from ..threads import Writers
 from .options import Estimators, PredictOptions, Summary
 from .paths import OutputMapper, foreign_files, output_exists, overlaps
 from .run import Progress, Report, RunState

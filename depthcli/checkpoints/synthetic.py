@@ -46,7 +46,7 @@ def recipe_entry(key: str, shape: tuple[int, ...], salt: str = "") -> torch.Tens
     """`recipe_tensor`, except Video Depth Anything's position tables, which the official
     checkpoints store with their sinusoidal values (golden/README.md)."""
     if key.endswith("pos_encoder.pe"):
-        from .models.temporal import sinusoidal_table
+        from ..models.temporal import sinusoidal_table
 
         return sinusoidal_table(shape[-1], shape[-2])
     return recipe_tensor(key, shape, salt)

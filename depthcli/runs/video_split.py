@@ -1,6 +1,6 @@
 """One range of a split video on a model actor, then the join when it is the last range to
-finish (the plan, the state and the claims are in `runners.video_ranges`; the passes are
-`runners.video.predict_video`'s)."""
+finish (the plan, the state and the claims are in `runs.video_ranges`; the passes are
+`runs.video.predict_video`'s)."""
 
 from __future__ import annotations
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import outputs
-from ..device import default_workers
+from ..engine.device import default_workers
 from ..errors import InputError
 from ..io.images import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
-    from ..engine import DepthEstimator
+    from ..engine.core import DepthEstimator
 
 
 @dataclass
@@ -31,13 +31,13 @@ class PredictOptions:
     skip_existing: bool = False
     no_clobber: bool = False  # refuse to replace files that are not our outputs of the input
     max_pixels: int = DEFAULT_MAX_PIXELS
-    video_norm: str = "clip"  # clip | frame | LO,HI (see runners.video.parse_norm)
+    video_norm: str = "clip"  # clip | frame | LO,HI (see runs.video.parse_norm)
     sequence: bool = False  # --sequence: folders of numbered frames are clips (io.sequence)
     fps: Fraction | None = None  # --fps: an image sequence's rate (None: 24)
     sequence_npy: str = "stack"  # --sequence-npy: stack | frames
     sequence_video: bool = False  # --sequence-video: visual formats of a sequence as mp4
     scene_cuts: float | None = None  # --scene-cuts: the detector's threshold; None: off
-    temporal: str = "window"  # window | stream: how a temporal model runs (runners.stream_depth)
+    temporal: str = "window"  # window | stream: how a temporal model runs (runs.stream_depth)
 
     def host_workers(self, device_type: str) -> int:
         """`workers`, or the device's default when not given."""

@@ -3,7 +3,7 @@
 It takes arrays (plus opaque keys), runs them through a `Backend` and yields float32 depth; it
 knows nothing of paths, colour maps or click, nor of the runtime behind the backend. Images
 and video frames go through the same `preprocess → forward_batch → postprocess` steps; a
-temporal model is a different batching policy (windows, `depthcli.windows`), not a second engine.
+temporal model is a different batching policy (windows, `depthcli.engine.windows`), not a second engine.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .backends import Backend
+from ..backends import Backend
+from ..errors import reason
+from ..models import create_model
+from ..models.registry import DEFAULT_MODEL, ModelSpec
 from .device import Precision, resolve_device, resolve_precision
-from .errors import reason
-from .models import create_model
-from .models.registry import DEFAULT_MODEL, ModelSpec
 from .threads import prefetch
 from .transforms import preprocess_for, upsample
 
@@ -90,8 +90,8 @@ class DepthEstimator:
 
         `precision="int8"`: OpenVINO post-training quantisation on the CPU (backends/int8.py),
         calibrated on the built-in set or on the images under `calibrate`
-        (depthcli/calibration.py); preprocessing and the non-quantised parts stay fp32."""
-        from .backends import Job, create_backend
+        (depthcli/backends/calibration.py); preprocessing and the non-quantised parts stay fp32."""
+        from ..backends import Job, create_backend
 
         if not isinstance(model, torch.nn.Module) or not isinstance(
                 getattr(model, "spec", None), ModelSpec):
@@ -115,7 +115,7 @@ class DepthEstimator:
                Job(job_inputs, self.preprocess.input_size, weights_file))
         self.calibration = None
         if int8:
-            from .calibration import Calibration, builtin, from_folder
+            from ..backends.calibration import Calibration, builtin, from_folder
 
             images = builtin() if calibrate is None else from_folder(calibrate)
             self.calibration = Calibration(images, self.preprocess, self.preprocess.input_size)
@@ -157,7 +157,7 @@ class DepthEstimator:
         out = self._run(batch)
         if self.spec.family != "v3":
             return out, [{} for _ in range(len(out))]
-        from .models.da3_post import unpack
+        from ..models.da3_post import unpack
 
         return unpack(self.spec, out)
 
@@ -188,7 +188,7 @@ class DepthEstimator:
         """One image's network-size depth + extras → output-size arrays (see `Result`)."""
         if self.spec.family != "v3":
             return self.postprocess(depth, size), {}
-        from .models.da3_post import (
+        from ..models.da3_post import (
             SKY_MASK_THRESHOLD,
             metric_scale,
             network_focal,

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..io import sequence as seq
-from ..io.video import VideoInfo
-from ..scenecuts import shot_of
+from ..io.video_decode import VideoInfo
+from .scenecuts import shot_of
 
-_logger = logging.getLogger("depthcli.runners.video")
+_logger = logging.getLogger("depthcli.runs.video")
 
 
 def frame_label(index: int, info: VideoInfo, pts: Sequence[int]) -> int:

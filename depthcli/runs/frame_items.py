@@ -1,4 +1,4 @@
-"""What every frame-depth strategy shares (`runners.frame_depth`, `runners.stream_depth`):
+"""What every frame-depth strategy shares (`runs.frame_depth`, `runs.stream_depth`):
 the item it yields, its interface, and in-order preprocessing in worker threads. Apart so the
 strategies import it, not each other."""
 
@@ -11,8 +11,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..io.video import Frame
-from ..threads import prefetch
+from ..engine.threads import prefetch
+from ..io.video_decode import Frame
 
 Item = tuple[Frame, "np.ndarray | None", torch.Tensor]
 

@@ -10,7 +10,7 @@ at once; then up to `RayOptions.chunk` rows while discovery runs ahead in a thre
     (CPU tasks) -> one small result row per input back to the driver (summary, progress)
 
 A long video of a per-frame model, with two or more actors, goes as frame ranges instead, one
-row each (`runners.video_ranges`: planned here, run on the actors one row a call, joined by
+row each (`runs.video_ranges`: planned here, run on the actors one row a call, joined by
 the range that finishes last into the local run's bytes).
 
 Ray Data's streaming executor bounds memory (backpressure between operators). Faults: actors
@@ -85,8 +85,8 @@ def ray_config(model: str, weights: str | os.PathLike[str] | None, input_size: i
     Actors get the path, never the weights: each loads the very file the driver resolved
     (it must be readable on every node: a shared filesystem, or the same cache path).
     """
+    from ..checkpoints.weights import resolve
     from ..models.registry import get_spec, is_hf_repo_name
-    from ..weights import resolve
 
     path = resolve(get_spec(model), weights, prefer_hf=is_hf_repo_name(model))
     cam = tuple(sorted((k, float(v)) for k, v in (camera or {}).items() if v is not None))
@@ -180,7 +180,7 @@ class _Feed:
         self.actors = 1  # model actors: a long per-frame video is split over them (`split`)
         self.temporal = False  # the video model is a temporal one: never split
         self.segment = 0  # H.264 segment length the ranges were planned on
-        self.token = uuid.uuid4().hex[:12]  # this run's join markers (runners.video_ranges)
+        self.token = uuid.uuid4().hex[:12]  # this run's join markers (runs.video_ranges)
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
 
     def _mapper(self) -> OutputMapper:
@@ -229,8 +229,8 @@ class _Feed:
             yield row
 
     def _split(self, src: Path) -> list[Span]:
-        """The frame ranges of a video to split over the actors (runners.video_ranges)."""
-        from ..io import video as vio
+        """The frame ranges of a video to split over the actors (runs.video_ranges)."""
+        from ..io import video_decode as vio
         from .video_progress import frame_total
         from .video_resume import segment_frames
 
@@ -369,7 +369,7 @@ class _Tally:
             self._video(src, status, "", int(rep["frames"]), list(rep["errors"]))
 
     def _video(self, src: str, status: str, error: str, frames: int, errors: list[str]) -> None:
-        """As runners.images._run_video: one failed input, however many lines describe it."""
+        """As runs.images._run_video: one failed input, however many lines describe it."""
         if status == "failed":
             self.fail(src, error)
             return

@@ -1,6 +1,6 @@
 """The accounting of one local `predict` run: its summary, error lines, progress and disk-full stop.
 
-Shared by the image run (`runners.images`) and each video of it (`runners.video`), which report
+Shared by the image run (`runs.images`) and each video of it (`runs.video`), which report
 through these methods only; a module of its own so that neither imports the other's internals.
 """
 

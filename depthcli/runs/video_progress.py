@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ..io.video import VideoInfo
+from ..io.video_decode import VideoInfo
 
 _logger = logging.getLogger(__name__)
 

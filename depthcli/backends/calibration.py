@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DepthCliError
+from ..errors import DepthCliError
 
 BUILTIN_VERSION = 1  # bump when the generator's images change
 BUILTIN_COUNT = 8
@@ -58,7 +58,7 @@ class CalibrationSet:
             for i in range(self.count):
                 yield synthetic_scene(BUILTIN_SEED + i)
             return
-        from .io.images import read_image
+        from ..io.images import read_image
 
         for p in self.files:
             yield read_image(p)
@@ -101,7 +101,7 @@ def check_readable(cal: CalibrationSet) -> None:
     """Decode every file of a folder set once, so a bad one is named before any model loads."""
     if cal.folder is None:
         return
-    from .io.images import read_image
+    from ..io.images import read_image
 
     for p in cal.files:
         try:

@@ -1,0 +1,1 @@
+"""Checkpoints: finding and trust-checking them, their layouts, and the synthetic-weight recipe."""

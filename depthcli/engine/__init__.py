@@ -1,0 +1,1 @@
+"""The engine: device and precision policy, preprocessing, batching, threads (host arrays out)."""

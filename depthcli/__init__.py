@@ -1,6 +1,6 @@
 """depthcli: Depth Anything (V1/V2, relative and metric) for images, folders and videos.
 
-The public API (`DepthEstimator`, `create_model`, `list_models`, `resolve_device`) loads on
+The public API (`DepthEngine`, `create_model`, `list_models`, `resolve_device`) loads on
 first use, so `import depthcli` (and the command line's help) stays fast and torch-free.
 """
 
@@ -16,19 +16,22 @@ from .version import __version__
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
 if TYPE_CHECKING:
-    from .engine.core import DepthEstimator
+    from .engine.core import DepthEngine
     from .engine.device import resolve_device
     from .models import create_model, list_models
-    from .runs.ray_stages import DepthPredictor
+    from .runs.ray_stages import RayDepthMapper
 
-__all__ = ["DepthEstimator", "DepthPredictor", "__version__", "create_model", "list_models", "resolve_device"]
+__all__ = ["DepthEngine", "RayDepthMapper", "__version__", "create_model", "list_models", "resolve_device"]
 
 _LAZY = {
-    "DepthEstimator": ("engine.core", "DepthEstimator"),
+    "DepthEngine": ("engine.core", "DepthEngine"),
     "create_model": ("models", "create_model"),
     "list_models": ("models", "list_models"),
     "resolve_device": ("engine.device", "resolve_device"),
-    "DepthPredictor": ("runs.ray_stages", "DepthPredictor"),
+    "RayDepthMapper": ("runs.ray_stages", "RayDepthMapper"),
+    # the names of depthcli 0.1.0, kept so that scripts written against them still run
+    "DepthEstimator": ("engine.core", "DepthEngine"),
+    "DepthPredictor": ("runs.ray_stages", "RayDepthMapper"),
 }
 
 

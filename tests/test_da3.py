@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from conftest import write_image
-from depthcli.engine.core import DepthEstimator
+from depthcli.engine.core import DepthEngine
 from depthcli.errors import WeightsError
 from depthcli.models import create_model, get_spec
 from recipe import recipe_state_dict
@@ -93,14 +93,14 @@ def built_once(da3_folders: dict[str, Path], small_ckpt: Path):
 
 
 @pytest.fixture(scope="module")
-def estimators(da3_folders: dict[str, Path]) -> dict[tuple[str, int], DepthEstimator]:
+def estimators(da3_folders: dict[str, Path]) -> dict[tuple[str, int], DepthEngine]:
     """One loaded model per tag, an estimator per process size, network-size output."""
     out = {}
     for tag, folder in da3_folders.items():
-        est = DepthEstimator.from_name(tag, weights=folder, device="cpu", backend="torch",
+        est = DepthEngine.from_name(tag, weights=folder, device="cpu", backend="torch",
                                        output_size="network")
         out[tag, 504] = est
-        out[tag, 140] = DepthEstimator(est.model, device="cpu", backend="torch", owns_model=True,
+        out[tag, 140] = DepthEngine(est.model, device="cpu", backend="torch", owns_model=True,
                                        input_size=140, output_size="network")
     return out
 
@@ -131,7 +131,7 @@ def _check_mono(gold: np.lib.npyio.NpzFile, key: str, depth: np.ndarray,
 
 @pytest.mark.parametrize("tag", ["da3-small", "da3mono-small-test"])
 def test_golden_parity_api(tag: str, golden_dir: Path, estimators: dict) -> None:
-    """Every stored input at 140 and the 504 portrait through `DepthEstimator.infer_full`."""
+    """Every stored input at 140 and the 504 portrait through `DepthEngine.infer_full`."""
     gold = np.load(golden_dir / f"{tag}.npz")
     for size, names in ((140, INPUTS), (504, ("portrait",))):
         for name in names:
@@ -181,7 +181,7 @@ def test_golden_parity_cli(tag: str, golden_dir: Path, da3_folders: dict, tmp_pa
 def test_default_output_is_input_size(estimators: dict, golden_dir: Path) -> None:
     """Without --output-size network every DA3 output is at the input's size, the camera too."""
     est = estimators["da3-small", 140]
-    default = DepthEstimator(est.model, device="cpu", backend="torch", input_size=140,
+    default = DepthEngine(est.model, device="cpu", backend="torch", input_size=140,
                              owns_model=True)
     img = cv2.imread(str(golden_dir / "landscape.png"))  # 240x160 → network 140x98
     net, full = est.infer_full(img), default.infer_full(img)
@@ -249,7 +249,7 @@ def test_metric_scaling(estimators: dict, golden_dir: Path) -> None:
     rel = base.infer_full(img)
     for camera, focal in (({"focal_px": 252.0}, 252.0 * (84 / 126 + 140 / 203) / 2),
                           ({"fov_deg": 90.0}, (63 * 84 / 126 + 63 * 140 / 203) / 2)):
-        est = DepthEstimator(model, device="cpu", backend="torch", input_size=140,
+        est = DepthEngine(model, device="cpu", backend="torch", input_size=140,
                              output_size="network", camera=camera, owns_model=True)
         r = est.infer_full(img)
         assert r.extras["focal_px"] == pytest.approx(focal, rel=1e-9)
@@ -277,7 +277,7 @@ def test_ray_stages_without_ray(estimators: dict, da3_folders: dict, golden_dir:
     from depthcli.outputs import OutputOptions
     from depthcli.runs.options import PredictOptions
     from depthcli.runs.ray_stages import (
-        EstimatorConfig,
+        EngineSpec,
         ModelStage,
         column,
         read_stage,
@@ -288,7 +288,7 @@ def test_ray_stages_without_ray(estimators: dict, da3_folders: dict, golden_dir:
     srcs = [str(golden_dir / f"{n}.png") for n in names]
 
     def run(tag: str, fmts: tuple[str, ...], out: Path, **cfg_kw: object) -> dict:
-        cfg = EstimatorConfig(tag, str(da3_folders[tag]), device="cpu", backend="torch",
+        cfg = EngineSpec(tag, str(da3_folders[tag]), device="cpu", backend="torch",
                               input_size=140, **cfg_kw)  # type: ignore[arg-type]
         opts = PredictOptions(inputs=(), out_dir=out, output=OutputOptions(fmts), batch_size=2)
         suffix = {"npy": ".npy", "conf": "_conf.npy", "sky": "_sky.png"}
@@ -317,7 +317,7 @@ def test_ray_stages_without_ray(estimators: dict, da3_folders: dict, golden_dir:
                     cams[n]["sky_fill"])
     # default output size: the local engine's input-size arrays, bit for bit
     run("da3-small", ("npy",), tmp_path / "d")
-    local = DepthEstimator(estimators["da3-small", 140].model, device="cpu", backend="torch",
+    local = DepthEngine(estimators["da3-small", 140].model, device="cpu", backend="torch",
                            input_size=140, owns_model=True)
     ref = local.infer_full(cv2.imread(srcs[0])).depth
     np.testing.assert_array_equal(np.load(tmp_path / "d" / "landscape.npy"), ref)
@@ -351,7 +351,7 @@ def test_openvino_backend_mono(estimators: dict, golden_dir: Path, tmp_path) -> 
     base = estimators["da3mono-small-test", 140]
     backend = create_runtime_backend("openvino", base.model, base.spec, precision="fp32",
                                      cache_dir=tmp_path)
-    est = DepthEstimator(base.model, device="cpu", backend=backend, input_size=140,
+    est = DepthEngine(base.model, device="cpu", backend=backend, input_size=140,
                          output_size="network")
     gold = np.load(golden_dir / "da3mono-small-test.npz")
     for name in ("landscape", "square"):

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from depthcli.engine.core import DepthEstimator
+from depthcli.engine.core import DepthEngine
 from depthcli.engine.device import resolve_device, resolve_precision
 
 
 @pytest.fixture(scope="module")
-def est(tiny_ckpt) -> DepthEstimator:
-    return DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=42)
+def est(tiny_ckpt) -> DepthEngine:
+    return DepthEngine.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=42)
 
 
 def test_resolve_device_and_precision() -> None:
@@ -28,10 +28,10 @@ def test_resolve_device_and_precision() -> None:
 
 
 def test_non_finite_half_batch_is_redone_in_fp32(tiny_ckpt, caplog) -> None:
-    e = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
+    e = DepthEngine.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
                                  precision="bf16", input_size=42)
     x = np.random.default_rng(0).standard_normal((2, 3, 42, 56)).astype(np.float32)
-    ref = DepthEstimator(e.model, device="cpu", precision="fp32", input_size=42).forward_batch(x)
+    ref = DepthEngine(e.model, device="cpu", precision="fp32", input_size=42).forward_batch(x)
     real = e.backend._forward
     e.backend._forward = lambda t: real(t) * float("nan")  # type: ignore[assignment]
     with caplog.at_level(logging.WARNING):

@@ -98,12 +98,12 @@ def test_fast_preprocess_is_close_to_exact() -> None:
 
 
 def test_estimator_keeps_exact_preprocess_for_fp32(small_ckpt) -> None:
-    from depthcli.engine.core import DepthEstimator
+    from depthcli.engine.core import DepthEngine
     from depthcli.models import create_model
 
     model = create_model("da2-small", weights=small_ckpt)
-    assert DepthEstimator(model, device="cpu", precision="fp32").preprocess.exact
-    assert not DepthEstimator(model, device="cpu", precision="bf16").preprocess.exact
+    assert DepthEngine(model, device="cpu", precision="fp32").preprocess.exact
+    assert not DepthEngine(model, device="cpu", precision="bf16").preprocess.exact
 
 
 def test_default_workers_by_device(monkeypatch) -> None:

@@ -39,15 +39,15 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def int8_pair(cache: Path, tiny_ckpt: Path) -> tuple:
     """The int8 estimator built once (quantised), then again from the cache."""
-    from depthcli.engine.core import DepthEstimator
+    from depthcli.engine.core import DepthEngine
 
     mp = pytest.MonkeyPatch()
     mp.setenv("DEPTHCLI_CACHE", str(cache))
     try:
         kw = dict(weights=tiny_ckpt, device="cpu", precision="int8", backend="openvino",
                   input_size=SIZE)
-        first = DepthEstimator.from_name("da2-tiny-test", **kw)
-        second = DepthEstimator.from_name("da2-tiny-test", **kw)
+        first = DepthEngine.from_name("da2-tiny-test", **kw)
+        second = DepthEngine.from_name("da2-tiny-test", **kw)
     finally:
         mp.undo()
     return first, second
@@ -143,13 +143,13 @@ def test_errors(tmp_path: Path, tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_api_refusals(tiny_vda_ckpt: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
     from depthcli.backends import BackendError
-    from depthcli.engine.core import DepthEstimator
+    from depthcli.engine.core import DepthEngine
 
     with pytest.raises(BackendError, match="temporal video models"):
-        DepthEstimator.from_name("vda-tiny-test", weights=tiny_vda_ckpt, device="cpu",
+        DepthEngine.from_name("vda-tiny-test", weights=tiny_vda_ckpt, device="cpu",
                                  precision="int8", backend="openvino")
     with pytest.raises(BackendError, match="not --backend torch"):
-        DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
+        DepthEngine.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
                                  precision="int8", backend="torch")
 
 
@@ -174,10 +174,10 @@ def test_user_calibration_set_identity(tmp_path: Path) -> None:
 
 def test_deviation_bound_golden(int8_pair: tuple, golden_dir: Path, tiny_ckpt: Path) -> None:
     """int8 vs torch fp32 on the golden images: mean of the range below MEAN_BOUND."""
-    from depthcli.engine.core import DepthEstimator
+    from depthcli.engine.core import DepthEngine
 
     int8, _ = int8_pair
-    ref = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
+    ref = DepthEngine.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
                                    precision="fp32", backend="torch", input_size=SIZE)
     means = []
     for name in ("landscape", "portrait", "square"):

@@ -98,9 +98,9 @@ def test_summary_fields_and_settings(tmp_path: Path, small_ckpt: Path) -> None:
 
 
 def test_python_api_input_errors(small_ckpt: Path) -> None:
-    from depthcli import DepthEstimator
+    from depthcli import DepthEngine
 
-    est = DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=28)
+    est = DepthEngine.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=28)
     with pytest.raises(TypeError, match="cv2.imread returns None"):
         est.infer(None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="numpy array"):

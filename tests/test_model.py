@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import make_checkpoint, official_keys
-from depthcli.engine.core import DepthEstimator
+from depthcli.engine.core import DepthEngine
 from depthcli.engine.transforms import lower_bound_size
 from depthcli.models import create_model, get_spec
 from depthcli.models.encoder import interpolate_pos_embed
@@ -37,10 +37,10 @@ def golden_ckpts(golden_keys: dict, tmp_path_factory: pytest.TempPathFactory) ->
 def test_golden_parity_api(tag: str, golden_dir, golden_ckpts) -> None:
     """Every golden entry within 1e-4 of its range through the Python API (real loading path)."""
     gold = np.load(golden_dir / f"{tag}.npz")
-    est = DepthEstimator.from_name(tag, weights=golden_ckpts[tag], device="cpu")
+    est = DepthEngine.from_name(tag, weights=golden_ckpts[tag], device="cpu")
     sizes = sorted({int(k.split("@")[1]) for k in gold.files})
     for size in sizes:
-        est_s = est if size == 518 else DepthEstimator(est.model, device="cpu", input_size=size)
+        est_s = est if size == 518 else DepthEngine(est.model, device="cpu", input_size=size)
         for key in [k for k in gold.files if k.endswith(f"@{size}")]:
             img = cv2.imread(str(golden_dir / f"{key.split('@')[0]}.png"))
             depth = est_s.infer(img)
@@ -214,7 +214,7 @@ def test_v1_and_v2_differ_on_same_weights(small_ckpt) -> None:
 
 
 def test_batch_equals_single(small_ckpt) -> None:
-    est = DepthEstimator.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=70)
+    est = DepthEngine.from_name("da2-small", weights=small_ckpt, device="cpu", input_size=70)
     rng = np.random.default_rng(0)
     imgs = [cv2.GaussianBlur(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8), (9, 9), 3)
             for _ in range(3)]

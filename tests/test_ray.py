@@ -62,20 +62,20 @@ def test_two_node_cluster_finishes_a_local_run_with_killed_actors(tmp_path, tiny
 
 def test_pool_sizing_leaves_cpus_for_tasks() -> None:
     """2 CPUs: one 1-CPU actor (two would starve the read tasks: measured hang)."""
-    from depthcli.runs.ray import EstimatorConfig, PoolPlan, RayOptions, plan_pool
+    from depthcli.runs.ray import EngineSpec, PoolPlan, RayOptions, plan_pool
 
-    cfg = EstimatorConfig("da2-small", device="auto")
+    cfg = EngineSpec("da2-small", device="auto")
     assert plan_pool(cfg, RayOptions(), [{"CPU": 2.0}]) == PoolPlan(1, 1.0, 0.0, "cpu")
     assert plan_pool(cfg, RayOptions(), [{"CPU": 2.0}, {"CPU": 2.0}]).actors == 2
     assert plan_pool(cfg, RayOptions(), [{"CPU": 1.0}]) == PoolPlan(1, 0.5, 0.0, "cpu")
     assert plan_pool(cfg, RayOptions(), [{"CPU": 16.0}]) == PoolPlan(1, 15.0, 0.0, "cpu")
     gpu = plan_pool(cfg, RayOptions(), [{"CPU": 8.0, "GPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}])
     assert gpu == PoolPlan(4, 1.0, 1.0, "cuda")
-    cpu_only = EstimatorConfig("da2-small", device="cpu")
+    cpu_only = EngineSpec("da2-small", device="cpu")
     assert plan_pool(cpu_only, RayOptions(actors=3, actor_cpus=2), [{"CPU": 8, "GPU": 1}]) == \
         PoolPlan(3, 2, 0.0, "cpu")
     with pytest.raises(ValueError, match="no GPUs"):
-        plan_pool(EstimatorConfig("da2-small", device="cuda"), RayOptions(), [{"CPU": 4.0}])
+        plan_pool(EngineSpec("da2-small", device="cuda"), RayOptions(), [{"CPU": 4.0}])
 
 
 def test_ray_flags_reach_the_engine(tmp_path, tiny_ckpt, monkeypatch) -> None:
@@ -85,7 +85,7 @@ def test_ray_flags_reach_the_engine(tmp_path, tiny_ckpt, monkeypatch) -> None:
 
     import depthcli.runs.ray as rr
     from depthcli.cli import main
-    from depthcli.runs.options import Summary
+    from depthcli.runs.summary import Summary
 
     seen = {}
 
@@ -111,7 +111,7 @@ def test_stages_without_ray(tmp_path, tiny_ckpt) -> None:
     from depthcli.outputs import OutputOptions
     from depthcli.runs.options import PredictOptions
     from depthcli.runs.ray_stages import (
-        EstimatorConfig,
+        EngineSpec,
         ModelStage,
         column,
         read_stage,
@@ -121,7 +121,7 @@ def test_stages_without_ray(tmp_path, tiny_ckpt) -> None:
     srcs = [write_image(tmp_path / f"i{k}.png", 30 + 9 * k, 44, seed=k) for k in range(3)]
     (tmp_path / "bad.png").write_bytes(b"nope")
     srcs.append(tmp_path / "bad.png")
-    cfg = EstimatorConfig("da2-tiny-test", str(tiny_ckpt), device="cpu", input_size=56)
+    cfg = EngineSpec("da2-tiny-test", str(tiny_ckpt), device="cpu", input_size=56)
     opts = PredictOptions(inputs=(), out_dir=tmp_path / "o", output=OutputOptions(("npy",)),
                           batch_size=2)
     paths = [json.dumps({"npy": str(tmp_path / "o" / f"{p.stem}.npy")}) for p in srcs]
@@ -143,9 +143,9 @@ def test_depth_predictor_callable(tiny_ckpt, tmp_path) -> None:
     """The map_batches class on plain numpy batches: RGB arrays and encoded bytes."""
     import cv2
 
-    from depthcli import DepthPredictor
+    from depthcli import RayDepthMapper
 
-    pred = DepthPredictor("da2-tiny-test", weights=tiny_ckpt, input_size=56, device="cpu")
+    pred = RayDepthMapper("da2-tiny-test", weights=tiny_ckpt, input_size=56, device="cpu")
     bgr = cv2.imread(str(write_image(tmp_path / "a.png", 40, 50)))
     rgb = bgr[..., ::-1]
     out = pred({"image": np.stack([rgb, rgb])})

@@ -396,12 +396,12 @@ def test_no_network_answers_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_ctrl_c_while_loading_exits_130(tmp_path: Path, tiny_ckpt: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from depthcli.engine.core import DepthEstimator
+    from depthcli.engine.core import DepthEngine
 
     def interrupted(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(DepthEstimator, "from_name", interrupted)
+    monkeypatch.setattr(DepthEngine, "from_name", interrupted)
     img = write_image(tmp_path / "x.jpg", 20, 24)
     r = invoke([str(img), "-o", str(tmp_path / "out")], tiny_ckpt)
     assert r.exit_code == 130

@@ -193,9 +193,9 @@ def test_clip_wide_range_gray_and_npy_match_inference(clips, tiny_ckpt, tmp_path
     assert min(spans) < 200  # some frame does not use the whole scale: not per-frame min-max
 
     # npy = model output at the source size, as the image API computes it
-    from depthcli.engine.core import DepthEstimator
+    from depthcli.engine.core import DepthEngine
 
-    est = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
+    est = DepthEngine.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
     src = probe(clips["ramp"])["bgr"]
     tol = 1e-5 * (hi - lo)
     for i in (0, 7):
@@ -295,10 +295,10 @@ def test_not_a_video_and_no_video_stream(tiny_ckpt, tmp_path):
 
 
 def test_failure_mid_video_leaves_no_output(clips, tiny_ckpt, tmp_path, monkeypatch):
-    from depthcli.engine.core import DepthEstimator
+    from depthcli.engine.core import DepthEngine
     from depthcli.runs.options import PredictOptions
 
-    est = DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
+    est = DepthEngine.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu", input_size=70)
     calls = {"n": 0}
     real = est.forward_batch
 
@@ -387,7 +387,8 @@ def test_probe_failure_is_one_clean_line(exc, tmp_path, monkeypatch):
     video (reason)', both from `probe` and as the run's one error line (not a NameError)."""
     from depthcli.io import video_decode as vio
     from depthcli.runs.images import run_predict
-    from depthcli.runs.options import Estimators, PredictOptions
+    from depthcli.runs.models import RunModels
+    from depthcli.runs.options import PredictOptions
 
     def broken(path, max_pixels=None):
         raise exc
@@ -398,7 +399,7 @@ def test_probe_failure_is_one_clean_line(exc, tmp_path, monkeypatch):
         vio.probe(src)
     assert str(info.value) == f"{src}: not a readable video ({exc})"
     lines: list[str] = []
-    models = Estimators(lambda name: pytest.fail("the model must not be needed"), "da2-tiny-test")
+    models = RunModels(lambda name: pytest.fail("the model must not be needed"), "da2-tiny-test")
     models._cache["da2-tiny-test"] = None  # never used: the probe fails first
     opts = PredictOptions(inputs=(str(src),), out_dir=tmp_path / "out")
     summary = run_predict(opts, models, report=lines.append)

@@ -13,7 +13,7 @@ import torch
 from test_video import make_video
 
 from depthcli import outputs
-from depthcli.engine.core import DepthEstimator
+from depthcli.engine.core import DepthEngine
 from depthcli.io.atomic import PARTIAL_DIR
 from depthcli.outputs import clipstats
 from depthcli.outputs.clipstats import ClipStats
@@ -74,7 +74,7 @@ def test_stats_of_ranges_merge_to_the_clip_stats(mode, cap, monkeypatch) -> None
 def est(tiny_ckpt):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model's forwards: no spinning threads
-    yield DepthEstimator.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
+    yield DepthEngine.from_name("da2-tiny-test", weights=tiny_ckpt, device="cpu",
                                    input_size=56, backend="torch")
     torch.set_num_threads(threads)
 

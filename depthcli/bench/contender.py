@@ -16,7 +16,7 @@ from .measure import STAGES, PeakMemory, Series
 from .passes import e2e_pass, stage_pass
 
 if TYPE_CHECKING:
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Contender:
     """The estimator of one backend plus its per-run series and peak memory."""
 
     label: str  # the backend asked for (e.g. "auto"); `est.backend.name` says what ran
-    est: DepthEstimator
+    est: DepthEngine
     stage: dict[str, Series] = field(default_factory=lambda: {s: Series() for s in STAGES})
     e2e: Series = field(default_factory=Series)
     mem_max: dict[str, dict[str, float | None]] = field(default_factory=dict)

@@ -87,7 +87,7 @@ def main() -> None:
 
     import torch
 
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
 
     ap = argparse.ArgumentParser(prog="python -m depthcli.bench.latency",
                                  description="VDA latency: --temporal stream vs window.")
@@ -101,7 +101,7 @@ def main() -> None:
     a = ap.parse_args()
     frames = clip_frames(a.clip, a.frames, a.width)
     for size in a.input_size:
-        est = DepthEstimator.from_name(a.model, weights=a.weights, input_size=size,
+        est = DepthEngine.from_name(a.model, weights=a.weights, input_size=size,
                                        device="cpu", precision="fp32", backend="torch")
         for mode in a.modes:
             with torch.inference_mode():

@@ -12,7 +12,7 @@ import numpy as np
 from .measure import sync, timer
 
 if TYPE_CHECKING:
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "images"
 GENERATED_SHAPE = (1362, 2048)  # ~2.8 MP, the size of most sample photos
@@ -63,7 +63,7 @@ def find_inputs(n: int | None, source: Path | None, workdir: Path) -> tuple[Path
     return folder, chosen, desc
 
 
-def stage_pass(est: DepthEstimator, files: list[Path], out_dir: Path, batch_size: int,
+def stage_pass(est: DepthEngine, files: list[Path], out_dir: Path, batch_size: int,
                 keep: list[np.ndarray] | None = None) -> dict[str, float]:
     """Every stage for every file, serially in this thread; returns total seconds per stage.
 
@@ -111,7 +111,7 @@ def stage_pass(est: DepthEstimator, files: list[Path], out_dir: Path, batch_size
     return acc
 
 
-def e2e_pass(est: DepthEstimator, folder: Path, out_dir: Path, batch_size: int,
+def e2e_pass(est: DepthEngine, folder: Path, out_dir: Path, batch_size: int,
               workers: int) -> float:
     from ..runs.images import run_predict
     from ..runs.options import PredictOptions

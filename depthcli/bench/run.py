@@ -19,7 +19,7 @@ import torch
 
 from ..checkpoints.layouts import official_state_dict
 from ..checkpoints.synthetic import load_recipe_weights
-from ..engine.core import DepthEstimator
+from ..engine.core import DepthEngine
 from ..engine.device import precision_name, resolve_device, resolve_precision
 from ..io.images import read_image
 from ..models import create_model, get_spec
@@ -100,7 +100,7 @@ class Bench:
                     self.log(f"--backend {name}: no int8 (OpenVINO only), measured at "
                              f"{', '.join(p for p in self.precs if p != 'int8')} only")
                     continue
-                est = DepthEstimator(net, device=self.dev, precision=prec,  # type: ignore[arg-type]
+                est = DepthEngine(net, device=self.dev, precision=prec,  # type: ignore[arg-type]
                                      input_size=o.input_size, compile=o.compile,
                                      channels_last=o.channels_last, backend=name,
                                      owns_model=alone,
@@ -204,7 +204,7 @@ class Bench:
                 fig["int8"] = report
             per[c.backend] = fig
         if self.ref_net is not None:  # how far from torch fp32, on each distinct image
-            ref_est = DepthEstimator(self.ref_net, device=self.dev, precision="fp32",
+            ref_est = DepthEngine(self.ref_net, device=self.dev, precision="fp32",
                                      input_size=o.input_size, backend="torch", owns_model=True)
             ref = [ref_est.infer(read_image(p)) for p in uniq]
             for c in self.contenders:

@@ -49,7 +49,7 @@ def _child(argv: list[str]) -> dict[str, object]:
     import timm  # noqa: F401
     import torch  # noqa: F401 - timed: what a run imports
 
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
     from ..io.images import read_image
     from ..models import create_model
 
@@ -64,7 +64,7 @@ def _child(argv: list[str]) -> dict[str, object]:
         load_recipe_weights(net)
     got["checkpoint_read"] = time.perf_counter() - t
     t = time.perf_counter()
-    est = DepthEstimator(net, device="cpu", precision="fp32", backend=backend,
+    est = DepthEngine(net, device="cpu", precision="fp32", backend=backend,
                          input_size=int(size) or None, owns_model=True)
     took = time.perf_counter() - t
     steps = dict(getattr(est.backend, "timings", {}))

@@ -18,7 +18,7 @@ from ..errors import UnknownModelError
 from ..models.registry import ModelSpec, get_spec
 
 if TYPE_CHECKING:
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -251,8 +251,8 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                      resolved: dict[str, Path] | None = None,
                      job_inputs: Callable[[], int | None] | None = None,
                      calibrate: Path | None = None,
-                     ) -> Callable[[str], DepthEstimator]:
-    """`load(model_name)` → a DepthEstimator with these settings (called when first needed).
+                     ) -> Callable[[str], DepthEngine]:
+    """`load(model_name)` → a DepthEngine with these settings (called when first needed).
 
     `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres. `resolved` holds
     checkpoints already looked up (`preflight.resolve_checkpoints`); half precision with no
@@ -261,14 +261,14 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
     """
     found = resolved or {}
 
-    def load(model: str) -> DepthEstimator:
-        from ..engine.core import DepthEstimator
+    def load(model: str) -> DepthEngine:
+        from ..engine.core import DepthEngine
         from ..engine.device import resolve_device
         from ..engine.precision import cli_precision
 
         try:
             dev = resolve_device(device)
-            return DepthEstimator.from_name(
+            return DepthEngine.from_name(
                 model, weights=weights if weights is not None else found.get(model),
                 max_depth=max_depth, device=dev, precision=cli_precision(precision, dev.type),
                 input_size=input_size, compile=compile_, channels_last=channels_last,

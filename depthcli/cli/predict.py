@@ -238,7 +238,8 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
     """
     from .. import outputs
     from ..outputs import render
-    from ..runs.options import Estimators, PredictOptions
+    from ..runs.models import RunModels
+    from ..runs.options import PredictOptions
 
     setup_logging(verbose, quiet)
     fmts = _formats(formats)
@@ -308,7 +309,7 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
                                 output_size=s.output_size, camera=s.camera, resolved=found,
                                 job_inputs=lambda: _image_job_size(opts),
                                 calibrate=s.calibrate)
-        models = Estimators(load, image_model, video_model)
+        models = RunModels(load, image_model, video_model)
         run = _local_run(opts, models, threads)
     _finish(run, opts, as_json=as_json, list_outputs=list_outputs, quiet=quiet, verbose=verbose)
 
@@ -331,12 +332,12 @@ def _ray_run(opts: Any, image_model: str, video_model: str, settings: ModelSetti
              threads: int | None, ray: tuple[str | None, int | None, float | None]) -> Any:
     """The same job on a Ray cluster; the driver resolves checkpoints, actors load them."""
     try:
-        from ..runs.ray import EstimatorConfig, RayOptions, ray_config, run_predict_ray
+        from ..runs.ray import EngineSpec, RayOptions, ray_config, run_predict_ray
     except ImportError as exc:
         raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
 
-    def config(model: str, weights: Path | None) -> EstimatorConfig:
+    def config(model: str, weights: Path | None) -> EngineSpec:
         return ray_config(model, weights, input_size=s.input_size, device=s.device,
                           precision=s.precision, max_depth=s.max_depth, compile_=s.compile_,
                           channels_last=s.channels_last, threads=threads, backend=s.backend,
@@ -351,7 +352,7 @@ def _ray_run(opts: Any, image_model: str, video_model: str, settings: ModelSetti
         try:
             vcfg = config(video_model, None)
         except DepthCliError:  # resolved again on the actors, when a video needs it
-            vcfg = EstimatorConfig(video_model, None, max_depth=s.max_depth,
+            vcfg = EngineSpec(video_model, None, max_depth=s.max_depth,
                                    device=s.device, precision=s.precision,
                                    input_size=s.input_size, compile=s.compile_,
                                    channels_last=s.channels_last, threads=threads,

@@ -60,10 +60,10 @@ class Result:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-class DepthEstimator:
+class DepthEngine:
     """A loaded model plus its preprocessing, device, precision and backend: the Python API.
 
-    >>> est = DepthEstimator.from_name("da2-small")          # doctest: +SKIP
+    >>> est = DepthEngine.from_name("da2-small")          # doctest: +SKIP
     >>> depth = est.infer(cv2.imread("photo.jpg"))             # (H, W) float32
     """
 
@@ -95,7 +95,7 @@ class DepthEstimator:
 
         if not isinstance(model, torch.nn.Module) or not isinstance(
                 getattr(model, "spec", None), ModelSpec):
-            raise TypeError("DepthEstimator needs a depthcli model (from depthcli.create_model), "
+            raise TypeError("DepthEngine needs a depthcli model (from depthcli.create_model), "
                             f"not {type(model).__name__}")
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         int8 = precision == "int8"
@@ -131,7 +131,7 @@ class DepthEstimator:
         weights: str | os.PathLike[str] | None = None,
         max_depth: float | None = None,
         **kwargs: object,
-    ) -> DepthEstimator:
+    ) -> DepthEngine:
         """Load a registry model (or hub repo id) once; reuse the estimator for many images."""
         model = create_model(name, weights=weights, max_depth=max_depth)
         return cls(model, owns_model=True, weights_file=weights,

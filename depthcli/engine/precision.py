@@ -5,7 +5,7 @@ AVX512-BF16 nor AMX-BF16 on x86, no BF16 on Arm) torch emulates bf16 and a DA-V2
 is several times slower than fp32 (measured: README "Precision"); fp16 has no fast CPU path
 in torch at all. So `predict --precision bf16|fp16` on such a CPU warns once and runs fp32.
 GPUs are left as asked (bf16 where the GPU has it, fp16 everywhere), `auto` is fp32 on CPUs
-and half on CUDA. The Python API (`DepthEstimator(precision=...)`) runs exactly what it is
+and half on CUDA. The Python API (`DepthEngine(precision=...)`) runs exactly what it is
 given: this policy is the command line's.
 """
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..engine.core import DepthEstimator
+from ..engine.core import DepthEngine
 from ..engine.transforms import upsample
 from ..errors import reason
 from ..io.video_decode import Frame
@@ -44,7 +44,7 @@ class PerFrame:
 
     lowres = True
 
-    def __init__(self, est: DepthEstimator, size: tuple[int, int], *, batch: int, workers: int,
+    def __init__(self, est: DepthEngine, size: tuple[int, int], *, batch: int, workers: int,
                  need_full: bool, cuts: SceneCuts | None = None) -> None:
         self.est, self.size, self.batch, self.workers = est, size, max(1, batch), workers
         self.need_full = need_full
@@ -92,7 +92,7 @@ class Windowed:
 
     lowres = False
 
-    def __init__(self, est: DepthEstimator, size: tuple[int, int], *, workers: int,
+    def __init__(self, est: DepthEngine, size: tuple[int, int], *, workers: int,
                  cuts: SceneCuts | None = None) -> None:
         from ..engine.windows import video_preprocess
 
@@ -159,7 +159,7 @@ def _cut_restore(cuts: SceneCuts | None, state: dict[str, np.ndarray]) -> None:
         cuts.restore({k[4:]: v for k, v in state.items() if k.startswith("cut_")})
 
 
-def frame_depth(est: DepthEstimator, size: tuple[int, int], *, batch: int, workers: int,
+def frame_depth(est: DepthEngine, size: tuple[int, int], *, batch: int, workers: int,
                 need_full: bool, cuts: SceneCuts | None = None,
                 temporal: str = "window") -> FrameDepth:
     """The strategy the estimator's model calls for; `cuts`: a scene-cut detector, or None;

@@ -18,7 +18,7 @@ from typing import cast
 import numpy as np
 
 from .. import outputs
-from ..engine.core import DepthEstimator
+from ..engine.core import DepthEngine
 from ..engine.threads import Writers
 from ..errors import DepthCliError, DiskFullError, InputError, strip_path
 from ..io import images
@@ -27,9 +27,11 @@ from ..io.images import Discovery, InputItem
 from ..io.manifest import Manifest, OutputFolders
 from ..io.seqnames import is_pattern
 from ..outputs.sequence_out import listed_outputs
-from .options import Estimators, PredictOptions, Summary
+from .models import RunModels
+from .options import PredictOptions
 from .paths import OutputMapper, foreign_files, output_exists, overlaps
 from .run import Progress, Report, RunState
+from .summary import Summary
 from .video_progress import FrameBars
 
 _logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ _logger = logging.getLogger(__name__)
 class _Run(RunState):
     """One `predict` run: options, models, mapper, and the accounting of `RunState`."""
 
-    def __init__(self, opts: PredictOptions, models: Estimators, report: Report,
+    def __init__(self, opts: PredictOptions, models: RunModels, report: Report,
                  progress: Progress | None, frame_bars: FrameBars | None = None) -> None:
         self.manifest = Manifest(opts.out_dir)
         super().__init__(report, progress, self.manifest, frame_bars)
@@ -163,7 +165,7 @@ class _Run(RunState):
                 self.disk_full(exc, item.src)
 
 
-def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, report: Report,
+def run_predict(opts: PredictOptions, models: RunModels | DepthEngine, *, report: Report,
                 progress: Progress | None = None, started: float | None = None,
                 frame_bars: FrameBars | None = None) -> Summary:
     """Process every input; `report` gets one line per failure; returns the summary.
@@ -174,8 +176,8 @@ def run_predict(opts: PredictOptions, models: Estimators | DepthEstimator, *, re
     caller did before (start-up, argument checks).
     """
     t0 = started if started is not None else time.perf_counter()
-    if not isinstance(models, Estimators):
-        models = Estimators.of(models)
+    if not isinstance(models, RunModels):
+        models = RunModels.of(models)
     stale = remove_stale_temps(opts.out_dir)
     if stale:
         _logger.info("removed %d temporary files left by an interrupted run", stale)

@@ -48,10 +48,11 @@ from ..io.video_decode import Frame, error_reason
 from ..outputs.resumable import FramesWriter
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
-from .options import Summary, parse_norm
+from .options import parse_norm
+from .summary import Summary
 
 if TYPE_CHECKING:
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
     from .options import PredictOptions
 
 _logger = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ class LiveOutputs:
             w.finish()
 
 
-def depth_function(est: DepthEstimator, size: tuple[int, int], temporal: bool
+def depth_function(est: DepthEngine, size: tuple[int, int], temporal: bool
                    ) -> Callable[[np.ndarray], np.ndarray]:
     """BGR frame → (H, W) depth: VDA streaming, or a per-frame model with batch 1."""
     if temporal:
@@ -292,7 +293,7 @@ def depth_function(est: DepthEstimator, size: tuple[int, int], temporal: bool
     return per_frame
 
 
-def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEstimator,
+def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEngine,
              summary: LiveSummary) -> None:
     """One live source until its end, a stall, a lost connection, Ctrl-C or SIGTERM; the
     outputs are finished whatever ends it. Failures go to `summary` (one line)."""

@@ -5,7 +5,7 @@ The driver discovers inputs (streaming) and names outputs with the local engine'
 go to Ray Data in chunks (the first after at most a second of discovery, so a huge tree starts
 at once; then up to `RayOptions.chunk` rows while discovery runs ahead in a thread):
 
-    rows -> read + decode + preprocess (CPU tasks) -> model (actor pool, one DepthEstimator
+    rows -> read + decode + preprocess (CPU tasks) -> model (actor pool, one DepthEngine
     per actor, one GPU each when the cluster has GPUs) -> render + encode + atomic write
     (CPU tasks) -> one small result row per input back to the driver (summary, progress)
 
@@ -46,19 +46,20 @@ from ..io.images import Discovery
 from ..io.manifest import Manifest, OutputFolders
 from ..io.seqnames import is_pattern
 from ..outputs.sequence_out import listed_outputs
-from .options import PredictOptions, Summary
+from .options import PredictOptions
 from .paths import OutputMapper, output_exists, overlaps
 from .ray_stages import (
-    DepthPredictor,
-    EstimatorConfig,
+    EngineSpec,
     ModelStage,
+    RayDepthMapper,
     read_stage,
     strip_path,
     write_stage,
 )
+from .summary import Summary
 from .video_ranges import Span, cleanup, plan, splittable
 
-__all__ = ["DepthPredictor", "EstimatorConfig", "RayOptions", "ray_config", "run_predict_ray"]
+__all__ = ["RayDepthMapper", "EngineSpec", "RayOptions", "ray_config", "run_predict_ray"]
 
 _logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def ray_config(model: str, weights: str | os.PathLike[str] | None, input_size: i
                device: str, precision: str, max_depth: float | None, compile_: bool = False,
                channels_last: bool = False, threads: int | None = None,
                backend: str = "auto", *, output_size: str = "input",
-               camera: dict[str, float | None] | None = None) -> EstimatorConfig:
+               camera: dict[str, float | None] | None = None) -> EngineSpec:
     """The actors' model, with the checkpoint resolved here on the driver (cache or download).
 
     Actors get the path, never the weights: each loads the very file the driver resolved
@@ -90,7 +91,7 @@ def ray_config(model: str, weights: str | os.PathLike[str] | None, input_size: i
 
     path = resolve(get_spec(model), weights, prefer_hf=is_hf_repo_name(model))
     cam = tuple(sorted((k, float(v)) for k, v in (camera or {}).items() if v is not None))
-    return EstimatorConfig(model, str(Path(path).resolve()), max_depth, device, precision,
+    return EngineSpec(model, str(Path(path).resolve()), max_depth, device, precision,
                            input_size, compile_, channels_last, threads, backend, output_size, cam)
 
 
@@ -104,7 +105,7 @@ class PoolPlan:
     device: str
 
 
-def plan_pool(cfg: EstimatorConfig, ropts: RayOptions, nodes: list[dict[str, float]]) -> PoolPlan:
+def plan_pool(cfg: EngineSpec, ropts: RayOptions, nodes: list[dict[str, float]]) -> PoolPlan:
     """Size the model actor pool for `nodes` (each node's total Ray resources).
 
     GPUs (unless --device cpu): one actor per GPU, 1 CPU each. CPU only: each node keeps
@@ -389,8 +390,8 @@ class _Tally:
 
 # ---------------------------------------------------------------------------- driver: dataset
 
-def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EstimatorConfig,
-             video_cfg: EstimatorConfig | None, plan: PoolPlan, ropts: RayOptions,
+def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EngineSpec,
+             video_cfg: EngineSpec | None, plan: PoolPlan, ropts: RayOptions,
              per_row: bool = False) -> Any:
     """rows -> read (tasks) -> model (actor pool) -> write (tasks): a lazy Ray Dataset.
 
@@ -439,12 +440,12 @@ def _run_chunk(rows: list[dict[str, Any]], tally: _Tally, build: Callable[[list[
 
 def run_predict_ray(
     opts: PredictOptions,
-    cfg: EstimatorConfig,
+    cfg: EngineSpec,
     ropts: RayOptions | None = None,
     *,
     report: Callable[[str], None],
     progress: Callable[[int], None] | None = None,
-    video_cfg: EstimatorConfig | None = None,
+    video_cfg: EngineSpec | None = None,
     started: float | None = None,
 ) -> Summary:
     """The local `run_predict` contract (same outputs, lines and summary) on a Ray cluster.

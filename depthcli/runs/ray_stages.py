@@ -1,4 +1,4 @@
-"""The work that runs on Ray workers for `predict --engine ray`, and the public `DepthPredictor`.
+"""The work that runs on Ray workers for `predict --engine ray`, and the public `RayDepthMapper`.
 
 Kept apart from the driver (`runs/ray.py`) so that it imports without Ray: the stage
 functions are plain `dict of numpy columns -> dict of numpy columns` callables, testable on
@@ -28,7 +28,7 @@ from ..errors import reason as _reason
 from ..io.images import decode_image, read_bytes
 
 if TYPE_CHECKING:  # torch only where a model runs: read / write task workers skip it
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
 
 _logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def read_source(src: str) -> bytes:
 # -------------------------------------------------------------------------- estimator config
 
 @dataclass(frozen=True)
-class EstimatorConfig:
+class EngineSpec:
     """How to build the model on an actor: names and a resolved checkpoint path, never weights.
 
     The driver resolves `weights` (a file, the cache, or a download) once, so every actor
@@ -109,15 +109,15 @@ class EstimatorConfig:
     # --focal-px / --fov-deg / --cx / --cy as (name, value) pairs: da3-metric-large's metres
     camera: tuple[tuple[str, float], ...] = ()
 
-    def build(self) -> DepthEstimator:
+    def build(self) -> DepthEngine:
         """The actor's estimator (torch threads set first: Ray gives actors 1 by default)."""
         import torch
 
-        from ..engine.core import DepthEstimator
+        from ..engine.core import DepthEngine
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        return DepthEstimator.from_name(
+        return DepthEngine.from_name(
             self.model, weights=self.weights, max_depth=self.max_depth, device=self.device,
             precision=self.precision, input_size=self.input_size, compile=self.compile,
             channels_last=self.channels_last, backend=self.backend,
@@ -137,7 +137,7 @@ class EstimatorConfig:
             self.precision == "auto" and self.device == "cuda")
         return preprocess_for(spec, self.input_size, exact=not half)
 
-    def on(self, device: str, threads: int | None) -> EstimatorConfig:
+    def on(self, device: str, threads: int | None) -> EngineSpec:
         """The same model placed on `device` with `threads` torch threads (unless set)."""
         return replace(self, device=device, threads=self.threads or threads)
 
@@ -201,14 +201,14 @@ def camera_json(extras: dict[str, Any]) -> str:
     return json.dumps(meta) if meta else ""
 
 
-def forward_groups(est: DepthEstimator, tensors: list[np.ndarray], sizes: list[tuple[int, int]],
+def forward_groups(est: DepthEngine, tensors: list[np.ndarray], sizes: list[tuple[int, int]],
                    batch_size: int, sources: list[object] | None = None,
                    ) -> list[tuple[np.ndarray, dict[str, Any]] | Exception]:
     """(depth, extras) for each tensor: equal network shapes share forward passes of
     <= batch_size. The local engine's own steps (`forward_full` then `finish`: output size,
     DA3 sky fill / confidence / camera / metric scale); `sources` are read for EXIF only.
 
-    A failing pass fails only its own inputs (as `DepthEstimator.run` does locally).
+    A failing pass fails only its own inputs (as `DepthEngine.run` does locally).
     """
     out: list[tuple[np.ndarray, dict[str, Any]] | Exception] = [Exception("not run")] * len(tensors)
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -228,20 +228,20 @@ def forward_groups(est: DepthEstimator, tensors: list[np.ndarray], sizes: list[t
 
 
 class ModelStage:
-    """One `DepthEstimator` per Ray actor: images in equal-shape batches, a video whole.
+    """One `DepthEngine` per Ray actor: images in equal-shape batches, a video whole.
 
-    Constructed from an `EstimatorConfig` (not a model object), so each actor loads the same
+    Constructed from an `EngineSpec` (not a model object), so each actor loads the same
     checkpoint file from its own node; a restarted actor simply loads it again.
     """
 
-    def __init__(self, cfg: EstimatorConfig, opts: Any, prep: Preprocess,
-                 video_cfg: EstimatorConfig | None = None) -> None:
+    def __init__(self, cfg: EngineSpec, opts: Any, prep: Preprocess,
+                 video_cfg: EngineSpec | None = None) -> None:
         from ..models.registry import get_spec
 
         self.opts = opts  # runs.options.PredictOptions, for videos
         self.cfg, self.video_cfg = cfg, video_cfg or cfg
-        self._video_est: DepthEstimator | None = None
-        self.est: DepthEstimator | None = None
+        self._video_est: DepthEngine | None = None
+        self.est: DepthEngine | None = None
         self.image_error = ""
         if get_spec(cfg.model).temporal:  # a video-only model: images get one line each
             self.image_error = (f"model {cfg.model} needs a video (it is a temporal video "
@@ -251,7 +251,7 @@ class ModelStage:
         if self.est.preprocess != prep:  # the read tasks must have prepared what we expect
             raise DepthCliError(f"preprocessing mismatch: tasks {prep}, actor {self.est.preprocess}")
 
-    def video_estimator(self) -> DepthEstimator:
+    def video_estimator(self) -> DepthEngine:
         """The video model, loaded when the first video comes (the image one if the same)."""
         if self.video_cfg == self.cfg and self.est is not None:
             return self.est
@@ -366,7 +366,7 @@ def write_stage(batch: Batch, *, output: Any) -> Batch:
 
 # -------------------------------------------------------------------------- public predictor
 
-class DepthPredictor:
+class RayDepthMapper:
     """Depth for a Ray Dataset you already hold: a `map_batches`-ready callable class.
 
     Reads column `image` (RGB uint8 arrays, as `ray.data.read_images` gives) or `bytes`
@@ -374,9 +374,9 @@ class DepthPredictor:
     arrays at each input's size (relative inverse depth, or metres for metric models).
 
     >>> import ray
-    >>> from depthcli import DepthPredictor
+    >>> from depthcli import RayDepthMapper
     >>> ds = ray.data.read_images("s3://bucket/photos/", mode="RGB")     # doctest: +SKIP
-    >>> ds = ds.map_batches(DepthPredictor, batch_size=8, concurrency=2, num_gpus=1,
+    >>> ds = ds.map_batches(RayDepthMapper, batch_size=8, concurrency=2, num_gpus=1,
     ...                     fn_constructor_kwargs={"model": "da2-small"})  # doctest: +SKIP
     >>> ds.select_columns(["depth"]).write_numpy("s3://bucket/depth/", column="depth")  # doctest: +SKIP
 
@@ -388,7 +388,7 @@ class DepthPredictor:
                  input_size: int | None = None, device: str = "auto", precision: str = "auto",
                  max_depth: float | None = None, batch_size: int = 8,
                  output_column: str = "depth") -> None:
-        cfg = EstimatorConfig(model, None if weights is None else str(weights), max_depth,
+        cfg = EngineSpec(model, None if weights is None else str(weights), max_depth,
                               device, precision, input_size)
         self.est = cfg.build()
         self.batch_size = batch_size
@@ -400,7 +400,7 @@ class DepthPredictor:
                     else np.asarray(a) for a in batch["image"]]
         if "bytes" in batch:
             return [decode_image(bytes(b), Path("<bytes>")) for b in batch["bytes"]]
-        raise KeyError("DepthPredictor needs an 'image' (RGB arrays) or 'bytes' column")
+        raise KeyError("RayDepthMapper needs an 'image' (RGB arrays) or 'bytes' column")
 
     def __call__(self, batch: Batch) -> Batch:
         images = self._images(batch)

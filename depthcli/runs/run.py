@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..io.atomic import as_disk_full
 from ..io.manifest import Manifest
-from .options import Summary
+from .summary import Summary
 from .video_progress import FrameBars
 
 Report = Callable[[str], None]

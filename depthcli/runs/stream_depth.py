@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from ..engine.core import DepthEstimator
+from ..engine.core import DepthEngine
 from ..engine.windows import video_preprocess
 from ..errors import InputError, reason
 from ..io.video_decode import Frame
@@ -25,7 +25,7 @@ from .frame_items import Item, preprocessed
 class Stepper:
     """An estimator's VDA model as a streaming model: BGR frames of one size in, depth out."""
 
-    def __init__(self, est: DepthEstimator, size: tuple[int, int]) -> None:
+    def __init__(self, est: DepthEngine, size: tuple[int, int]) -> None:
         model = est.model
         if model is None or not getattr(model, "temporal", False):
             raise InputError(f"--temporal stream needs a Video Depth Anything model on the torch "
@@ -56,7 +56,7 @@ class Streamed:
 
     lowres = True  # `compact` is the network-size depth; `expand` upsamples it
 
-    def __init__(self, est: DepthEstimator, size: tuple[int, int], *, workers: int,
+    def __init__(self, est: DepthEngine, size: tuple[int, int], *, workers: int,
                  need_full: bool) -> None:
         self.step = Stepper(est, size)
         self.est, self.size, self.workers, self.need_full = est, size, workers, need_full

@@ -108,7 +108,7 @@ from .video_ranges import Span, load_state
 from .video_resume import Checkpoints, VideoState, fingerprint, segment_frames, state_folder
 
 if TYPE_CHECKING:
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
     from ..io.images import InputItem
     from .options import PredictOptions
     from .run import RunState
@@ -127,7 +127,7 @@ class VideoReport:
     clip: dict[str, object] | None = None  # a sequence's numbering, the scene cuts found
 
 
-def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstimator,
+def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEngine,
               run: RunState) -> None:
     """One video of a `predict` run: outputs, then its lines in the run's summary."""
     try:
@@ -160,7 +160,7 @@ def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEstim
             run.error_line(str(item.src), reason)
 
 
-def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptions,
+def predict_video(src: Path, base: Path, est: DepthEngine, opts: PredictOptions,
                   bars: FrameBars | None = None, resume: bool | None = None, *,
                   span: Span | None = None, join: list[Span] | None = None) -> VideoReport:
     """Depth outputs for one video file (see the module docstring); returns a report.
@@ -234,7 +234,7 @@ def predict_video(src: Path, base: Path, est: DepthEstimator, opts: PredictOptio
 class _VideoRun:
     """One video through one or two passes; holds the partial outputs and writer threads."""
 
-    def __init__(self, src: Path, paths: dict[str, Path], est: DepthEstimator,
+    def __init__(self, src: Path, paths: dict[str, Path], est: DepthEngine,
                  opts: PredictOptions, info: vio.VideoInfo, norm: str | tuple[float, float],
                  bars: FrameBars | None, state: VideoState,
                  names: SequenceNames | None = None, span: Span | None = None) -> None:

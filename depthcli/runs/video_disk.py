@@ -31,7 +31,7 @@ from .. import outputs
 from ..errors import DiskFullError
 
 if TYPE_CHECKING:
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
 
 _logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def plan(folder: Path, *, frames: int, formats: list[str], frame_size: tuple[int
     return DiskPlan(int((outs + pending) * MARGIN) + SLACK, free, True, store)
 
 
-def check(src: Path, out_dir: Path, folder: Path, est: DepthEstimator, size: tuple[int, int],
+def check(src: Path, out_dir: Path, folder: Path, est: DepthEngine, size: tuple[int, int],
           frames: int, formats: list[str], pass1: list[str], pass2: list[str], *,
           two_pass: bool, segment: int) -> bool:
     """Whether the second pass must recompute (one warning line says so); DiskFullError with

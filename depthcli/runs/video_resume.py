@@ -32,7 +32,7 @@ from ..io.mp4_segments import fsync_dir
 from ..io.seqnames import frames_of, is_pattern, parse_pattern
 
 if TYPE_CHECKING:
-    from ..engine.core import DepthEstimator
+    from ..engine.core import DepthEngine
     from .options import PredictOptions
 
 _logger = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def state_folder(out_dir: Path, base: Path) -> Path:
     return out_dir / STATE_DIR / f"{base.name[:60]}.{tag}"
 
 
-def fingerprint(src: Path, est: DepthEstimator, opts: PredictOptions,
+def fingerprint(src: Path, est: DepthEngine, opts: PredictOptions,
                 formats: list[str]) -> str:
     """What must be equal for a rerun to continue a partial video instead of starting over."""
     o = opts.output

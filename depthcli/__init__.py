@@ -6,14 +6,9 @@ first use, so `import depthcli` (and the command line's help) stays fast and tor
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from .version import __version__
-
-# OpenCV only reads/writes EXR when this is set before its first EXR call: EXR outputs, and
-# the float EXR frames of image sequences (io.sequence).
-os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 
 if TYPE_CHECKING:
     from .engine.core import DepthEngine

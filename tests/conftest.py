@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Command-line tests run the torch backend unless they name one: the default (`auto`) converts
 # each checkpoint to OpenVINO once, which tests/test_backends.py covers on its own.
 os.environ.setdefault("DEPTHCLI_BACKEND", "torch")
+# the tests write EXR inputs with cv2 themselves (depthcli enables the codec for its own calls)
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 SHARED = ROOT.parent / "shared"
 
 

@@ -50,7 +50,6 @@ class Discovery:
     """
 
     skipped_other: int = 0
-    duplicates: int = 0  # inputs named again (same real file) and not processed twice
     errors: list[tuple[str, str]] | None = None
     exclude: OutputFolders | None = None
     outputs_left_out: int = 0  # depthcli outputs met by walks and globs (never inputs)
@@ -135,7 +134,6 @@ def discover(args: Iterable[str | Path], state: Discovery) -> Iterator[InputItem
     for item in _expand(args, state):
         key = confine.identity(item.src)
         if key in seen:
-            state.duplicates += 1
             if not state.quiet:
                 _logger.info("%s: named more than once; processed once", item.src)
             continue

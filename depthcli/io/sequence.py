@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, reason
+from .exr import enable_exr
 from .images import decode_image, read_bytes
 from .seqnames import (  # noqa: F401 - re-exported
     FRAME_EXTS,
@@ -91,6 +92,7 @@ def read_frame(path: Path, max_pixels: int) -> np.ndarray:
     if path.suffix.lower() not in (".exr", ".tif", ".tiff"):
         return decode_image(read_bytes(path), path, max_pixels)
     data = read_bytes(path)
+    enable_exr()
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(f"{path}: not a decodable image")

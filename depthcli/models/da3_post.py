@@ -71,15 +71,14 @@ def network_focal(in_size: tuple[int, int], net_size: tuple[int, int],
     """The focal length (px) of the network-size image, and where it came from.
 
     The input image's fx = fy comes from --focal-px, --fov-deg, EXIF, else a 60° horizontal
-    field of view (outputs/pointcloud.resolve_intrinsics); it is scaled to the network size,
+    field of view (io/camera.resolve_intrinsics); it is scaled to the network size,
     f = (fx·W'/W + fy·H'/H) / 2, because the model's output belongs to that image.
     """
-    from ..outputs.formats import PointCloudOptions
-    from ..outputs.pointcloud import resolve_intrinsics
+    from ..io.camera import Hints, resolve_intrinsics
 
     (h, w), (nh, nw) = in_size, net_size
     cam = camera or {}
-    opts = PointCloudOptions(focal_px=cam.get("focal_px"), fov_deg=cam.get("fov_deg"),
+    opts = Hints(focal_px=cam.get("focal_px"), fov_deg=cam.get("fov_deg"),
                              cx=cam.get("cx"), cy=cam.get("cy"))
     intr = resolve_intrinsics(w, h, opts, src)
     return (intr.fx * nw / w + intr.fy * nh / h) / 2.0, intr.source

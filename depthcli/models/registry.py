@@ -92,11 +92,6 @@ class ModelSpec:
                 "vitt": "tiny"}[self.encoder.name]
 
     @property
-    def kind(self) -> str:
-        """'video' for temporal models (they need a video), 'image' for per-frame ones."""
-        return "video" if self.temporal else "image"
-
-    @property
     def unit(self) -> str:
         if self.output == "metric":
             return "metres"

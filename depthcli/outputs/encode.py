@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from ..io.exr import enable_exr
 from . import render
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def read_pfm(path: Path) -> np.ndarray:
 
 
 def exr_bytes(depth: np.ndarray) -> bytes:
+    enable_exr()
     ok, buf = cv2.imencode(".exr", depth.astype(np.float32, copy=False))
     if not ok:
         raise OSError("EXR encoding failed")

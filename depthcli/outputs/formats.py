@@ -21,22 +21,20 @@ class Format:
     kind: Literal["png", "raw", "cloud", "extra", "video"]  # video: clips only
     suffix: str  # file suffix for images (PNG kinds but `color` add `_<name>` before it)
     video: Literal["mp4", "npy", "frames", "mkv"] | None  # None: per-image only
-    help: str
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("color", "png", ".png", "mp4", "colour map, near = warm"),
-    Format("gray", "png", ".png", "mp4", "8-bit, near = bright"),
-    Format("png16", "png", ".png", "frames", "16-bit: normalised (relative) or millimetres (metric)"),
-    Format("npy", "raw", ".npy", "npy", "float32 raw depth"),
-    Format("pfm", "raw", ".pfm", "frames", "float32 raw depth, PFM"),
-    Format("exr", "raw", ".exr", "frames", "float32 raw depth, OpenEXR"),
-    Format("side", "png", ".png", "mp4", "input | gap | colour map"),
-    Format("ffv1", "video", ".mkv", "mkv", "lossless 16-bit depth video, png16's values "
-           "(videos and sequences only)"),
-    Format("ply", "cloud", ".ply", None, "coloured point cloud (metric depth)"),
-    Format("conf", "extra", "_conf.npy", None, "float32 confidence (DA3 any-view models)"),
-    Format("sky", "extra", "_sky.png", None, "sky mask PNG, 255 = sky (DA3 mono/metric)"),
+    Format("color", "png", ".png", "mp4"),
+    Format("gray", "png", ".png", "mp4"),
+    Format("png16", "png", ".png", "frames"),
+    Format("npy", "raw", ".npy", "npy"),
+    Format("pfm", "raw", ".pfm", "frames"),
+    Format("exr", "raw", ".exr", "frames"),
+    Format("side", "png", ".png", "mp4"),
+    Format("ffv1", "video", ".mkv", "mkv"),
+    Format("ply", "cloud", ".ply", None),
+    Format("conf", "extra", "_conf.npy", None),
+    Format("sky", "extra", "_sky.png", None),
 )}
 VIDEO_FORMATS = tuple(n for n, f in FORMATS.items() if f.video)
 

@@ -50,139 +50,29 @@ Header comments, one `key=value` group per line, e.g.::
 from __future__ import annotations
 
 import logging
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from ..io.atomic import write_with
+from ..io.camera import Intrinsics, exif_focal_35mm, fmt_float, resolve_intrinsics
 from ..version import __version__
 
 if TYPE_CHECKING:
-    from .formats import OutputOptions, PointCloudOptions
+    from .formats import OutputOptions
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_HFOV_DEG = 60.0
-FILM_LONG_SIDE_MM = 36.0
-_EXIF_IFD = 0x8769
-_TAG_F35 = 0xA405  # FocalLengthIn35mmFilm
+__all__ = ["Intrinsics", "exif_focal_35mm", "metric_depth", "read_ply", "resolve_intrinsics",
+           "write_ply_output", "write_points"]
 
 VERTEX_DTYPE = np.dtype([
     ("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
     ("red", "u1"), ("green", "u1"), ("blue", "u1"),
 ])
 _CHUNK_POINTS = 1 << 20  # points encoded per write: bounds the float64 temporaries
-
-
-@dataclass(frozen=True)
-class Intrinsics:
-    """Pinhole intrinsics in pixels of the full-resolution image, and where fx came from."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-    source: str  # "focal-px" | "fov-deg" | "exif" | "default"
-    detail: str = ""  # e.g. "fov_deg=60" or "focal_35mm=28"
-
-
-def _fmt(x: float) -> str:
-    """Shortest text that reads back as the same float64 (ints without '.0')."""
-    x = float(x)
-    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
-
-
-def _as_float(value: object) -> float | None:
-    """An EXIF value (int, IFDRational, (num, den) tuple, 1-tuple) as a float, or None."""
-    try:
-        if isinstance(value, tuple | list):
-            if len(value) == 2 and all(isinstance(v, int) for v in value):
-                return value[0] / value[1] if value[1] else None
-            if len(value) == 1:
-                value = value[0]
-            else:
-                return None
-        f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def exif_focal_35mm(src: str | os.PathLike[str] | None) -> float | None:
-    """FocalLengthIn35mmFilm (mm) from a file's EXIF, or None (absent, zero, unreadable, corrupt).
-
-    Never raises: a missing tag, a broken EXIF block or a file Pillow cannot open all mean None.
-    """
-    if src is None:
-        return None
-    try:
-        from PIL import Image
-
-        with Image.open(src) as im:
-            exif = im.getexif()
-            candidates = []
-            try:
-                candidates.append(exif.get_ifd(_EXIF_IFD).get(_TAG_F35))
-            except Exception:  # noqa: BLE001 - corrupt sub-IFD: try IFD0 below
-                pass
-            candidates.append(exif.get(_TAG_F35))
-    except Exception as exc:  # noqa: BLE001 - EXIF is optional; never fail the image for it
-        _logger.debug("%s: no usable EXIF (%s)", src, exc)
-        return None
-    for value in candidates:
-        f = _as_float(value)
-        if f is not None and f > 0:
-            return f
-    return None
-
-
-def resolve_intrinsics(width: int, height: int, opts: PointCloudOptions | None = None,
-                       src: str | os.PathLike[str] | None = None,
-                       predicted: list[list[float]] | None = None) -> Intrinsics:
-    """Intrinsics for a W x H image: --focal-px > --fov-deg > EXIF 35 mm focal > the model's
-    predicted camera (Depth Anything 3 any-view, at this size) > 60° hFOV.
-
-    `opts` holds the CLI options (`focal_px`, `fov_deg`, `cx`, `cy`; None = not given);
-    `src` is the source file, read only for its EXIF and only when neither option is given.
-    """
-    if opts is None:
-        from .formats import PointCloudOptions
-
-        opts = PointCloudOptions()
-    if opts.focal_px is not None:
-        fx = float(opts.focal_px)
-        source, detail = "focal-px", f"focal_px={_fmt(fx)}"
-    elif opts.fov_deg is not None:
-        fov = float(opts.fov_deg)
-        fx = (width / 2.0) / math.tan(math.radians(fov) / 2.0)
-        source, detail = "fov-deg", f"fov_deg={_fmt(fov)}"
-    else:
-        f35 = exif_focal_35mm(src)
-        if f35 is not None:
-            fx = f35 / FILM_LONG_SIDE_MM * max(width, height)
-            source, detail = "exif", f"focal_35mm={_fmt(f35)}"
-        elif predicted is not None:
-            fx, fy = float(predicted[0][0]), float(predicted[1][1])
-            return Intrinsics(fx=fx, fy=fy, cx=float(predicted[0][2]), cy=float(predicted[1][2]),
-                              width=int(width), height=int(height), source="predicted",
-                              detail="model=da3")
-        else:
-            fx = (width / 2.0) / math.tan(math.radians(DEFAULT_HFOV_DEG) / 2.0)
-            source, detail = "default", f"fov_deg={_fmt(DEFAULT_HFOV_DEG)}"
-    if not (math.isfinite(fx) and fx > 0):
-        raise ValueError(f"focal length {fx!r} px ({source}) is not a positive number")
-    return Intrinsics(
-        fx=fx, fy=fx,
-        cx=float(opts.cx) if opts.cx is not None else width / 2.0,
-        cy=float(opts.cy) if opts.cy is not None else height / 2.0,
-        width=int(width), height=int(height), source=source, detail=detail,
-    )
 
 
 def metric_depth(depth: np.ndarray, metric: bool, assume_scale: float | None,
@@ -214,8 +104,8 @@ def ply_header(n: int, intr: Intrinsics, stride: int, depth_note: str) -> bytes:
         "comment pixels u,v = column,row indices (0-based integers) of the full image; "
         "row-major order; invalid depth skipped",
         "comment backprojection Z=depth[v,u] X=(u-cx)*Z/fx Y=(v-cy)*Z/fy",
-        f"comment intrinsics fx={_fmt(intr.fx)} fy={_fmt(intr.fy)} cx={_fmt(intr.cx)} "
-        f"cy={_fmt(intr.cy)} width={intr.width} height={intr.height} stride={stride}",
+        f"comment intrinsics fx={fmt_float(intr.fx)} fy={fmt_float(intr.fy)} cx={fmt_float(intr.cx)} "
+        f"cy={fmt_float(intr.cy)} width={intr.width} height={intr.height} stride={stride}",
         f"comment focal_source={intr.source} {intr.detail}".rstrip(),
         f"comment {depth_note}",
         f"element vertex {n}",
@@ -291,7 +181,7 @@ def write_ply_output(depth: np.ndarray, image: np.ndarray, path: Path,
         note = "depth=relative z=model output (relative depth: one unknown global scale)"
     else:
         assert scale is not None  # metric_depth refuses relative depth without a scale
-        note = f"depth=assume-scale scale={_fmt(scale)} z=scale/output (relative model)"
+        note = f"depth=assume-scale scale={fmt_float(scale)} z=scale/output (relative model)"
     intr = resolve_intrinsics(w, h, pc, src, camera)
     n = int(np.count_nonzero(np.isfinite(z) & (z > 0)))
     rgb = _rgb(image)

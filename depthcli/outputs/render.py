@@ -24,10 +24,6 @@ def _luts() -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def colormap_names() -> list[str]:
-    return sorted(_luts())
-
-
 def lut(name: str) -> np.ndarray:
     """(256, 3) uint8 RGB table of a colour map (case-insensitive matplotlib name)."""
     key = name.lower()
@@ -109,10 +105,6 @@ def colorize(index: np.ndarray, cmap: str) -> np.ndarray:
     import cv2
 
     return cv2.LUT(cv2.merge([index, index, index]), _bgr_table(cmap.lower()))
-
-
-def gray3(index: np.ndarray) -> np.ndarray:
-    return np.repeat(index[:, :, None], 3, axis=2)
 
 
 def side_by_side(image_bgr: np.ndarray, depth_bgr: np.ndarray, gap: int = 50) -> np.ndarray:

@@ -120,3 +120,61 @@ def test_no_import_cycles() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+# The data flow, bottom to top: a module imports only from its own layer or the layers below.
+_LAYERS = (
+    ("depthcli.version", "depthcli.errors"),        # what everything may raise or print
+    ("depthcli.io",),                               # files: decode, encode, atomic writes
+    ("depthcli.models", "depthcli.checkpoints"),    # the networks and their weights
+    ("depthcli.engine", "depthcli.backends"),       # running a network on a runtime
+    ("depthcli.outputs",),                          # depth maps -> files
+    ("depthcli.runs",),                             # inputs -> engine -> outputs, accounted
+    ("depthcli.cli", "depthcli.bench", "depthcli.devtools", "depthcli.__main__", "depthcli"),
+)
+
+
+def _layer(module: str) -> int:
+    best, layer = "", -1
+    for i, names in enumerate(_LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > len(best):
+                best, layer = name, i
+    assert layer >= 0, f"{module} is in no layer of _LAYERS: place it"
+    return layer
+
+
+def test_layers_point_down() -> None:
+    """No module below the runs (or anywhere) imports a module of a layer above its own."""
+    graph = _import_graph()
+    upward = [f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)}) at line {line}"
+              for m, deps in sorted(graph.items()) for d, line in sorted(deps.items())
+              if _layer(d) > _layer(m)]
+    assert not upward, "\n".join(upward)
+
+
+def _imports_of(path: Path, top: str) -> list[int]:
+    """Lines where `path` imports package `top` (module level, functions, TYPE_CHECKING)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            lines += [node.lineno for a in node.names if a.name.split(".")[0] == top]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if node.module.split(".")[0] == top:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_io_imports_no_torch() -> None:
+    """Decoding and writing files never needs torch: io/ is usable without it."""
+    found = [f"{p.relative_to(PKG.parent)}:{n}" for p in sorted((PKG / "io").rglob("*.py"))
+             for n in _imports_of(p, "torch")]
+    assert not found, found
+
+
+def test_import_leaves_the_environment_alone() -> None:
+    """`import depthcli` (and its command line) must not change the importing program's os.environ."""
+    code = ("import os\nbefore = dict(os.environ)\nimport depthcli, depthcli.cli\n"
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -28,6 +28,56 @@ HF_TOP_LEVEL: tuple[tuple[str, str], ...] = (
     ("head.conv3.", "depth_head.scratch.output_conv2.2."),
 )
 
+# The neck's keys outside the blocks, as (transformers, official) templates with the block
+# index `{i}` (one digit) and the rest of the key `{rest}`; then how the index maps, and the
+# renames inside the rest. One table serves both directions.
+_NECK: tuple[tuple[str, str, str], ...] = (
+    ("neck.reassemble_stage.layers.{i}.projection.{rest}", "depth_head.projects.{i}.{rest}", "same"),
+    ("neck.reassemble_stage.layers.{i}.resize.{rest}", "depth_head.resize_layers.{i}.{rest}", "same"),
+    ("neck.convs.{i}.{rest}", "depth_head.scratch.layer{i}_rn.{rest}", "plus1"),
+    ("neck.fusion_stage.layers.{i}.{rest}", "depth_head.scratch.refinenet{i}.{rest}", "4-i"),
+)
+_INDEX = {"same": (lambda i: i, lambda i: i), "plus1": (lambda i: i + 1, lambda i: i - 1),
+          "4-i": (lambda i: 4 - i, lambda i: 4 - i)}
+
+
+def _template_re(template: str) -> re.Pattern[str]:
+    return re.compile(re.escape(template).replace(r"\{i\}", r"(\d)").replace(r"\{rest\}", "(.+)") + "$")
+
+
+_NECK_RE = tuple((_template_re(hf), _template_re(off), hf, off, idx) for hf, off, idx in _NECK)
+
+
+def _fusion_rest(rest: str, to_official: bool) -> str:
+    if to_official:
+        rest = rest.replace("projection.", "out_conv.")
+        return re.sub(r"residual_layer(\d)\.convolution(\d)", r"resConfUnit\1.conv\2", rest)
+    rest = rest.replace("out_conv.", "projection.")
+    return re.sub(r"resConfUnit(\d)\.conv(\d)", r"residual_layer\1.convolution\2", rest)
+
+
+def _swap_prefix(text: str, pairs: tuple[tuple[str, str], ...]) -> str:
+    """`text` with the first matching prefix a of (a, b) `pairs` replaced by b."""
+    for a, b in pairs:
+        if text.startswith(a):
+            return b + text[len(a):]
+    return text
+
+
+def _hf_rename(key: str, to_official: bool) -> str | None:
+    """A key outside the encoder blocks in the other layout (transformers ↔ official), or None."""
+    for hf, off in HF_TOP_LEVEL:
+        a, b = (hf, off) if to_official else (off, hf)
+        if key.startswith(a):
+            return b + key[len(a):]
+    for hf_re, off_re, hf, off, idx in _NECK_RE:
+        m = (hf_re if to_official else off_re).match(key)
+        if m:
+            i = _INDEX[idx][0 if to_official else 1](int(m.group(1)))
+            rest = _fusion_rest(m.group(2), to_official) if idx == "4-i" else m.group(2)
+            return (off if to_official else hf).format(i=i, rest=rest)
+    return None
+
 
 def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
     """transformers DepthAnythingForDepthEstimation (legacy 4.x or 5.x names) → official names."""
@@ -47,7 +97,7 @@ def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
             if gm:  # transformers 5 SwiGLU: gate = first half of w12, up = second half
                 qkv.setdefault(-1 - i, {}).setdefault(gm.group(2), {})[gm.group(1)] = v
                 continue
-            for a, b in (
+            rest = _swap_prefix(rest, (
                 ("attention.output.dense.", "attn.proj."),
                 ("attention.o_proj.", "attn.proj."),
                 ("layer_scale1.lambda1", "ls1.gamma"),
@@ -55,34 +105,10 @@ def _from_transformers(sd: Mapping[str, torch.Tensor]) -> StateDict:
                 ("mlp.weights_in.", "mlp.w12."),
                 ("mlp.weights_out.", "mlp.w3."),
                 ("mlp.down_proj.", "mlp.w3."),
-            ):
-                if rest.startswith(a):
-                    rest = b + rest[len(a):]
-                    break
+            ))
             out[p + rest] = v
             continue
-        for a, b in HF_TOP_LEVEL:
-            if key.startswith(a):
-                out[b + key[len(a):]] = v
-                break
-        else:
-            m = re.match(r"neck\.reassemble_stage\.layers\.(\d)\.(projection|resize)\.(.+)$", key)
-            if m:
-                kind = "projects" if m.group(2) == "projection" else "resize_layers"
-                out[f"depth_head.{kind}.{m.group(1)}.{m.group(3)}"] = v
-                continue
-            m = re.match(r"neck\.convs\.(\d)\.(.+)$", key)
-            if m:
-                out[f"depth_head.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"] = v
-                continue
-            m = re.match(r"neck\.fusion_stage\.layers\.(\d)\.(.+)$", key)
-            if m:
-                rest = m.group(2)
-                rest = rest.replace("projection.", "out_conv.")
-                rest = re.sub(r"residual_layer(\d)\.convolution(\d)", r"resConfUnit\1.conv\2", rest)
-                out[f"depth_head.scratch.refinenet{4 - int(m.group(1))}.{rest}"] = v
-                continue
-            out[key] = v  # unknown: left for the strict check to report
+        out[_hf_rename(key, to_official=True) or key] = v  # unknown: the strict check reports it
     for i, parts in qkv.items():
         for kind, d in parts.items():
             if i >= 0:
@@ -225,38 +251,15 @@ def to_transformers(sd: dict[str, torch.Tensor], hf_keys: set[str]) -> dict[str,
                 else:
                     out[f"{p}mlp.weights_in.{wm.group(1)}"] = v
                 continue
-            for a, b in (
+            rest = _swap_prefix(rest, (
                 ("attn.proj.", "attention.o_proj." if v5 else "attention.output.dense."),
                 ("ls1.gamma", "layer_scale1.lambda1"),
                 ("ls2.gamma", "layer_scale2.lambda1"),
                 ("mlp.w3.", "mlp.down_proj." if v5 else "mlp.weights_out."),
-            ):
-                if rest.startswith(a):
-                    rest = b + rest[len(a):]
-                    break
+            ))
             out[p + rest] = v
             continue
-        for b, a in HF_TOP_LEVEL:  # official prefix a → transformers prefix b
-            if key.startswith(a):
-                out[b + key[len(a):]] = v
-                break
-        else:
-            m = re.match(r"depth_head\.(projects|resize_layers)\.(\d)\.(.+)$", key)
-            if m:
-                kind = "projection" if m.group(1) == "projects" else "resize"
-                out[f"neck.reassemble_stage.layers.{m.group(2)}.{kind}.{m.group(3)}"] = v
-                continue
-            m = re.match(r"depth_head\.scratch\.layer(\d)_rn\.(.+)$", key)
-            if m:
-                out[f"neck.convs.{int(m.group(1)) - 1}.{m.group(2)}"] = v
-                continue
-            m = re.match(r"depth_head\.scratch\.refinenet(\d)\.(.+)$", key)
-            if m:
-                rest = m.group(2).replace("out_conv.", "projection.")
-                rest = re.sub(r"resConfUnit(\d)\.conv(\d)", r"residual_layer\1.convolution\2", rest)
-                out[f"neck.fusion_stage.layers.{4 - int(m.group(1))}.{rest}"] = v
-                continue
-            out[key] = v  # unknown: the strict load reports it
+        out[_hf_rename(key, to_official=False) or key] = v  # unknown: the strict load reports it
     mt = "backbone.embeddings.mask_token"
     if mt in hf_keys and mt not in out:  # training-only; our module does not keep it
         out[mt] = torch.zeros_like(out["backbone.embeddings.cls_token"][0])

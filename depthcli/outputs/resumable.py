@@ -10,7 +10,6 @@ An item below `count` is one the writer already has (a pass fed again from earli
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,10 +19,10 @@ import numpy as np
 from ..engine.threads import Sink
 from ..io import video_decode as vio
 from ..io.atomic import publish
-from ..io.mp4_segments import SegmentedMp4, fsync_dir
-from ..io.png import encode_png
-from .encode import encode_visual, exr_bytes, pfm_bytes
+from ..io.mp4_segments import SegmentedMp4
+from .encode import encode_visual
 from .formats import OutputOptions
+from .frame_files import FrameFiles
 from .sinks import FRAME_SUFFIX, FrameOut
 from .stacks import RawStack
 
@@ -94,50 +93,14 @@ class StackWriter:
         return self.stack
 
 
-class FramesWriter:
+class FramesWriter(FrameFiles):
     """A folder of numbered frames (`000000.png`, ...) for png16, exr or pfm."""
 
-    def __init__(self, fmt: str, folder: Path, opts: OutputOptions,
-                 vrange: tuple[float, float] | None, *, first: int = 0) -> None:
-        self.name, self.folder, self.opts, self.vrange = fmt, folder, opts, vrange
-        self.ext = FRAME_SUFFIX[fmt]
-        self.count = first  # the next frame number (files are named by the clip's numbers)
-        self.unsynced: list[Path] = []
-        folder.mkdir(parents=True, exist_ok=True)
+    def file_name(self, it: FrameOut) -> str:
+        return f"{it.index:06d}{FRAME_SUFFIX[self.name]}"  # the clip's frame numbers
 
-    def take(self, it: FrameOut) -> None:
-        if self.name == "png16":
-            data = encode_png(encode_visual(self.name, it.depth, None, self.opts,
-                                            it.vrange or self.vrange))
-        elif self.name == "exr":
-            data = exr_bytes(it.depth)
-        else:
-            data = pfm_bytes(it.depth)
-        p = self.folder / f"{it.index:06d}{self.ext}"
-        p.write_bytes(data)
-        self.unsynced.append(p)
-        self.count = it.index + 1
-
-    def sync(self) -> dict[str, Any]:
-        for p in self.unsynced:
-            with open(p, "rb+") as f:
-                os.fsync(f.fileno())
-        self.unsynced = []
-        fsync_dir(self.folder)
-        return {"count": self.count}
-
-    def resume(self, state: dict[str, Any]) -> int:
-        self.count = int(state["count"])
-        for p in self.folder.iterdir():  # frames written after that state
-            if not p.stem.isdigit() or int(p.stem) >= self.count:
-                p.unlink()
-        return self.count
-
-    def finish(self) -> None:
-        self.sync()
-
-    def abort(self) -> None:
-        pass
+    def stale(self, path: Path, state: dict[str, Any]) -> bool:
+        return not path.stem.isdigit() or int(path.stem) >= int(state["count"])
 
     def publish(self, dst: Path) -> None:
         publish(self.folder, dst)

@@ -19,18 +19,15 @@ complete (a killed run leaves no partial frame under a final name).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..io.atomic import publish
-from ..io.mp4_segments import fsync_dir
-from ..io.png import encode_png
 from ..io.seqnames import Pattern, stem_and_sep
 from ..io.sequence import SequenceInfo
-from .encode import encode_visual, exr_bytes, npy_bytes, pfm_bytes
 from .formats import FORMATS, OutputOptions
+from .frame_files import FrameFiles
 from .sinks import FrameOut
 
 PNG_FORMATS = ("png16", "color", "gray", "side")
@@ -103,56 +100,22 @@ class SequenceNames:
         return all(p.is_file() and p.stat().st_size > 0 for p in self.files(fmt))
 
 
-class NamedFramesWriter:
+class NamedFramesWriter(FrameFiles):
     """Per-frame files of one format, named by frame number (from the frame's pts)."""
 
     def __init__(self, fmt: str, folder: Path, names: SequenceNames, first: int,
                  opts: OutputOptions, vrange: tuple[float, float] | None) -> None:
-        self.name, self.folder, self.names, self.first = fmt, folder, names, first
-        self.opts, self.vrange = opts, vrange
-        self.count = 0
-        self.unsynced: list[Path] = []
-        self.written: list[str] = []  # file names in frame order
-        folder.mkdir(parents=True, exist_ok=True)
+        super().__init__(fmt, folder, opts, vrange)
+        self.names, self.first = names, first
 
-    def _bytes(self, it: FrameOut) -> bytes:
-        if self.name in PNG_FORMATS:
-            return encode_png(encode_visual(self.name, it.depth, it.image, self.opts,
-                                            it.vrange or self.vrange))
-        if self.name == "exr":
-            return exr_bytes(it.depth)
-        if self.name == "npy":
-            return npy_bytes(it.depth)
-        return pfm_bytes(it.depth)
+    def file_name(self, it: FrameOut) -> str:
+        return self.names.file_name(self.name, self.first + it.pts)
 
-    def take(self, it: FrameOut) -> None:
-        name = self.names.file_name(self.name, self.first + it.pts)
-        p = self.folder / name
-        p.write_bytes(self._bytes(it))
-        self.unsynced.append(p)
-        self.count = it.index + 1
+    def state(self) -> dict[str, Any]:
+        return {"names": sorted(p.name for p in self.folder.iterdir())}
 
-    def sync(self) -> dict[str, Any]:
-        for p in self.unsynced:
-            with open(p, "rb+") as f:
-                os.fsync(f.fileno())
-        self.unsynced = []
-        fsync_dir(self.folder)
-        return {"count": self.count, "names": sorted(p.name for p in self.folder.iterdir())}
-
-    def resume(self, state: dict[str, Any]) -> int:
-        self.count = int(state["count"])
-        keep = set(state.get("names", []))
-        for p in self.folder.iterdir():  # frames written after that state
-            if p.name not in keep:
-                p.unlink()
-        return self.count
-
-    def finish(self) -> None:
-        self.sync()
-
-    def abort(self) -> None:
-        pass
+    def stale(self, path: Path, state: dict[str, Any]) -> bool:
+        return path.name not in set(state.get("names", []))
 
     def publish(self, dst: Path) -> None:
         """Every frame file to its final name beside `dst` (the output's pattern)."""

@@ -114,3 +114,23 @@ def test_default_workers_by_device(monkeypatch) -> None:
     assert default_workers("cuda") == 8
     monkeypatch.setattr("os.cpu_count", lambda: None)
     assert default_workers("cuda") == 2
+
+
+def test_png_threads_after_fork_and_shutdown() -> None:
+    """A forked child (Ray/multiprocessing workers) and a run after `shutdown` still encode
+    multi-threaded PNGs, byte-equal: the inherited pool has no threads and must not be used."""
+    import os
+    import signal
+
+    big = np.random.default_rng(0).integers(0, 65535, (1500, 1500), dtype=np.uint16)
+    want = png.encode_png(big)  # > 2 MiB: split across the pool
+    assert png._pool is not None
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if it encodes the same bytes (a hang fails by timeout)
+        signal.alarm(60)
+        os._exit(0 if png.encode_png(big) == want else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    png.shutdown()
+    assert png._pool is None
+    assert png.encode_png(big) == want

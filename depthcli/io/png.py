@@ -41,11 +41,31 @@ _pool_lock = threading.Lock()
 
 
 def _executor() -> ThreadPoolExecutor:
+    """The deflate threads, started on the first large PNG and kept for the next ones."""
     global _pool
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="depthcli-png")
         return _pool
+
+
+def shutdown() -> None:
+    """Stop the deflate threads (a run's end); the next large PNG starts them again."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def _forget_in_child() -> None:
+    """A forked child (multiprocessing, Ray workers) inherits the pool but not its threads:
+    submitting to it would wait for ever, so the child starts its own."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -21,7 +21,7 @@ from .. import outputs
 from ..engine.core import DepthEngine
 from ..engine.threads import Writers
 from ..errors import DepthCliError, DiskFullError, InputError, strip_path
-from ..io import images
+from ..io import images, png
 from ..io.atomic import is_disk_full, remove_stale_temps
 from ..io.images import Discovery, InputItem
 from ..io.manifest import Manifest, OutputFolders
@@ -191,6 +191,7 @@ def run_predict(opts: PredictOptions, models: RunModels | DepthEngine, *, report
         for path, reason in run.state.errors or []:
             run.fail(path, reason)
         run.manifest.close()
+        png.shutdown()  # the deflate threads end with the run
         s = run.summary
         s.not_images = run.state.skipped_other
         s.models = models.used()

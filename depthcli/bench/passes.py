@@ -6,20 +6,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
 import numpy as np
 
+from ..errors import DepthCliError, InputError
 from .measure import sync, timer
 
 if TYPE_CHECKING:
     from ..engine.core import DepthEngine
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples" / "images"
 GENERATED_SHAPE = (1362, 2048)  # ~2.8 MP, the size of most sample photos
 
 
 def find_inputs(n: int | None, source: Path | None, workdir: Path) -> tuple[Path, list[Path], str]:
-    """A folder of `n` images: the sample photos (cycled to reach n), or generated ~2.8 MP JPEGs.
+    """A folder of `n` images: those of `source` (cycled to reach n), or generated ~2.8 MP JPEGs.
 
     Returns (folder of symlinks, the source files in order, a description).
     """
@@ -27,14 +26,13 @@ def find_inputs(n: int | None, source: Path | None, workdir: Path) -> tuple[Path
 
     from ..io.images import IMAGE_EXTS
 
-    root = source if source is not None else SAMPLES
     files = []
-    if root.is_dir():
-        files = sorted(p for p in root.glob("*") if p.suffix.lower() in IMAGE_EXTS)
-    if source is not None and not files:
-        raise click.BadParameter(f"{source}: no images there", param_hint="--inputs")
+    if source is not None:
+        files = sorted(p for p in source.glob("*") if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise InputError(f"--inputs {source}: no images there")
     if files:
-        desc = str(root)
+        desc = str(source)
     else:
         gen = workdir / "generated"
         gen.mkdir()
@@ -49,7 +47,7 @@ def find_inputs(n: int | None, source: Path | None, workdir: Path) -> tuple[Path
             cv2.imwrite(str(p), np.clip(img, 0, 255).astype(np.uint8),
                         [cv2.IMWRITE_JPEG_QUALITY, 92])
             files.append(p)
-        desc = f"generated {h}x{w} JPEGs ({root} not found)"
+        desc = f"generated {h}x{w} JPEGs (no --inputs)"
     n = n or len(files)
     chosen = [files[i % len(files)] for i in range(n)]
     folder = workdir / "inputs"
@@ -124,5 +122,5 @@ def e2e_pass(est: DepthEngine, folder: Path, out_dir: Path, batch_size: int,
     sync(est.device)
     dt = time.perf_counter() - t
     if summary.failed or errors:
-        raise click.ClickException(f"end-to-end run failed: {errors[:3]}")
+        raise DepthCliError(f"end-to-end run failed: {errors[:3]}")
     return dt

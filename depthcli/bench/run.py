@@ -21,6 +21,7 @@ from ..checkpoints.layouts import official_state_dict
 from ..checkpoints.synthetic import load_recipe_weights
 from ..engine.core import DepthEngine
 from ..engine.device import precision_name, resolve_device, resolve_precision
+from ..errors import InputError
 from ..io.images import read_image
 from ..models import create_model, get_spec
 from .contender import Contender
@@ -68,7 +69,7 @@ class Bench:
         try:
             self.dev = resolve_device(o.device)
         except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
+            raise InputError(f"--device: {exc}") from None
         precs = o.precisions or (o.precision,)
         # the matmul peak, the header and the peer: the first non-int8 precision (int8's
         # non-quantised parts and its reference are fp32)

@@ -41,7 +41,7 @@ def user_weights_dir() -> Path:
 
 def checkout_weights_dir() -> Path | None:
     """`weights/` of the source checkout the package is imported from, if it is one."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         if (root / "pyproject.toml").is_file() and (root / "depthcli" / "__init__.py").is_file():
             return root / "weights"

@@ -132,11 +132,17 @@ def bench(model: str, weights: Path | None, device: str, precisions: tuple[str, 
         raise click.UsageError("--startup measures fp32")
     require_torch_stack()
     from ..bench.run import BenchOptions, run_bench
+    from ..errors import DepthCliError, InputError
 
-    run_bench(BenchOptions(
-        model=model, weights=weights, device=device, precision=precisions[0],
-        precisions=precisions, calibrate=calibrate,
-        peer_precision=peer_precision, batch_size=batch_size, runs=runs, warmup=warmup,
-        n_images=n_images, source=source, input_size=input_size, workers=workers,
-        threads=threads, compile=compile_, channels_last=channels_last, backends=backends,
-        peer=not no_peer, as_json=as_json, startup=startup))
+    try:
+        run_bench(BenchOptions(
+            model=model, weights=weights, device=device, precision=precisions[0],
+            precisions=precisions, calibrate=calibrate,
+            peer_precision=peer_precision, batch_size=batch_size, runs=runs, warmup=warmup,
+            n_images=n_images, source=source, input_size=input_size, workers=workers,
+            threads=threads, compile=compile_, channels_last=channels_last, backends=backends,
+            peer=not no_peer, as_json=as_json, startup=startup))
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DepthCliError as exc:
+        raise click.ClickException(str(exc)) from None

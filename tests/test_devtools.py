@@ -11,7 +11,7 @@ import numpy as np
 
 
 def test_temporal_strip(tmp_path: Path) -> None:
-    from depthcli.devtools.temporal_strip import LABEL_W, strip
+    from tools.temporal_strip import LABEL_W, strip
 
     clip = tmp_path / "c.mp4"
     with av.open(str(clip), "w") as c:

@@ -206,7 +206,7 @@ def test_disk_full_on_video(tmp_path: Path, tiny_fs: Path, tiny_ckpt: Path) -> N
 # ---------------------------------------------------------------------------------- fuzz
 
 def test_fuzz_small_corpus(tmp_path: Path, tiny_ckpt: Path) -> None:
-    from depthcli.devtools import fuzz
+    from tools import fuzz
 
     samples = fuzz.build_corpus(tmp_path / "corpus", 60, 8, seed=3)
     again = fuzz.build_corpus(tmp_path / "corpus2", 60, 8, seed=3)

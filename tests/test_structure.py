@@ -130,7 +130,7 @@ _LAYERS = (
     ("depthcli.engine", "depthcli.backends"),       # running a network on a runtime
     ("depthcli.outputs",),                          # depth maps -> files
     ("depthcli.runs",),                             # inputs -> engine -> outputs, accounted
-    ("depthcli.cli", "depthcli.bench", "depthcli.devtools", "depthcli.__main__", "depthcli"),
+    ("depthcli.cli", "depthcli.bench", "depthcli.__main__", "depthcli"),
 )
 
 

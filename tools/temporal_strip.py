@@ -6,7 +6,7 @@ for its whole clip, so a brightness change from frame to frame is a change of th
 
     depthcli predict clip.mp4 -o pf  --model da2-small -f npy
     depthcli predict clip.mp4 -o vda --model vda-small -f npy
-    python -m depthcli.devtools.temporal_strip clip.mp4 pf/clip.npy vda/clip.npy -o strip.png
+    python -m tools.temporal_strip clip.mp4 pf/clip.npy vda/clip.npy -o strip.png
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..io.atomic import write_bytes
-from ..io.png import encode_png
-from ..outputs import render
+from depthcli.io.atomic import write_bytes
+from depthcli.io.png import encode_png
+from depthcli.outputs import render
 
 LABEL_W = 120
 
@@ -70,7 +70,7 @@ def strip(video: Path, per_frame: Path, temporal: Path, n: int = 6, width: int =
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m depthcli.devtools.temporal_strip",
+    ap = argparse.ArgumentParser(prog="python -m tools.temporal_strip",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("video", type=Path)
     ap.add_argument("per_frame", type=Path, help="npy (T, H, W) of a per-frame model")

@@ -1,6 +1,6 @@
 """The GPU benchmark: one script, a few minutes on one GPU, figures for the README.
 
-    python -m depthcli.devtools.gpu_bench --device cuda --json gpu.json
+    python -m tools.gpu_bench --device cuda --json gpu.json
 
 Measures, with random recipe weights (the speed does not depend on the numbers):
 - images/s of ViT-S/B/L (`da2-small/base/large`) at 518x518, batch 1, 8 and 64, in fp16 and
@@ -44,8 +44,8 @@ def _timed(fn: Callable[[], object], sync: Callable[[], None], reps: int) -> flo
 
 
 def _model(name: str) -> Any:
-    from ..checkpoints.synthetic import load_recipe_weights
-    from ..models import create_model
+    from depthcli.checkpoints.synthetic import load_recipe_weights
+    from depthcli.models import create_model
 
     net = create_model(name, pretrained=False)
     load_recipe_weights(net)
@@ -57,7 +57,7 @@ def torch_images(name: str, device: str, precision: str, batch: int, size: int,
     """Images/s of the torch backend (the engine's, as `predict` runs it)."""
     import torch
 
-    from ..backends.torch import TorchBackend
+    from depthcli.backends.torch import TorchBackend
 
     dev = torch.device(device)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
@@ -73,7 +73,7 @@ def ort_images(name: str, provider: str, batch: int, size: int, reps: int,
     import numpy as np
     import onnxruntime as ort
 
-    from ..backends.export import INPUT_NAME, OUTPUT_NAME, export_onnx
+    from depthcli.backends.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 
     if provider not in ort.get_available_providers():
         return f"{provider} not available"
@@ -91,7 +91,7 @@ def vda_frames(name: str, device: str, precision: str, hw: tuple[int, int], reps
     518x924), as the windowed video path runs it."""
     import torch
 
-    from ..backends.torch import TorchBackend
+    from depthcli.backends.torch import TorchBackend
 
     dev = torch.device(device)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]

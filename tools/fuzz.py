@@ -14,7 +14,7 @@ mutation: `i00012_png_header.png`).
 
 Run (builds the corpus under OUTDIR, runs predict in a subprocess with a timeout, checks)::
 
-    python -m depthcli.devtools.fuzz OUTDIR --images 2000 --videos 200 --seed 0
+    python -m tools.fuzz OUTDIR --images 2000 --videos 200 --seed 0
 
 Runs use `--input-size 28 --threads 1 --max-pixels 250000` (see FUZZ_MAX_PIXELS).
 Without `--weights` a random-weight ViT-S checkpoint is made in OUTDIR (outputs are
@@ -341,7 +341,7 @@ def random_checkpoint(path: Path, seed: int = 0, model: str = "da2-small") -> Pa
     """A checkpoint of `model` with random weights (internal layout), for exercising the I/O."""
     import torch
 
-    from ..models import DepthAnything, get_spec
+    from depthcli.models import DepthAnything, get_spec
 
     torch.manual_seed(seed)
     torch.save(DepthAnything(get_spec(model)).state_dict(), path)
@@ -477,7 +477,7 @@ def _video_ok(path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m depthcli.devtools.fuzz",
+    ap = argparse.ArgumentParser(prog="python -m tools.fuzz",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("outdir", type=Path)
     ap.add_argument("--images", type=int, default=2000)

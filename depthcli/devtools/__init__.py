@@ -1,1 +1,0 @@
-"""Developer tools (fuzzing); not part of the CLI."""

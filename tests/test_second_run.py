@@ -160,7 +160,7 @@ def test_usage_errors_come_before_the_model_and_torch(tmp_path, tiny_ckpt) -> No
 
 
 def test_cpu_half_precision_without_a_fast_path_runs_fp32(monkeypatch, caplog) -> None:
-    from depthcli.engine.core import precision
+    from depthcli.engine import precision
 
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     precision._warn_once.cache_clear()

@@ -44,7 +44,7 @@ def _stats(lat: list[float], seconds: float, cpu: float, n: int) -> dict[str, fl
 
 
 def measure_stream(est: Any, frames: list[np.ndarray]) -> dict[str, float]:
-    from ..runs.stream_depth import Stepper
+    from ..engine.stream import Stepper
 
     size = (int(frames[0].shape[0]), int(frames[0].shape[1]))
     Stepper(est, size)(frames[0])  # warm-up on a cache of its own
@@ -63,7 +63,7 @@ def measure_window(est: Any, frames: list[np.ndarray]) -> dict[str, float]:
     from ..runs.frame_depth import frame_depth
 
     size = (int(frames[0].shape[0]), int(frames[0].shape[1]))
-    runner = frame_depth(est, size, batch=1, workers=1, need_full=True, temporal="window")
+    runner = frame_depth(est, size, batch=1, workers=1, temporal="window")
     taken: dict[int, float] = {}
 
     def source() -> Any:
@@ -73,8 +73,7 @@ def measure_window(est: Any, frames: list[np.ndarray]) -> dict[str, float]:
 
     lat: list[float] = []
     t0, c0 = time.perf_counter(), time.process_time()
-    for fr, _full, compact in runner.depths(source()):
-        runner.expand(compact)  # the depth at the frame size, as the writers get it
+    for fr, _full, _compact in runner.depths(source()):  # full: at the frame size already
         lat.append(time.perf_counter() - taken[fr.index])
     return _stats(lat, time.perf_counter() - t0, time.process_time() - c0, len(frames))
 

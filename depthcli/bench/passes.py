@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,10 +65,12 @@ def find_inputs(n: int | None, source: Path | None, workdir: Path) -> tuple[Path
 
 
 def stage_pass(est: DepthEngine, files: list[Path], out_dir: Path, batch_size: int,
-                keep: list[np.ndarray] | None = None) -> dict[str, float]:
+               keep: list[np.ndarray] | None = None) -> dict[str, float]:
     """Every stage for every file, serially in this thread; returns total seconds per stage.
 
-    Consecutive inputs of the same network shape are batched up to `batch_size`.
+    The engine's own batching path (`DepthEngine.run`, same-shape inputs batched up to
+    `batch_size`) with loading in this thread and a timer around each of its steps; the
+    writes are the last stage. `keep` gets the depths in input order when `batch_size` is 1.
     """
     from .. import outputs
     from ..io.images import read_image
@@ -73,39 +78,24 @@ def stage_pass(est: DepthEngine, files: list[Path], out_dir: Path, batch_size: i
     acc: dict[str, float] = {}
     opts = outputs.OutputOptions()
 
-    def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        with timer(acc, "decode"):
-            img = read_image(path)
-        with timer(acc, "preprocess"):
-            x = est.preprocess(img)
-        return img, x
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
+        with timer(acc, name):
+            yield
+            if name == "model":
+                sync(est.device)
 
-    n = 0
-    pending = load(files[0]) if files else None
-    nxt = 1
-    while pending is not None:
-        group = [pending]
-        pending = None
-        while nxt < len(files):
-            item = load(files[nxt])
-            nxt += 1
-            if len(group) < batch_size and item[1].shape == group[0][1].shape:
-                group.append(item)
-            else:
-                pending = item
-                break
-        with timer(acc, "model"):
-            out = est.forward_batch(np.stack([x for _, x in group]))
-            sync(est.device)
-        for (img, _), d in zip(group, out, strict=True):
-            with timer(acc, "postprocess"):
-                depth = est.postprocess(d, img.shape[:2])
-            if keep is not None:
-                keep.append(depth)
-            with timer(acc, "write"):
-                outputs.write_image_outputs(
-                    depth, img, outputs.image_paths(out_dir / f"{n:05d}", opts.formats), opts)
-            n += 1
+    jobs = [(n, functools.partial(read_image, p)) for n, p in enumerate(files)]
+    for res in est.run(jobs, batch_size=batch_size, workers=0, keep_images=True, stages=stage):
+        if res.exc is not None:
+            raise res.exc
+        assert res.depth is not None and res.image is not None
+        if keep is not None:
+            keep.append(res.depth)
+        with timer(acc, "write"):
+            outputs.write_image_outputs(
+                res.depth, res.image, outputs.image_paths(out_dir / f"{res.key:05d}", opts.formats),
+                opts)
     return acc
 
 

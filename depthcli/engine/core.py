@@ -8,10 +8,10 @@ temporal model is a different batching policy (windows, `depthcli.engine.windows
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,9 +23,11 @@ from ..backends import Backend
 from ..errors import reason
 from ..models import create_model
 from ..models.registry import DEFAULT_MODEL, ModelSpec
+from .batching import shape_batches
 from .device import Precision, resolve_device, resolve_precision
 from .threads import prefetch
 from .transforms import preprocess_for, upsample
+from .windows import TemporalWindows, video_preprocess
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ _logger = logging.getLogger(__name__)
 # (da3-metric-large's metres).
 Job = tuple[Any, ...]
 OutputSize = Literal["input", "network"]
+Stage = Callable[[str], contextlib.AbstractContextManager[object]]
 
 
 @dataclass
@@ -58,6 +61,8 @@ class Result:
     # Depth Anything 3, at the depth's size: `conf` (any-view), `sky` (bool mask, mono/metric),
     # `intrinsics` (3x3 lists, any-view), `sky_fill`, `focal_px`/`focal_source` (metric).
     extras: dict[str, Any] = field(default_factory=dict)
+    network: np.ndarray | None = None  # (H', W') float32 network-size depth, when asked for
+    during: Literal["load", "inference"] | None = None  # where `error` happened
 
 
 class DepthEngine:
@@ -175,9 +180,12 @@ class DepthEngine:
                             n, half, n - half)
             return torch.cat([self._run(batch[:half]), self._run(batch[half:])])
 
-    def postprocess(self, depth: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    def postprocess(self, depth: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(H', W') network-size depth → float32 numpy at the original (h, w) size, or as it is
-        with output_size="network" (exactly the official API's array for DA3)."""
+        with output_size="network" (exactly the official API's array for DA3). A host array
+        (a second pass's stored depth) is upsampled on the CPU."""
+        if isinstance(depth, np.ndarray):
+            depth = torch.from_numpy(depth)
         if self.output_size == "network":
             return depth.float().cpu().numpy()
         up = upsample(depth[None], size, self.spec.upsample_align_corners)[0]
@@ -211,6 +219,28 @@ class DepthEngine:
             out["sky_fill"] = extras["sky_fill"]
         return final, out
 
+    def infer_frame(self, bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """One video frame → (h, w) float32 depth at `size`: forward and upsampling only, as
+        `run(..., extras=False)` gives every frame of a video."""
+        return self.postprocess(self.forward_batch(self.preprocess(bgr)[None])[0], size)
+
+    # ------------------------------------------------------------ video models
+
+    def video_preprocess(self, frame_size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+        """Video Depth Anything's input rule for frames of `frame_size` (`windows`): BGR uint8
+        → normalised (3, h', w') float32, in the official op order."""
+        return video_preprocess(self.preprocess.input_size, frame_size, self.spec.mean,
+                                self.spec.std)
+
+    def windows(self, frame_size: tuple[int, int]) -> TemporalWindows:
+        """A fresh run of the whole-video window procedure on this model, for frames of
+        `frame_size` preprocessed by `video_preprocess`."""
+        return TemporalWindows(self._window_depth, frame_size,
+                               metric=self.spec.output == "metric")
+
+    def _window_depth(self, window: np.ndarray) -> np.ndarray:
+        return self.forward_batch(window).float().cpu().numpy()
+
     def infer(self, bgr: np.ndarray) -> np.ndarray:
         """One BGR uint8 image (as cv2.imread gives) → (H, W) float32 depth."""
         return self.infer_full(bgr).depth  # type: ignore[return-value]
@@ -231,59 +261,96 @@ class DepthEngine:
 
     # -------------------------------------------------------------- streaming
 
-    def _prepare(self, job: Job, keep: bool) -> Prepared:
+    def _prepare(self, job: Job, keep: bool, stage: Stage) -> Prepared:
         key, load = job[0], job[1]
-        img = load()
-        return Prepared(key, self.preprocess(img), img.shape[:2], img if keep else None,
+        with stage("decode"):
+            img = load()
+        with stage("preprocess"):
+            x = self.preprocess(img)
+        return Prepared(key, x, img.shape[:2], img if keep else None,
                         job[2] if len(job) > 2 else None)
 
-    def _flush(self, items: list[Prepared]) -> Iterator[Result]:
+    def _flush(self, items: list[Prepared], stage: Stage, *, extras: bool,
+               network: bool) -> Iterator[Result]:
         try:
-            out, extras = self.forward_full(np.stack([p.tensor for p in items]))
+            with stage("model"):
+                batch = np.stack([p.tensor for p in items])
+                if extras:
+                    out, more = self.forward_full(batch)
+                else:
+                    out, more = self.forward_batch(batch), [{} for _ in items]
         except Exception as exc:  # noqa: BLE001 - reported per input, the run goes on
             for p in items:
-                yield Result(p.key, image=p.image, error=f"inference failed: {exc}", exc=exc)
+                yield Result(p.key, image=p.image, error=f"inference failed: {exc}", exc=exc,
+                             during="inference")
             return
-        for p, d, ex in zip(items, out, extras, strict=True):
-            depth, more = self.finish(d, ex, p.size, p.source)
-            yield Result(p.key, depth, image=p.image, extras=more)
+        for p, d, ex in zip(items, out, more, strict=True):
+            with stage("postprocess"):
+                if extras:
+                    depth, kept = self.finish(d, ex, p.size, p.source)
+                else:
+                    depth, kept = self.postprocess(d, p.size), {}
+                net = d.float().cpu().numpy() if network else None
+            yield Result(p.key, depth, image=p.image, extras=kept, network=net)
 
     def run(self, jobs: Iterable[Job], *, batch_size: int = 1, workers: int = 2,
-            keep_images: bool = False, max_buffered: int | None = None) -> Iterator[Result]:
+            keep_images: bool = False, max_buffered: int | None = None, ordered: bool = False,
+            extras: bool = True, network: bool = False,
+            stages: Stage | None = None) -> Generator[Result, None, None]:
         """Decode/preprocess `jobs` in worker threads, batch equal shapes, yield results.
 
         Each job is `(key, load)` where `load()` returns a BGR uint8 image or raises. Results come
-        in completion order. A shape bucket is flushed when full; when the number of buffered
-        inputs reaches `max_buffered` the fullest bucket goes, and at the end everything goes,
-        so output keeps flowing and memory stays bounded whatever the number of jobs.
+        in completion order, or in job order with `ordered` (a video's frames, all of one
+        shape). Batches follow `batching.shape_batches` (`max_buffered` bounds the waiting
+        inputs), so memory stays bounded whatever the number of jobs.
+
+        `workers=0` decodes and preprocesses in the calling thread, one job after the other.
+        `extras=False`: depth only, forward then upsampling (a video frame: no Depth Anything 3
+        extras, no per-image metric scaling). `network`: each result also carries the
+        network-size depth as a host array (`Result.network`). `stages(name)`: a context
+        manager entered around each step ("decode", "preprocess" in the loading threads,
+        "model", "postprocess" in this one), for a benchmark that times them apart.
         """
+        stage = stages or _no_stage
         batch_size = max(1, int(batch_size))
-        cap = max_buffered or max(batch_size * 3, 4)
-        buckets: OrderedDict[tuple[int, ...], list[Prepared]] = OrderedDict()
-        buffered = 0
-        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="depthcli-load")
+
+        def prepared() -> Generator[Prepared | Result, None, None]:
+            if workers <= 0:
+                for job in jobs:
+                    try:
+                        yield self._prepare(job, keep_images, stage)
+                    except Exception as exc:  # noqa: BLE001 - per-input failure
+                        yield Result(job[0], error=reason(exc), exc=exc, during="load")
+                return
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="depthcli-load")
+            try:
+                for job, fut in prefetch(lambda j: self._prepare(j, keep_images, stage), jobs,
+                                         pool, ahead=max(batch_size * 2, workers * 2),
+                                         ordered=ordered):
+                    try:
+                        yield fut.result()
+                    except Exception as exc:  # noqa: BLE001 - per-input failure
+                        yield Result(job[0], error=reason(exc), exc=exc, during="load")
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+        items = prepared()
         try:
-            for job, fut in prefetch(lambda j: self._prepare(j, keep_images), jobs, pool,
-                                          ahead=max(batch_size * 2, workers * 2), ordered=False):
-                try:
-                    prep = fut.result()
-                except Exception as exc:  # noqa: BLE001 - per-input failure
-                    yield Result(job[0], error=reason(exc), exc=exc)
+            for group in shape_batches(
+                    items, lambda p: p.tensor.shape if isinstance(p, Prepared) else None,
+                    batch_size, max_buffered):
+                if isinstance(group[0], Result):
+                    yield group[0]
                     continue
-                bucket = buckets.setdefault(prep.tensor.shape, [])
-                bucket.append(prep)
-                buffered += 1
-                if len(bucket) >= batch_size:
-                    buffered -= len(bucket)
-                    yield from self._flush(buckets.pop(prep.tensor.shape))
-                while buffered >= cap and buckets:
-                    fullest = buckets.pop(max(buckets, key=lambda s: len(buckets[s])))
-                    buffered -= len(fullest)
-                    yield from self._flush(fullest)
-            while buckets:
-                yield from self._flush(buckets.popitem(last=False)[1])
+                yield from self._flush(group, stage,  # type: ignore[arg-type]
+                                       extras=extras, network=network)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            items.close()
+
+
+@contextlib.contextmanager
+def _no_stage(name: str) -> Iterator[None]:
+    yield
 
 
 def _param_digest(model: torch.nn.Module) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import bisect
 
 import numpy as np
-import torch
 
 from .render import RenderOptions
 
@@ -48,23 +47,22 @@ class ClipStats:
     def stride(self) -> int:
         return 1 << max(0, self.level - _FINEST)
 
-    def update(self, depth: torch.Tensor, index: int | None = None) -> None:
+    def update(self, depth: np.ndarray, index: int | None = None) -> None:
         """One frame's depth; `index`: its frame number in the clip (default: the count)."""
         i = self.seen if index is None else int(index)
         self.seen += 1
-        flat = depth.reshape(-1)
-        fin = flat[torch.isfinite(flat)]
-        if fin.numel() == 0:
+        flat = np.asarray(depth).reshape(-1)
+        fin = flat[np.isfinite(flat)]
+        if fin.size == 0:
             return
         if not self.percentile:
-            lo, hi = torch.aminmax(fin)
-            self.lo = min(self.lo, float(lo))
-            self.hi = max(self.hi, float(hi))
+            self.lo = min(self.lo, float(fin.min()))
+            self.hi = max(self.hi, float(fin.max()))
             return
         if i % self.stride:
             return
-        step = max(1, fin.numel() // PER_FRAME)
-        s = fin[::step][:PER_FRAME][:: 1 << min(self.level, _FINEST)].float().cpu().numpy()
+        step = max(1, fin.size // PER_FRAME)
+        s = np.array(fin[::step][:PER_FRAME][:: 1 << min(self.level, _FINEST)], np.float32)
         self.samples.append(s)
         self.index.append(i)
         self.size += s.size
@@ -145,7 +143,7 @@ class ShotStats:
         self.ropts, self.cuts = ropts, cuts
         self.shots: list[ClipStats] = []
 
-    def update(self, depth: torch.Tensor, index: int) -> None:
+    def update(self, depth: np.ndarray, index: int) -> None:
         shot = bisect.bisect_right(self.cuts, index)
         while len(self.shots) <= shot:
             self.shots.append(ClipStats(self.ropts))

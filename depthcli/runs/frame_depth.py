@@ -1,14 +1,15 @@
 """How a video's frames become depth: one interface, two strategies.
 
-- `PerFrame`: image models; frames are preprocessed in worker threads (in order), batched
-  `batch_size` at a time through the engine, and upsampled to the frame size.
+- `PerFrame`: image models; the frames go through the engine's one batching path
+  (`DepthEngine.run`: preprocessing in worker threads, `batch_size` frames a forward pass,
+  upsampling to the frame size), in frame order.
 - `Windowed`: temporal models (Video Depth Anything); frames go through 32-frame windows with
-  key frames and scale/shift alignment (`depthcli.engine.windows`), streamed with a lag of one window.
+  key frames and scale/shift alignment (`DepthEngine.windows`), streamed with a lag of one window.
 
-Both yield `(frame, full, compact)` in frame order: `full` is the (H, W) float32 depth at the
-frame size (or None when the caller does not need it yet), `compact` what a clip-wide second pass
-keeps on disk (network-size depth for per-frame models; the full frame for windowed ones, whose
-alignment happens at frame size), and `expand(compact)` turns it back into `full` exactly.
+Both yield `(frame, full, compact)` in frame order, host arrays only: `full` is the (H, W)
+float32 depth at the frame size, `compact` what a clip-wide second pass keeps on disk
+(network-size depth for per-frame models; the full frame for windowed ones, whose alignment
+happens at frame size), and `expand(compact)` turns it back into `full` exactly.
 
 Scene cuts (`--scene-cuts`, `depthcli.runs.scenecuts`): with a detector, each frame is checked as it
 enters; a temporal model finishes the shot's windows at a cut (as at the end of a clip) and
@@ -23,14 +24,12 @@ given the frames from `done` on.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..engine.core import DepthEngine
-from ..engine.transforms import upsample
 from ..errors import reason
 from ..io.video_decode import Frame
 from .frame_items import FrameDepth, Item, preprocessed
@@ -39,44 +38,39 @@ from .scenecuts import SceneCuts
 if TYPE_CHECKING:
     from ..engine.windows import TemporalWindows
 
+
 class PerFrame:
     """Each frame on its own through the engine, `batch` frames per forward pass."""
 
     lowres = True
 
     def __init__(self, est: DepthEngine, size: tuple[int, int], *, batch: int, workers: int,
-                 need_full: bool, cuts: SceneCuts | None = None) -> None:
+                 cuts: SceneCuts | None = None) -> None:
         self.est, self.size, self.batch, self.workers = est, size, max(1, batch), workers
-        self.need_full = need_full
         self.cuts = cuts
 
-    def _flush(self, batch: list[tuple[Frame, np.ndarray]]) -> Iterator[Item]:
-        try:
-            out = self.est.forward_batch(np.stack([x for _, x in batch]))
-        except Exception as exc:
-            raise RuntimeError(f"inference failed at frame {batch[0][0].index}: "
-                               f"{reason(exc)}") from exc
-        for (fr, _), d in zip(batch, out, strict=True):
-            if self.cuts is not None:  # as frames come out: the detector's state is theirs
-                self.cuts.is_cut(fr.index, fr.bgr)
-            yield fr, (self.est.postprocess(d, self.size) if self.need_full else None), d
-
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]:
-        batch: list[tuple[Frame, np.ndarray]] = []
-        for fr, x in preprocessed(self.est.preprocess, frames, self.workers,
-                                   ahead=self.batch + self.workers):
-            batch.append((fr, x))
-            if len(batch) >= self.batch:
-                yield from self._flush(batch)
-                batch = []
-        if batch:
-            yield from self._flush(batch)
+        jobs = ((fr, _image_of(fr)) for fr in frames)
+        results = self.est.run(jobs, batch_size=self.batch, workers=self.workers, ordered=True,
+                               extras=False, network=True)
+        try:
+            for res in results:
+                fr = res.key
+                assert isinstance(fr, Frame)
+                if res.error is not None:
+                    assert res.exc is not None
+                    if res.during != "inference":
+                        raise res.exc
+                    raise RuntimeError(f"inference failed at frame {fr.index}: "
+                                       f"{reason(res.exc)}") from res.exc
+                if self.cuts is not None:  # as frames come out: the detector's state is theirs
+                    self.cuts.is_cut(fr.index, fr.bgr)
+                assert res.depth is not None and res.network is not None
+                yield fr, res.depth, res.network
+        finally:
+            results.close()
 
-    def frame_tensor(self, compact: torch.Tensor) -> torch.Tensor:
-        """The frame-size depth as a tensor (for clip statistics), as `expand` computes it."""
-        return upsample(compact[None], self.size, self.est.spec.upsample_align_corners)[0]
-
-    def expand(self, compact: torch.Tensor) -> np.ndarray:
+    def expand(self, compact: np.ndarray) -> np.ndarray:
         return self.est.postprocess(compact, self.size)
 
     def state(self, done: int) -> dict[str, np.ndarray] | None:
@@ -87,30 +81,26 @@ class PerFrame:
         _cut_restore(self.cuts, state)
 
 
+def _image_of(fr: Frame) -> Callable[[], np.ndarray]:
+    """The engine's job loader: the frame is decoded already."""
+    return lambda: fr.bgr
+
+
 class Windowed:
-    """A temporal model's windows (Video Depth Anything), streamed; see `depthcli.engine.windows`."""
+    """A temporal model's windows (Video Depth Anything), streamed; see `engine.windows`."""
 
     lowres = False
 
     def __init__(self, est: DepthEngine, size: tuple[int, int], *, workers: int,
                  cuts: SceneCuts | None = None) -> None:
-        from ..engine.windows import video_preprocess
-
         self.est, self.size, self.workers = est, size, workers
-        self.preprocess = video_preprocess(est.preprocess.input_size, size, est.spec.mean,
-                                           est.spec.std)
+        self.preprocess = est.video_preprocess(size)
         self.cuts = cuts
         self.offset = 0  # frames of the shots before the current one (scene cuts)
         self.windows = self._fresh()
 
     def _fresh(self) -> TemporalWindows:
-        from ..engine.windows import TemporalWindows
-
-        return TemporalWindows(self._forward, self.size,
-                               metric=self.est.spec.output == "metric")
-
-    def _forward(self, window: np.ndarray) -> np.ndarray:
-        return self.est.forward_batch(window).float().cpu().numpy()
+        return self.est.windows(self.size)
 
     def state(self, done: int) -> dict[str, np.ndarray] | None:
         w = self.windows
@@ -130,8 +120,8 @@ class Windowed:
 
         def pair(done: list[np.ndarray]) -> Iterator[Item]:
             for d in done:
-                t = torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))
-                yield waiting.popleft(), t.numpy(), t
+                a = np.ascontiguousarray(d, dtype=np.float32)
+                yield waiting.popleft(), a, a
 
         for fr, x in preprocessed(self.preprocess, frames, self.workers, ahead=self.workers * 2):
             waiting.append(fr)
@@ -143,11 +133,8 @@ class Windowed:
                 yield from pair(self.windows.push(x))
         yield from pair(self.windows.finish())
 
-    def frame_tensor(self, compact: torch.Tensor) -> torch.Tensor:
+    def expand(self, compact: np.ndarray) -> np.ndarray:
         return compact
-
-    def expand(self, compact: torch.Tensor) -> np.ndarray:
-        return compact.numpy()
 
 
 def _cut_state(cuts: SceneCuts | None) -> dict[str, np.ndarray]:
@@ -160,7 +147,7 @@ def _cut_restore(cuts: SceneCuts | None, state: dict[str, np.ndarray]) -> None:
 
 
 def frame_depth(est: DepthEngine, size: tuple[int, int], *, batch: int, workers: int,
-                need_full: bool, cuts: SceneCuts | None = None,
+                cuts: SceneCuts | None = None,
                 temporal: str = "window") -> FrameDepth:
     """The strategy the estimator's model calls for; `cuts`: a scene-cut detector, or None;
     `temporal`: `window` or `stream`, how a temporal model runs (`runs.stream_depth`; the
@@ -168,7 +155,7 @@ def frame_depth(est: DepthEngine, size: tuple[int, int], *, batch: int, workers:
     if getattr(est.spec, "temporal", False) and temporal == "stream":
         from .stream_depth import Streamed
 
-        return Streamed(est, size, workers=workers, need_full=need_full)
+        return Streamed(est, size, workers=workers)
     if getattr(est.spec, "temporal", False):
         return Windowed(est, size, workers=workers, cuts=cuts)
-    return PerFrame(est, size, batch=batch, workers=workers, need_full=need_full, cuts=cuts)
+    return PerFrame(est, size, batch=batch, workers=workers, cuts=cuts)

@@ -4,17 +4,17 @@ strategies import it, not each other."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from ..engine.threads import prefetch
 from ..io.video_decode import Frame
 
-Item = tuple[Frame, "np.ndarray | None", torch.Tensor]
+# (frame, its (H, W) float32 depth at the frame size, what a second pass keeps of it)
+Item = tuple[Frame, np.ndarray, np.ndarray]
 
 
 class FrameDepth(Protocol):
@@ -22,17 +22,15 @@ class FrameDepth(Protocol):
 
     def depths(self, frames: Iterable[Frame]) -> Iterator[Item]: ...
 
-    def expand(self, compact: torch.Tensor) -> np.ndarray: ...
-
-    def frame_tensor(self, compact: torch.Tensor) -> torch.Tensor: ...
+    def expand(self, compact: np.ndarray) -> np.ndarray: ...
 
     def state(self, done: int) -> dict[str, np.ndarray] | None: ...
 
     def restore(self, state: dict[str, np.ndarray]) -> None: ...
 
 
-def preprocessed(fn, frames: Iterable[Frame], workers: int,
-                  ahead: int) -> Iterator[tuple[Frame, np.ndarray]]:
+def preprocessed(fn: Callable[[np.ndarray], np.ndarray], frames: Iterable[Frame], workers: int,
+                 ahead: int) -> Iterator[tuple[Frame, np.ndarray]]:
     """(frame, fn(frame.bgr)) in frame order, computed `ahead` at a time in worker threads."""
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="depthcli-prep")
     try:

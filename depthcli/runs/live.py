@@ -3,7 +3,7 @@ are playable while they grow.
 
 Source → `io.live.LiveSource` (a decoder thread, a small queue that drops the oldest frame when
 depth falls behind) → one frame at a time through the model (per-frame models with batch 1;
-Video Depth Anything in its streaming mode, `runs.stream_depth`) → the writers:
+Video Depth Anything in its streaming mode, `engine.stream`) → the writers:
 
 - visual formats (`color`, `gray`, `side`): H.264 in fragmented MP4 (`<stem>.mp4`, a fragment
   per keyframe, one a second: a player opens it while it grows, and a run that is killed keeps
@@ -282,15 +282,10 @@ def depth_function(est: DepthEngine, size: tuple[int, int], temporal: bool
                    ) -> Callable[[np.ndarray], np.ndarray]:
     """BGR frame → (H, W) depth: VDA streaming, or a per-frame model with batch 1."""
     if temporal:
-        from .stream_depth import Stepper
+        from ..engine.stream import Stepper
 
         return Stepper(est, size)
-
-    def per_frame(bgr: np.ndarray) -> np.ndarray:
-        x = est.preprocess(bgr)
-        return est.postprocess(est.forward_batch(x[None])[0], size)
-
-    return per_frame
+    return lambda bgr: est.infer_frame(bgr, size)
 
 
 def run_live(opts: PredictOptions, lopts: LiveOptions, est: DepthEngine,

@@ -82,7 +82,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .. import outputs
 from ..engine.threads import Producer, Sink, fan_out, prefetch
@@ -422,9 +421,7 @@ class _VideoRun:
         cuts = self.detector if first else (
             SceneCuts(self.opts.scene_cuts) if self.opts.scene_cuts is not None else None)
         strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
-                               workers=self.workers,
-                               need_full=any(w is not store for w in writers), cuts=cuts,
-                               temporal=self.opts.temporal)
+                               workers=self.workers, cuts=cuts, temporal=self.opts.temporal)
         done = self.first if first else 0
         if st.resumed and st.meta.get("phase") == phase and "writers" in st.meta:
             done = int(st.meta["done"])
@@ -460,11 +457,10 @@ class _VideoRun:
         try:
             for fr, full, compact in strategy.depths(producer):
                 if stats is not None:
-                    stats.update(torch.from_numpy(full) if full is not None
-                                 else strategy.frame_tensor(compact), fr.index)
+                    stats.update(full, fr.index)
                 if store_sink is not None:
-                    store_sink.put(compact.float().cpu().numpy())
-                if full is not None:
+                    store_sink.put(compact)
+                if outs:
                     fan_out(outs, FrameOut(fr.index, fr.pts, fr.duration, full,
                                            fr.bgr if keep_image else None,
                                            self._shot_range(fr.index)))
@@ -514,8 +510,8 @@ class _VideoRun:
         source = RawStack.existing(src_path, np.dtype(st.meta["source_dtype"]))
         lowres = st.meta["source"] == "store"
         strategy = frame_depth(self.est, self.size, batch=self.opts.batch_size,
-                               workers=self.workers, need_full=True,
-                               temporal=self.opts.temporal) if lowres else None
+                               workers=self.workers, temporal=self.opts.temporal) \
+            if lowres else None
         writers = [self._writer(f, vrange, pending=False) for f in self.pass2]
         saved = st.meta.get("writers", {}) if st.meta.get("phase") == "pass2" else {}
         start = min(w.resume(saved.get(w.name, {"count": 0, "segments": 0})) for w in writers)
@@ -530,7 +526,7 @@ class _VideoRun:
         def load(i: int) -> np.ndarray:
             d = read(i)
             if strategy is not None and strategy.lowres:
-                return strategy.expand(torch.from_numpy(d.astype(np.float32)))
+                return strategy.expand(d.astype(np.float32))
             return d.astype(np.float32, copy=False)
 
         meta = {k: v for k, v in st.meta.items() if k not in ("phase", "writers", "done")}

@@ -102,3 +102,42 @@ def test_run_memory_is_bounded(est) -> None:
         yielded += 1
         ahead.append(loaded - yielded)
     assert yielded == 40 and max(ahead) <= 12
+
+
+def test_shape_batches_rule() -> None:
+    """Full buckets go at once, a None shape passes alone, the cap flushes the fullest."""
+    from depthcli.engine.batching import shape_batches
+
+    items = ["a1", "b1", "a2", "x", "b2", "a3", "b3", "c1"]
+    got = list(shape_batches(items, lambda s: None if s == "x" else s[0], 2))
+    assert got == [["a1", "a2"], ["x"], ["b1", "b2"], ["a3"], ["b3"], ["c1"]]
+    capped = list(shape_batches(["a", "b", "c", "a"], lambda s: s, 8, max_buffered=3))
+    assert capped == [["a"], ["b"], ["c"], ["a"]]
+
+
+def test_run_ordered_frames_network_and_stages(est) -> None:
+    """A video's frames: job order, depth-only, the network-size depth beside the full one;
+    `workers=0` loads in the caller's thread and `stages` sees every step."""
+    from collections import Counter
+    from contextlib import contextmanager
+
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (30, 40, 3), dtype=np.uint8) for _ in range(7)]
+    jobs = [(i, (lambda f=f: f)) for i, f in enumerate(frames)]
+    res = list(est.run(jobs, batch_size=3, workers=2, ordered=True, extras=False, network=True))
+    assert [r.key for r in res] == list(range(7))
+    for r, f in zip(res, frames, strict=True):
+        assert r.network.shape == est.preprocess(f).shape[1:] and r.network.dtype == np.float32
+        assert np.array_equal(r.depth, est.postprocess(r.network, (30, 40)))
+        assert np.array_equal(r.depth, est.infer_frame(f, (30, 40)))
+    seen: Counter[str] = Counter()
+
+    @contextmanager
+    def stage(name: str):
+        seen[name] += 1
+        yield
+
+    serial = list(est.run(jobs, batch_size=3, workers=0, stages=stage))
+    assert [r.key for r in serial] == list(range(7))
+    assert seen == {"decode": 7, "preprocess": 7, "model": 3, "postprocess": 7}
+    assert all(np.array_equal(a.depth, b.depth) for a, b in zip(res, serial, strict=True))

@@ -108,19 +108,16 @@ class Peer:
             _peer_e2e_pass(self.pipe, self._files[:1], out_dir, 1)
 
     def model_pass(self, batch_size: int) -> float:
-        """Seconds per image for the model alone (same-shape inputs batched)."""
+        """Seconds per image for the model alone, batched by the engine's rule
+        (`engine.batching.shape_batches`: same-shape inputs together)."""
         import torch
+
+        from ..engine.batching import shape_batches
 
         t = time.perf_counter()
         with torch.inference_mode():
-            i = 0
-            while i < len(self.inputs):
-                group = [self.inputs[i]]
-                while (i + len(group) < len(self.inputs) and len(group) < batch_size
-                       and self.inputs[i + len(group)].shape == group[0].shape):
-                    group.append(self.inputs[i + len(group)])
+            for group in shape_batches(self.inputs, lambda x: tuple(x.shape), batch_size):
                 self.model(pixel_values=torch.cat(group) if len(group) > 1 else group[0])
-                i += len(group)
             sync(self.dev)
         return (time.perf_counter() - t) / len(self.inputs)
 

@@ -20,7 +20,7 @@ import torch
 from ..checkpoints.layouts import official_state_dict
 from ..checkpoints.synthetic import load_recipe_weights
 from ..engine.core import DepthEngine
-from ..engine.device import precision_name, resolve_device, resolve_precision
+from ..engine.device import precision_name, resolve_device, resolve_precision, set_threads
 from ..errors import InputError
 from ..io.images import read_image
 from ..models import create_model, get_spec
@@ -268,7 +268,7 @@ def run_bench(o: BenchOptions) -> dict[str, object]:
     if o.startup:
         return run_startup(o)
     if o.threads:
-        torch.set_num_threads(o.threads)
+        set_threads(o.threads)
     bench = Bench(o)
     result: dict[str, Any] = bench.header()
     with tempfile.TemporaryDirectory(prefix="depthcli-bench-") as tmp:

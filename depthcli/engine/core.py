@@ -1,9 +1,11 @@
 """The engine: preprocessing, shape-bucketed batching, prefetch, retries and postprocessing.
 
-It takes arrays (plus opaque keys), runs them through a `Backend` and yields float32 depth; it
-knows nothing of paths, colour maps or click, nor of the runtime behind the backend. Images
-and video frames go through the same `preprocess → forward_batch → postprocess` steps; a
-temporal model is a different batching policy (windows, `depthcli.engine.windows`), not a second engine.
+It takes arrays (plus opaque keys), runs them through a `Backend` and yields float32 depth as
+host arrays; it knows nothing of paths, colour maps or click, nor of the runtime behind the
+backend. Images and the frames of a per-frame video model take one path, `run`
+(`preprocess → batching.shape_batches → forward → postprocess`); a temporal model is a
+different batching policy (`windows`: 32-frame windows, `stream`: one frame at a time), not a
+second engine. Whatever is above it (runs, outputs) gets numpy and never a tensor.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from ..models.registry import DEFAULT_MODEL, ModelSpec
 from .batching import shape_batches
 from .device import Precision, resolve_device, resolve_precision
 from .threads import prefetch
-from .transforms import preprocess_for, upsample
-from .windows import TemporalWindows, video_preprocess
+from .transforms import lower_bound_size, preprocess_for, upsample
+from .windows import TemporalWindows, video_input_size, video_preprocess
 
 _logger = logging.getLogger(__name__)
 
@@ -231,6 +233,14 @@ class DepthEngine:
         → normalised (3, h', w') float32, in the official op order."""
         return video_preprocess(self.preprocess.input_size, frame_size, self.spec.mean,
                                 self.spec.std)
+
+    def network_size(self, frame_size: tuple[int, int]) -> tuple[int, int]:
+        """The network's (H', W') for frames of `frame_size`: Video Depth Anything's rule for a
+        temporal model, the image rule otherwise (what a second pass stores per frame)."""
+        h, w = frame_size
+        if getattr(self.spec, "temporal", False):
+            return lower_bound_size(h, w, video_input_size(self.preprocess.input_size, (h, w)))
+        return self.preprocess.target_size(h, w)
 
     def windows(self, frame_size: tuple[int, int]) -> TemporalWindows:
         """A fresh run of the whole-video window procedure on this model, for frames of

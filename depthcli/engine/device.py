@@ -75,17 +75,30 @@ def run_threads() -> int | None:
     return int(torch.get_num_threads()) if torch is not None else None
 
 
+def thread_count() -> int:
+    """torch's intra-op thread count (what `--threads` set): a setting a result depends on."""
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def set_threads(n: int) -> None:
+    """Set torch's intra-op thread count for the rest of the process (`--threads`): the one
+    place that changes it, so every runtime reads the same figure (`run_threads`)."""
+    import torch
+
+    torch.set_num_threads(int(n))
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Temporarily set torch's intra-op thread count (None = leave as is)."""
     if not n:
         yield
         return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
+    old = thread_count()
+    set_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(old)
+        set_threads(old)

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .. import outputs
 from ..errors import DiskFullError
 
@@ -101,15 +99,11 @@ def check(src: Path, out_dir: Path, folder: Path, est: DepthEngine, size: tuple[
     if not frames:
         return False
     h, w = size
+    nh, nw = est.network_size(size)
     if getattr(est.spec, "temporal", False):
-        from ..engine.transforms import lower_bound_size
-        from ..engine.windows import video_input_size
-
-        nh, nw = lower_bound_size(h, w, video_input_size(est.preprocess.input_size, (h, w)))
         store_px, state_bytes = h * w, 11 * 3 * nh * nw * 4 + 10 * h * w * 4
     else:
-        net = est.preprocess(np.zeros((h, w, 3), np.uint8))
-        store_px, state_bytes = int(net.shape[-2] * net.shape[-1]), 0
+        store_px, state_bytes = nh * nw, 0
     p = plan(folder, frames=frames, formats=formats, frame_size=size, store_pixels=store_px,
              store_itemsize=4 if "png16" in pass2 else 2,
              two_pass_store=two_pass and "npy" not in formats, segment=segment,

@@ -129,7 +129,7 @@ def test_run_ordered_frames_network_and_stages(est) -> None:
     for r, f in zip(res, frames, strict=True):
         assert r.network.shape == est.preprocess(f).shape[1:] and r.network.dtype == np.float32
         assert np.array_equal(r.depth, est.postprocess(r.network, (30, 40)))
-        assert np.array_equal(r.depth, est.infer_frame(f, (30, 40)))
+        assert np.allclose(r.depth, est.infer_frame(f, (30, 40)), atol=1e-5)  # batch 1 vs 3
     seen: Counter[str] = Counter()
 
     @contextmanager

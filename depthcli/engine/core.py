@@ -346,16 +346,28 @@ class DepthEngine:
 
         items = prepared()
         try:
-            for group in shape_batches(
-                    items, lambda p: p.tensor.shape if isinstance(p, Prepared) else None,
-                    batch_size, max_buffered):
-                if isinstance(group[0], Result):
-                    yield group[0]
-                    continue
-                yield from self._flush(group, stage,  # type: ignore[arg-type]
-                                       extras=extras, network=network)
+            yield from self.run_prepared(items, batch_size=batch_size, max_buffered=max_buffered,
+                                         extras=extras, network=network, stages=stages)
         finally:
             items.close()
+
+    def run_prepared(self, items: Iterable[Prepared | Result], *, batch_size: int = 1,
+                     max_buffered: int | None = None, extras: bool = True, network: bool = False,
+                     stages: Stage | None = None) -> Generator[Result, None, None]:
+        """Already preprocessed inputs, batched by network shape (`batching.shape_batches`),
+        through the model and postprocessing: the engine's one batching path, which `run`
+        feeds from its loaders. A `Result` among the items (an input that failed before) is
+        passed through; `extras`, `network`, `stages` as in `run`."""
+        stage = stages or _no_stage
+        for group in shape_batches(
+                items, lambda p: p.tensor.shape if isinstance(p, Prepared) else None,
+                batch_size, max_buffered):
+            first = group[0]
+            if isinstance(first, Result):
+                yield first
+                continue
+            yield from self._flush(group, stage,  # type: ignore[arg-type]
+                                   extras=extras, network=network)
 
 
 @contextlib.contextmanager

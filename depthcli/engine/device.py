@@ -75,7 +75,7 @@ def run_threads() -> int | None:
     return int(torch.get_num_threads()) if torch is not None else None
 
 
-def thread_count() -> int:
+def current_threads() -> int:
     """torch's intra-op thread count (what `--threads` set): a setting a result depends on."""
     import torch
 
@@ -96,7 +96,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if not n:
         yield
         return
-    old = thread_count()
+    old = current_threads()
     set_threads(n)
     try:
         yield

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.device import thread_count
+from ..engine.device import current_threads
 from ..io.atomic import PARTIAL_DIR
 from ..io.mp4_segments import fsync_dir
 from ..io.seqnames import frames_of, is_pattern, parse_pattern
@@ -76,7 +76,7 @@ def fingerprint(src: Path, est: DepthEngine, opts: PredictOptions,
         "metric": o.metric, "near": o.near_is_large, "norm": opts.video_norm,
         "temporal": opts.temporal,
         "batch": opts.batch_size, "segment": segment_frames(), "max_pixels": opts.max_pixels,
-        "threads": thread_count(),  # the sums of a forward pass may differ with the threads
+        "threads": current_threads(),  # the sums of a forward pass may differ with the threads
         **({"int8": est.calibration.identity} if est.calibration is not None else {}),
         **({"cuts": opts.scene_cuts} if opts.scene_cuts is not None else {}),
         **({"fps": str(opts.fps), "npy": opts.sequence_npy, "mp4": opts.sequence_video}

@@ -48,7 +48,8 @@ class ClipStats:
         return 1 << max(0, self.level - _FINEST)
 
     def update(self, depth: np.ndarray, index: int | None = None) -> None:
-        """One frame's depth; `index`: its frame number in the clip (default: the count)."""
+        """One frame's depth (a host array, or anything numpy reads); `index`: its frame
+        number in the clip (default: the count)."""
         i = self.seen if index is None else int(index)
         self.seen += 1
         flat = np.asarray(depth).reshape(-1)

@@ -13,8 +13,8 @@ from .version import __version__
 if TYPE_CHECKING:
     from .engine.core import DepthEngine
     from .engine.device import resolve_device
+    from .engine.ray_mapper import RayDepthMapper
     from .models import create_model, list_models
-    from .runs.ray_stages import RayDepthMapper
 
 __all__ = ["DepthEngine", "RayDepthMapper", "__version__", "create_model", "list_models", "resolve_device"]
 
@@ -23,10 +23,10 @@ _LAZY = {
     "create_model": ("models", "create_model"),
     "list_models": ("models", "list_models"),
     "resolve_device": ("engine.device", "resolve_device"),
-    "RayDepthMapper": ("runs.ray_stages", "RayDepthMapper"),
+    "RayDepthMapper": ("engine.ray_mapper", "RayDepthMapper"),
     # the names of depthcli 0.1.0, kept so that scripts written against them still run
     "DepthEstimator": ("engine.core", "DepthEngine"),
-    "DepthPredictor": ("runs.ray_stages", "RayDepthMapper"),
+    "DepthPredictor": ("engine.ray_mapper", "RayDepthMapper"),
 }
 
 

@@ -29,6 +29,7 @@ from .runtime import require_torch_stack
 
 if TYPE_CHECKING:
     from ..outputs import PointCloudOptions
+    from ..runs.options import RayOptions
 
 FORMAT_NAMES = ("color", "gray", "png16", "npy", "pfm", "exr", "side", "ply", "conf", "sky",
                 "ffv1")
@@ -239,7 +240,7 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
     from .. import outputs
     from ..outputs import render
     from ..runs.models import RunModels
-    from ..runs.options import PredictOptions
+    from ..runs.options import PredictOptions, RayOptions
 
     setup_logging(verbose, quiet)
     fmts = _formats(formats)
@@ -296,7 +297,8 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
     if engine == "ray":
         require_torch_stack()
         run = _ray_run(opts, image_model, video_model, settings, threads,
-                       (ray_address, ray_actors, ray_actor_cpus))
+                       RayOptions(address=ray_address, actors=ray_actors,
+                                  actor_cpus=ray_actor_cpus))
     else:
         needed = preflight.needed_models(inputs, out_path, kinds, open_ended, image_model,
                                          video_model, sequence)
@@ -329,42 +331,37 @@ def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
 
 
 def _ray_run(opts: Any, image_model: str, video_model: str, settings: ModelSettings,
-             threads: int | None, ray: tuple[str | None, int | None, float | None]) -> Any:
+             threads: int | None, ropts: RayOptions) -> Any:
     """The same job on a Ray cluster; the driver resolves checkpoints, actors load them."""
     try:
-        from ..runs.ray import EngineSpec, RayOptions, ray_config, run_predict_ray
+        from ..runs.ray import EngineSpec, run_predict_ray
     except ImportError as exc:
         raise click.UsageError(f"--engine ray needs Ray: pip install 'depthcli[ray]' ({exc})") from None
     s = settings
 
-    def config(model: str, weights: Path | None) -> EngineSpec:
-        return ray_config(model, weights, input_size=s.input_size, device=s.device,
-                          precision=s.precision, max_depth=s.max_depth, compile_=s.compile_,
+    def spec(model: str) -> EngineSpec:
+        return EngineSpec(model=model, max_depth=s.max_depth, device=s.device,
+                          precision=s.precision, input_size=s.input_size, compile=s.compile_,
                           channels_last=s.channels_last, threads=threads, backend=s.backend,
-                          output_size=s.output_size, camera=s.camera)
+                          output_size=s.output_size, camera=EngineSpec.camera_pairs(s.camera))
 
     try:
-        cfg = config(image_model, s.weights)
+        cfg = spec(image_model).resolved(s.weights)
     except DepthCliError as exc:
         raise click.ClickException(str(exc)) from None
     vcfg = None
     if video_model != image_model:
         try:
-            vcfg = config(video_model, None)
+            vcfg = spec(video_model).resolved()
         except DepthCliError:  # resolved again on the actors, when a video needs it
-            vcfg = EngineSpec(video_model, None, max_depth=s.max_depth,
-                                   device=s.device, precision=s.precision,
-                                   input_size=s.input_size, compile=s.compile_,
-                                   channels_last=s.channels_last, threads=threads,
-                                   backend=s.backend, output_size=s.output_size,
-                                   camera=cfg.camera)
+            vcfg = spec(video_model)
 
     def run(report: Any, progress: Any) -> Any:
-        summary = run_predict_ray(opts, cfg, RayOptions(*ray), report=report, progress=progress,
+        summary = run_predict_ray(opts, cfg, ropts, report=report, progress=progress,
                                   video_cfg=vcfg, started=STARTED)
         return summary, {"engine": "ray", "models": summary.models,
                          "formats": list(opts.output.formats), "batch_size": opts.batch_size,
-                         "output": str(opts.out_dir), "ray_address": ray[0]}
+                         "output": str(opts.out_dir), "ray_address": ropts.address}
 
     return run
 
@@ -396,7 +393,7 @@ def _finish(run: Any, opts: Any, *, as_json: bool, list_outputs: bool, quiet: bo
 
 def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
     """The settings a run used, for --json: what ran, where, how (defaults resolved)."""
-    import torch
+    from ..engine.device import current_threads
 
     used = {}
     for kind, name in models.used().items():
@@ -408,7 +405,7 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
     return {"engine": "local", "models": used, "formats": list(opts.output.formats),
             "batch_size": opts.batch_size,
             "workers": opts.host_workers(str(device).split(":")[0]),
-            "threads": threads or torch.get_num_threads(),
+            "threads": threads or current_threads(),
             "output": str(opts.out_dir), "skip_existing": opts.skip_existing,
             "video_norm": opts.video_norm, "temporal": opts.temporal,
             **_clip_settings(opts)}

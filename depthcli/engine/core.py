@@ -26,9 +26,9 @@ from ..errors import reason
 from ..models import create_model
 from ..models.registry import DEFAULT_MODEL, ModelSpec
 from .batching import shape_batches
-from .device import Precision, resolve_device, resolve_precision
+from .device import Precision, precision_name, resolve_device, resolve_precision
 from .threads import prefetch
-from .transforms import lower_bound_size, preprocess_for, upsample
+from .transforms import engine_preprocess, lower_bound_size, upsample
 from .windows import TemporalWindows, video_input_size, video_preprocess
 
 _logger = logging.getLogger(__name__)
@@ -115,8 +115,8 @@ class DepthEngine:
         self.output_size = output_size
         # --focal-px / --fov-deg / --cx / --cy (input pixels): da3-metric-large's metres
         self.camera = dict(camera or {})
-        self.preprocess = preprocess_for(self.spec, input_size,
-                                         exact=self.dtype == torch.float32)
+        self.preprocess = engine_preprocess(self.spec, input_size,
+                                            precision_name(self.dtype), self.device.type)
         self.digest = _param_digest(model)  # which weights: a resumed video must match them
         job = (None if job_inputs is None else
                Job(job_inputs, self.preprocess.input_size, weights_file))

@@ -49,6 +49,13 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> torch
     return dtypes[precision]
 
 
+def is_half(precision: str, device_type: str) -> bool:
+    """Whether `precision` on a `device_type` ("cpu", "cuda", ...) computes in 16 bits: the
+    one rule behind both the engine's dtype (`resolve_precision`) and the preprocessing a
+    model gets before it is loaded (`engine.spec.EngineSpec.preprocess`)."""
+    return precision in ("fp16", "bf16") or (precision == "auto" and device_type == "cuda")
+
+
 def precision_name(dtype: torch.dtype) -> str:
     import torch
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from .device import is_half
+
 if TYPE_CHECKING:  # torch is imported where it is used: decode-only workers never need it
     import torch
 
@@ -136,6 +138,17 @@ def preprocess_for(spec: object, input_size: int | None = None,
     cls = Da3Preprocess if getattr(spec, "family", None) == "v3" else Preprocess
     return cls(input_size or spec.input_size, spec.mean, spec.std,  # type: ignore[attr-defined]
                exact=exact)
+
+
+def engine_preprocess(spec: object, input_size: int | None, precision: str,
+                      device_type: str) -> Preprocess | Da3Preprocess:
+    """The preprocessing of a `DepthEngine` for `spec` at `precision` on `device_type`.
+
+    The engine takes it from here, and so do the Ray read tasks (through `EngineSpec`), before
+    any model is loaded: one rule, so both prepare the same tensors. Float32 models take the
+    exact float64 resize, half precision the float32 one (see `Preprocess.exact`).
+    """
+    return preprocess_for(spec, input_size, exact=not is_half(precision, device_type))
 
 
 def _nearest_multiple(n: int) -> int:

@@ -250,16 +250,32 @@ def _describe_os_error(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def read_bytes(path: Path) -> bytes:
-    """Read a file, turning OS failures into one-line InputErrors."""
-    if path.is_symlink() and not path.exists():
-        raise InputError(f"{path}: dangling symbolic link")
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory")
+def is_uri(path: str | Path) -> bool:
+    """True for `scheme://...` inputs (read through fsspec); only a `str` can be one, since a
+    `Path` folds the `//`."""
+    text = str(path)
+    return isinstance(path, str) and "://" in text and not text.startswith("file:///dev/")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """Read a file (or an fsspec URI), turning failures into one-line InputErrors.
+
+    The one reader of input files for both engines: the local run's loader threads and the
+    Ray read tasks (`runs.ray_stages.read_stage`) give the same error lines by construction.
+    """
+    uri = is_uri(path)
+    if not uri:
+        path = Path(path)
+        if path.is_symlink() and not path.exists():
+            raise InputError(f"{path}: dangling symbolic link")
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory")
     try:
-        data = path.read_bytes()
+        data = _read_uri(str(path)) if uri else Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except OSError as exc:
@@ -267,6 +283,13 @@ def read_bytes(path: Path) -> bytes:
     if not data:
         raise InputError(f"{path}: empty file")
     return data
+
+
+def _read_uri(uri: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(uri, "rb") as f:
+        return bytes(f.read())
 
 
 def _header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
@@ -338,7 +361,7 @@ def _min_bytes(data: bytes, w: int, h: int) -> int:
     return 0
 
 
-def decode_image(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode to BGR uint8 (H, W, 3) as cv2.imread does (EXIF orientation applied, alpha dropped).
 
     The pixel count is checked from the header first, so a 100000x100000 PNG is refused
@@ -368,6 +391,6 @@ def decode_image(data: bytes, path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) 
     return img
 
 
-def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read and decode one image file to BGR uint8, or raise InputError naming it."""
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read and decode one image file (or URI) to BGR uint8, or raise InputError naming it."""
     return decode_image(read_bytes(path), path, max_pixels)

@@ -1,4 +1,4 @@
-"""What a `predict` run was asked to do, independent of click (and of torch)."""
+"""What a `predict` run was asked to do, independent of click (and of torch and Ray)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ class PredictOptions:
     def host_workers(self, device_type: str) -> int:
         """`workers`, or the device's default when not given."""
         return self.workers or default_workers(device_type)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how big: the cluster address and the sizes of the actor pool and tasks."""
+
+    address: str | None = None  # None: $RAY_ADDRESS, else a local instance for this run
+    actors: int | None = None  # model actors; None: one per GPU, or per spare CPU group
+    actor_cpus: float | None = None  # CPUs reserved per actor (= its torch threads on CPU)
+    task_cpus: float = 0.5  # per read / write task: fractional so 2-CPU nodes make progress
+    chunk: int = 10_000  # most rows handed to one Ray Data run (driver memory bound)
+    first_chunk_s: float = 1.0  # the first run starts after at most this much discovery
 
 
 def parse_norm(value: object) -> str | tuple[float, float]:

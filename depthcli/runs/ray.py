@@ -39,6 +39,7 @@ import ray
 import ray.data
 
 from .. import outputs
+from ..engine.spec import EngineSpec
 from ..errors import DepthCliError
 from ..io import images
 from ..io.atomic import remove_stale_temps
@@ -46,53 +47,15 @@ from ..io.images import Discovery
 from ..io.manifest import Manifest, OutputFolders
 from ..io.seqnames import is_pattern
 from ..outputs.sequence_out import listed_outputs
-from .options import PredictOptions
+from .options import PredictOptions, RayOptions
 from .paths import OutputMapper, output_exists, overlaps
-from .ray_stages import (
-    EngineSpec,
-    ModelStage,
-    RayDepthMapper,
-    read_stage,
-    strip_path,
-    write_stage,
-)
+from .ray_stages import ModelStage, read_stage, strip_path, write_stage
 from .summary import Summary
 from .video_ranges import Span, cleanup, plan, splittable
 
-__all__ = ["RayDepthMapper", "EngineSpec", "RayOptions", "ray_config", "run_predict_ray"]
+__all__ = ["EngineSpec", "RayOptions", "run_predict_ray"]
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how big: the cluster address and the sizes of the actor pool and tasks."""
-
-    address: str | None = None  # None: $RAY_ADDRESS, else a local instance for this run
-    actors: int | None = None  # model actors; None: one per GPU, or per spare CPU group
-    actor_cpus: float | None = None  # CPUs reserved per actor (= its torch threads on CPU)
-    task_cpus: float = 0.5  # per read / write task: fractional so 2-CPU nodes make progress
-    chunk: int = 10_000  # most rows handed to one Ray Data run (driver memory bound)
-    first_chunk_s: float = 1.0  # the first run starts after at most this much discovery
-
-
-def ray_config(model: str, weights: str | os.PathLike[str] | None, input_size: int | None,
-               device: str, precision: str, max_depth: float | None, compile_: bool = False,
-               channels_last: bool = False, threads: int | None = None,
-               backend: str = "auto", *, output_size: str = "input",
-               camera: dict[str, float | None] | None = None) -> EngineSpec:
-    """The actors' model, with the checkpoint resolved here on the driver (cache or download).
-
-    Actors get the path, never the weights: each loads the very file the driver resolved
-    (it must be readable on every node: a shared filesystem, or the same cache path).
-    """
-    from ..checkpoints.weights import resolve
-    from ..models.registry import get_spec, is_hf_repo_name
-
-    path = resolve(get_spec(model), weights, prefer_hf=is_hf_repo_name(model))
-    cam = tuple(sorted((k, float(v)) for k, v in (camera or {}).items() if v is not None))
-    return EngineSpec(model, str(Path(path).resolve()), max_depth, device, precision,
-                           input_size, compile_, channels_last, threads, backend, output_size, cam)
 
 
 @dataclass(frozen=True)

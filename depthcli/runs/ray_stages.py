@@ -1,8 +1,11 @@
-"""The work that runs on Ray workers for `predict --engine ray`, and the public `RayDepthMapper`.
+"""The work that runs on Ray workers for `predict --engine ray`: read, model, write stages.
 
-Kept apart from the driver (`runs/ray.py`) so that it imports without Ray: the stage
-functions are plain `dict of numpy columns -> dict of numpy columns` callables, testable on
-their own and usable from any Ray Data pipeline.
+Kept apart from the driver (`runs/ray.py`) so that it imports without Ray (and without torch:
+only the model actors load the engine): the stage functions are plain `dict of numpy
+columns -> dict of numpy columns` callables, testable on their own. They hold no rule of
+their own: reading is `io.images.read_image`, the preprocessing the engine's
+(`EngineSpec.preprocess`), the batching `DepthEngine.run_prepared`, the writing
+`outputs.write_image_outputs`, each what the local run uses.
 
 Rows carry only plain columns (ints, strings, bytes): arrays travel as `.npy` bytes. Ragged
 tensors of many shapes and absent values (a video row has no tensor) then never meet Ray
@@ -14,21 +17,22 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.transforms import Da3Preprocess, Preprocess, preprocess_for
+from ..engine.spec import EngineSpec
+from ..engine.transforms import Da3Preprocess, Preprocess
 from ..errors import DepthCliError, strip_path
 from ..errors import reason as _reason
-from ..io.images import decode_image, read_bytes
+from ..io.images import is_uri, read_image
 
-if TYPE_CHECKING:  # torch only where a model runs: read / write task workers skip it
+if TYPE_CHECKING:  # the engine only where a model runs: read / write task workers skip it
     from ..engine.core import DepthEngine
+
+__all__ = ["EngineSpec", "ModelStage", "read_stage", "write_stage"]
 
 _logger = logging.getLogger(__name__)
 
@@ -61,87 +65,6 @@ def column(values: Iterable[Any]) -> np.ndarray:
     return out
 
 
-def is_uri(path: str) -> bool:
-    """True for `scheme://...` inputs and outputs, which go through fsspec."""
-    return "://" in path and not path.startswith("file:///dev/")
-
-
-def read_source(src: str) -> bytes:
-    """The bytes of one input: a local (or shared-filesystem) path, or an fsspec URI."""
-    if not is_uri(src):
-        return read_bytes(Path(src))
-    import fsspec
-
-    try:
-        with fsspec.open(src, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DepthCliError(f"{src}: no such file") from None
-    except OSError as exc:
-        raise DepthCliError(f"{src}: cannot read ({exc})") from None
-    if not data:
-        raise DepthCliError(f"{src}: empty file")
-    return data
-
-
-# -------------------------------------------------------------------------- estimator config
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """How to build the model on an actor: names and a resolved checkpoint path, never weights.
-
-    The driver resolves `weights` (a file, the cache, or a download) once, so every actor
-    loads the very checkpoint the driver saw; the path must be readable on every node (shared
-    filesystem, or the same cache path on each).
-    """
-
-    model: str
-    weights: str | None = None
-    max_depth: float | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    input_size: int | None = None
-    compile: bool = False
-    channels_last: bool = False
-    threads: int | None = None
-    backend: str = "auto"
-    output_size: str = "input"  # "network": the network-size maps (--output-size)
-    # --focal-px / --fov-deg / --cx / --cy as (name, value) pairs: da3-metric-large's metres
-    camera: tuple[tuple[str, float], ...] = ()
-
-    def build(self) -> DepthEngine:
-        """The actor's estimator (torch threads set first: Ray gives actors 1 by default)."""
-        import torch
-
-        from ..engine.core import DepthEngine
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        return DepthEngine.from_name(
-            self.model, weights=self.weights, max_depth=self.max_depth, device=self.device,
-            precision=self.precision, input_size=self.input_size, compile=self.compile,
-            channels_last=self.channels_last, backend=self.backend,
-            output_size=self.output_size, camera=dict(self.camera),
-        )
-
-    def preprocess(self) -> Preprocess | Da3Preprocess:
-        """The preprocessing the actors' estimator will use, decided without loading a model.
-
-        Float32 models take the exact float64 resize; half precision the float32 one (see
-        transforms.Preprocess), so this depends on the device the actors get.
-        """
-        from ..models.registry import get_spec
-
-        spec = get_spec(self.model)
-        half = self.precision in ("fp16", "bf16") or (
-            self.precision == "auto" and self.device == "cuda")
-        return preprocess_for(spec, self.input_size, exact=not half)
-
-    def on(self, device: str, threads: int | None) -> EngineSpec:
-        """The same model placed on `device` with `threads` torch threads (unless set)."""
-        return replace(self, device=device, threads=self.threads or threads)
-
-
 # ------------------------------------------------------------------------------ stage 1: read
 
 def read_stage(batch: Batch, *, prep: Preprocess | Da3Preprocess, max_pixels: int, keep_image: bool) -> Batch:
@@ -156,7 +79,7 @@ def read_stage(batch: Batch, *, prep: Preprocess | Da3Preprocess, max_pixels: in
         error = ""
         if kind == "image":
             try:
-                img = decode_image(read_source(str(src)), str(src), max_pixels)  # type: ignore[arg-type]
+                img = read_image(str(src), max_pixels)
                 x = prep(img)
             except Exception as exc:  # noqa: BLE001 - one bad input is one error line
                 error = _reason(exc)
@@ -201,32 +124,6 @@ def camera_json(extras: dict[str, Any]) -> str:
     return json.dumps(meta) if meta else ""
 
 
-def forward_groups(est: DepthEngine, tensors: list[np.ndarray], sizes: list[tuple[int, int]],
-                   batch_size: int, sources: list[object] | None = None,
-                   ) -> list[tuple[np.ndarray, dict[str, Any]] | Exception]:
-    """(depth, extras) for each tensor: equal network shapes share forward passes of
-    <= batch_size. The local engine's own steps (`forward_full` then `finish`: output size,
-    DA3 sky fill / confidence / camera / metric scale); `sources` are read for EXIF only.
-
-    A failing pass fails only its own inputs (as `DepthEngine.run` does locally).
-    """
-    out: list[tuple[np.ndarray, dict[str, Any]] | Exception] = [Exception("not run")] * len(tensors)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(tuple(t.shape), []).append(i)
-    for idxs in groups.values():
-        for k in range(0, len(idxs), max(1, batch_size)):
-            part = idxs[k:k + max(1, batch_size)]
-            try:
-                depth, extras = est.forward_full(np.stack([tensors[i] for i in part]))
-                for i, d, ex in zip(part, depth, extras, strict=True):
-                    out[i] = est.finish(d, ex, sizes[i], sources[i] if sources else None)
-            except Exception as exc:  # noqa: BLE001 - reported per input
-                for i in part:
-                    out[i] = exc
-    return out
-
-
 class ModelStage:
     """One `DepthEngine` per Ray actor: images in equal-shape batches, a video whole.
 
@@ -259,6 +156,19 @@ class ModelStage:
             self._video_est = self.video_cfg.build()
         return self._video_est
 
+    def _images(self, batch: Batch, errors: list[str]) -> Iterable[Any]:
+        """The batch's prepared images through the engine's batching (`run_prepared`), as the
+        local run's are: equal network shapes share passes of up to --batch-size."""
+        from ..engine.core import Prepared
+
+        todo = [i for i in range(len(errors)) if batch["kind"][i] == "image" and not errors[i]]
+        items = [Prepared(i, unpack(batch["x"][i]), (int(batch["h"][i]), int(batch["w"][i])),  # type: ignore[arg-type]
+                          None, None if is_uri(str(batch["src"][i])) else Path(str(batch["src"][i])))
+                 for i in todo]  # the source path: EXIF focal (da3-metric-large) of local files
+        assert self.est is not None
+        return self.est.run_prepared(items, batch_size=self.opts.batch_size,
+                                     max_buffered=len(items) + 1)
+
     def __call__(self, batch: Batch) -> Batch:
         n = len(batch["src"])
         depth: list[bytes] = [b""] * n
@@ -267,18 +177,14 @@ class ModelStage:
         if self.est is None:
             errors = [self.image_error if batch["kind"][i] == "image" and not e else e
                       for i, e in enumerate(errors)]
-        todo = [i for i in range(n) if batch["kind"][i] == "image" and not errors[i]]
-        tensors = [unpack(batch["x"][i]) for i in todo]
-        sizes = [(int(batch["h"][i]), int(batch["w"][i])) for i in todo]
         extras: list[bytes] = [b""] * n
-        srcs: list[object] = [None if is_uri(str(batch["src"][i])) else Path(str(batch["src"][i]))
-                              for i in todo]  # EXIF focal (da3-metric-large) of local files
-        for i, res in zip(todo, forward_groups(self.est, tensors, sizes,  # type: ignore[arg-type]
-                                               self.opts.batch_size, srcs), strict=True):
-            if isinstance(res, Exception):
-                errors[i] = f"inference failed: {res}"
-            else:
-                depth[i], extras[i] = pack(res[0]), pack_extras(res[1])
+        if self.est is not None:
+            for res in self._images(batch, errors):
+                i = int(res.key)
+                if res.error is not None:
+                    errors[i] = res.error
+                else:
+                    depth[i], extras[i] = pack(res.depth), pack_extras(res.extras)
         vreport = [""] * n
         for i in range(n):
             if batch["kind"][i] == "video":
@@ -362,57 +268,3 @@ def write_stage(batch: Batch, *, output: Any) -> Batch:
             "status": column(statuses), "error": column(errors), "frames": batch["frames"],
             "verrors": batch["verrors"], "camera": column(cameras), "rk": batch.get("rk", none),
             "rn": batch.get("rn", none), "vreport": batch.get("vreport", column([""] * n))}
-
-
-# -------------------------------------------------------------------------- public predictor
-
-class RayDepthMapper:
-    """Depth for a Ray Dataset you already hold: a `map_batches`-ready callable class.
-
-    Reads column `image` (RGB uint8 arrays, as `ray.data.read_images` gives) or `bytes`
-    (encoded files, as `ray.data.read_binary_files` gives) and adds `depth`: float32 (H, W)
-    arrays at each input's size (relative inverse depth, or metres for metric models).
-
-    >>> import ray
-    >>> from depthcli import RayDepthMapper
-    >>> ds = ray.data.read_images("s3://bucket/photos/", mode="RGB")     # doctest: +SKIP
-    >>> ds = ds.map_batches(RayDepthMapper, batch_size=8, concurrency=2, num_gpus=1,
-    ...                     fn_constructor_kwargs={"model": "da2-small"})  # doctest: +SKIP
-    >>> ds.select_columns(["depth"]).write_numpy("s3://bucket/depth/", column="depth")  # doctest: +SKIP
-
-    Each actor builds its own model from the name / checkpoint path (a path readable on every
-    node); nothing but the arguments is shipped.
-    """
-
-    def __init__(self, model: str = "da2-small", *, weights: str | os.PathLike[str] | None = None,
-                 input_size: int | None = None, device: str = "auto", precision: str = "auto",
-                 max_depth: float | None = None, batch_size: int = 8,
-                 output_column: str = "depth") -> None:
-        cfg = EngineSpec(model, None if weights is None else str(weights), max_depth,
-                              device, precision, input_size)
-        self.est = cfg.build()
-        self.batch_size = batch_size
-        self.output_column = output_column
-
-    def _images(self, batch: Batch) -> list[np.ndarray]:
-        if "image" in batch:  # RGB, as read_images gives
-            return [np.ascontiguousarray(np.asarray(a)[..., ::-1]) if np.asarray(a).ndim == 3
-                    else np.asarray(a) for a in batch["image"]]
-        if "bytes" in batch:
-            return [decode_image(bytes(b), Path("<bytes>")) for b in batch["bytes"]]
-        raise KeyError("RayDepthMapper needs an 'image' (RGB arrays) or 'bytes' column")
-
-    def __call__(self, batch: Batch) -> Batch:
-        images = self._images(batch)
-        tensors = [self.est.preprocess(img) for img in images]
-        sizes = [img.shape[:2] for img in images]
-        results: list[np.ndarray] = []
-        for res in forward_groups(self.est, tensors, sizes, self.batch_size):
-            if isinstance(res, Exception):
-                raise res
-            results.append(res[0])
-        out = dict(batch)
-        shapes = {r.shape for r in results}
-        out[self.output_column] = (np.stack(results) if len(shapes) == 1
-                                   else column(results))
-        return out

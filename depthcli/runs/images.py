@@ -1,8 +1,10 @@
-"""The local `predict` run: discover → decode → engine → write, with resume, failures, summary.
+"""The local `predict` run: plan → decode → engine → write, with resume, failures, summary.
 
-Wires io, engine and outputs together; holds no model maths and no click. Images stream through
-the engine (prefetch threads, shape-bucketed batches) into a bounded writer pool; videos are
-collected during discovery and run one after the other afterwards (`runs.video`).
+Wires io, engine and outputs together; holds no model maths and no click. The jobs come from
+the run's planner (`runs.plan`) and every outcome goes into its tally (`runs.run.RunState`),
+both shared with the Ray engine. Images stream through the engine (prefetch threads,
+shape-bucketed batches) into a bounded writer pool; videos are set aside during planning and
+run one after the other afterwards (`runs.video`).
 """
 
 from __future__ import annotations
@@ -20,109 +22,58 @@ import numpy as np
 from .. import outputs
 from ..engine.core import DepthEngine
 from ..engine.threads import Writers
-from ..errors import DepthCliError, DiskFullError, InputError, strip_path
+from ..errors import InputError
 from ..io import images, png
 from ..io.atomic import is_disk_full, remove_stale_temps
-from ..io.images import Discovery, InputItem
-from ..io.manifest import Manifest, OutputFolders
-from ..io.seqnames import is_pattern
-from ..outputs.sequence_out import listed_outputs
+from ..io.manifest import Manifest
 from .models import RunModels
 from .options import PredictOptions
-from .paths import OutputMapper, foreign_files, output_exists, overlaps
-from .run import Progress, Report, RunState
+from .plan import Job, Planner
+from .run import Progress, Report, RunState, video_reason
 from .summary import Summary
 from .video_progress import FrameBars
 
 _logger = logging.getLogger(__name__)
 
 
-class _Run(RunState):
-    """One `predict` run: options, models, mapper, and the accounting of `RunState`."""
+class _LocalRun:
+    """The local engine's strategies over one planned run: images, then each video."""
 
-    def __init__(self, opts: PredictOptions, models: RunModels, report: Report,
-                 progress: Progress | None, frame_bars: FrameBars | None = None) -> None:
-        self.manifest = Manifest(opts.out_dir)
-        super().__init__(report, progress, self.manifest, frame_bars)
-        self.opts, self.models = opts, models
-        self.state = Discovery(exclude=OutputFolders(opts.out_dir, self.manifest),
-                               sequence=opts.sequence)
-        fmts = opts.output.formats
-        tag = "_depth" if overlaps(opts.out_dir, opts.inputs) else ""
-        self.mapper = OutputMapper(opts.out_dir, outputs.output_suffixes(fmts), tag)
-        self.videos: list[tuple[InputItem, Path]] = []
+    def __init__(self, opts: PredictOptions, models: RunModels, run: RunState) -> None:
+        self.opts, self.models, self.run = opts, models, run
+        self.videos: list[Job] = []
 
-    def image_jobs(self) -> Iterator[tuple[tuple[Path, dict[str, Path]],
-                                           Callable[[], np.ndarray], Path]]:
-        """Engine jobs for the images still to do; videos are set aside for later."""
-        opts = self.opts
-        for item in images.discover(opts.inputs, self.state):
-            if self.full.is_set():
-                return
-            try:
-                base = self.mapper.base(item)
-            except DepthCliError as exc:  # its output would leave -o: refused, the run goes on
-                self.fail(str(item.src), strip_path(str(exc), str(item.src)))
-                self.progress(1)
+    def image_jobs(self, jobs: Iterator[Job]) -> Iterator[tuple[Job, Callable[[], np.ndarray],
+                                                              Path]]:
+        """Engine jobs for the planned images; videos are set aside for later."""
+        for job in jobs:
+            if job.kind == "video":
+                self.videos.append(job)
                 continue
-            if item.kind == "video":
-                vpaths = outputs.video_paths(base, opts.output.formats)
-                if is_pattern(item.src):  # an image sequence: its frame files
-                    vpaths = {str(i): p for i, p in enumerate(listed_outputs(
-                        item.src, base, list(opts.output.formats), opts.sequence_npy == "frames",
-                        opts.sequence_video))}
-                if opts.skip_existing:
-                    vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
-                if self.clobber_ok(item.src, vpaths):
-                    self.videos.append((item, base))
-                continue
-            paths = outputs.image_paths(base, opts.output.formats)
-            if opts.skip_existing:
-                paths = {f: p for f, p in paths.items() if not output_exists(p)}
-                if not paths:
-                    self.skipped()
-                    self.progress(1)
-                    continue
-            src = item.src
-            if not self.clobber_ok(src, paths):
-                continue
-            yield (src, paths), functools.partial(images.read_image, src, opts.max_pixels), src
+            yield job, functools.partial(images.read_image, job.src, self.opts.max_pixels), job.src
 
-    def clobber_ok(self, src: Path, paths: dict[str, Path]) -> bool:
-        """Files in the way that are not our outputs of `src`: warned about, or refused."""
-        foreign = foreign_files(paths.values(), src, self.manifest)
-        if not foreign:
-            return True
-        names = ", ".join(str(p) for p in foreign)
-        if self.opts.no_clobber:
-            self.fail(str(src), f"not replacing {names}: not a depthcli output of this input "
-                                "(--no-clobber)")
-            self.progress(1)
-            return False
-        _logger.warning("%s: replacing %s, which is not a depthcli output of this input "
-                        "(--no-clobber refuses)", src, names)
-        return True
-
-    def write(self, src: Path, paths: dict[str, Path], depth: object, image: object,
+    def write(self, job: Job, depth: object, image: object,
               extras: dict[str, object] | None = None) -> None:
+        run = self.run
         try:
-            if self.full.is_set():
+            if run.full.is_set():
+                run.progress(1)
                 return
-            outputs.write_image_outputs(depth, image, paths, self.opts.output, src,  # type: ignore[arg-type]
-                                        extras)
-            self.summary.add_camera(str(src), extras)
-            self.written(list(paths.values()), src)
+            outputs.write_image_outputs(depth, image, job.paths, self.opts.output,  # type: ignore[arg-type]
+                                        job.src, extras)
         except Exception as exc:  # noqa: BLE001 - one output failing must not stop the run
             if is_disk_full(exc):
-                self.disk_full(exc, src)
+                run.disk_full(exc, job.src)
+                run.progress(1)
             else:
-                self.fail(str(src), f"cannot write output: {exc}")
-        finally:
-            self.progress(1)
+                run.input_failed(job.src, f"cannot write output: {exc}")
+            return
+        run.image_written(job.src, list(job.paths.values()), extras)
 
-    def run_images(self) -> None:
+    def run_images(self, planned: Iterator[Job]) -> None:
         """Every image through the engine; the image model loads when the first image comes."""
-        jobs = self.image_jobs()
+        run = self.run
+        jobs = self.image_jobs(planned)
         first = next(jobs, None)
         if first is None:
             return
@@ -130,9 +81,8 @@ class _Run(RunState):
         try:
             est = self.models.for_images()
         except InputError as exc:  # e.g. a video-only model: one line per image, run goes on
-            for (src, _paths), *_ in jobs:
-                self.fail(str(src), str(exc))
-                self.progress(1)
+            for job, *_ in jobs:
+                run.input_failed(job.src, str(exc))
             return
         opts = self.opts
         workers = opts.host_workers(est.device.type)
@@ -141,28 +91,39 @@ class _Run(RunState):
         try:
             for res in est.run(jobs, batch_size=opts.batch_size, workers=workers,
                                keep_images=keep):
-                if self.full.is_set():
+                if run.full.is_set():
                     break
-                src, paths = cast("tuple[Path, dict[str, Path]]", res.key)  # image_jobs' key
+                job = cast("Job", res.key)  # image_jobs' key
                 if res.error is not None:
-                    _logger.debug("failure on %s", src, exc_info=res.exc)  # traceback: -vv
-                    self.fail(str(src), strip_path(res.error, str(src)))
-                    self.progress(1)
+                    _logger.debug("failure on %s", job.src, exc_info=res.exc)  # traceback: -vv
+                    run.input_failed(job.src, res.error)
                     continue
-                writers.submit(self.write, src, paths, res.depth, res.image, res.extras)
+                writers.submit(self.write, job, res.depth, res.image, res.extras)
         finally:
             writers.close()
 
     def run_videos(self) -> None:
-        from .video import run_video
+        """Each video set aside, whole, one after the other (`runs.video.predict_video`)."""
+        from .video import predict_video
 
-        for item, base in self.videos:
-            if self.full.is_set():
+        run = self.run
+        for job in self.videos:
+            if run.full.is_set():
                 break
+            est = self.models.for_videos()
             try:
-                run_video(item, base, self.opts, self.models.for_videos(), self)
-            except DiskFullError as exc:
-                self.disk_full(exc, item.src)
+                rep = predict_video(job.src, job.base, est, self.opts, run.frame_bars)
+            except Exception as exc:  # a damaged file costs one line, not the run
+                if is_disk_full(exc):
+                    run.disk_full(exc, job.src)
+                    run.progress(1)
+                    continue
+                _logger.debug("failure on %s", job.src, exc_info=True)  # -vv
+                run.input_failed(job.src, video_reason(exc, job.src))
+                continue
+            run.video_done(job.src, frames=rep.frames, written=rep.written,
+                           skipped=rep.skipped, errors=rep.errors, paths=rep.paths,
+                           clip=rep.clip)
 
 
 def run_predict(opts: PredictOptions, models: RunModels | DepthEngine, *, report: Report,
@@ -181,20 +142,16 @@ def run_predict(opts: PredictOptions, models: RunModels | DepthEngine, *, report
     stale = remove_stale_temps(opts.out_dir)
     if stale:
         _logger.info("removed %d temporary files left by an interrupted run", stale)
-    run = _Run(opts, models, report, progress, frame_bars)
+    run = RunState(report, progress, Manifest(opts.out_dir), frame_bars)
+    plan = Planner(opts, run)
+    local = _LocalRun(opts, models, run)
     try:
-        run.run_images()
-        run.run_videos()
+        local.run_images(plan.jobs())
+        local.run_videos()
     except KeyboardInterrupt:
         run.summary.interrupted = True
     finally:
-        for path, reason in run.state.errors or []:
-            run.fail(path, reason)
-        run.manifest.close()
+        plan.finish()
         png.shutdown()  # the deflate threads end with the run
-        s = run.summary
-        s.not_images = run.state.skipped_other
-        s.models = models.used()
-        s.load_seconds = models.load_seconds
-        s.seconds = time.perf_counter() - t0
-    return run.summary
+        summary = run.close(models.used(), models.load_seconds, t0)
+    return summary

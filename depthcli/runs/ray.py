@@ -41,15 +41,13 @@ import ray.data
 from .. import outputs
 from ..engine.spec import EngineSpec
 from ..errors import DepthCliError
-from ..io import images
 from ..io.atomic import remove_stale_temps
-from ..io.images import Discovery
-from ..io.manifest import Manifest, OutputFolders
+from ..io.manifest import Manifest
 from ..io.seqnames import is_pattern
-from ..outputs.sequence_out import listed_outputs
 from .options import PredictOptions, RayOptions
-from .paths import OutputMapper, output_exists, overlaps
-from .ray_stages import ModelStage, read_stage, strip_path, write_stage
+from .plan import Planner
+from .ray_stages import ModelStage, read_stage, write_stage
+from .run import Progress, Report, RunState
 from .summary import Summary
 from .video_ranges import Span, cleanup, plan, splittable
 
@@ -127,18 +125,16 @@ def _configure_ray_data() -> None:
 # ------------------------------------------------------------------------------ driver: rows
 
 class _Feed:
-    """Discovery in a driver thread: input items -> rows, with output names and skip-existing.
-
-    The mapping runs once, in discovery order, exactly as the local engine does it. The queue
-    is bounded, so discovery never runs more than a chunk ahead of the cluster.
+    """Planning in a driver thread: the run's jobs (`runs.plan.Planner`, the local engine's
+    planner) -> rows. The queue is bounded, so discovery never runs more than a chunk ahead of
+    the cluster.
     """
 
     _END = object()
 
-    def __init__(self, opts: PredictOptions, tally: _Tally, ropts: RayOptions) -> None:
-        self.opts, self.tally, self.ropts = opts, tally, ropts
-        self.state = Discovery(exclude=OutputFolders(opts.out_dir, tally.journal),  # not -o
-                               sequence=opts.sequence)
+    def __init__(self, opts: PredictOptions, results: _Results, ropts: RayOptions) -> None:
+        self.opts, self.results, self.ropts = opts, results, ropts
+        self.planner = Planner(opts, results.run)
         self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
         self.stop = threading.Event()
         self.actors = 1  # model actors: a long per-frame video is split over them (`split`)
@@ -147,49 +143,24 @@ class _Feed:
         self.token = uuid.uuid4().hex[:12]  # this run's join markers (runs.video_ranges)
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
 
-    def _mapper(self) -> OutputMapper:
-        suffixes = outputs.output_suffixes(self.opts.output.formats)
-        tag = "_depth" if overlaps(self.opts.out_dir, self.opts.inputs) else ""
-        return OutputMapper(self.opts.out_dir, suffixes, tag)
-
     def _rows(self) -> Iterator[dict[str, Any]]:
-        mapper, fmt = self._mapper(), self.opts.output.formats
-        for idx, item in enumerate(images.discover(self.opts.inputs, self.state)):
-            try:
-                base = mapper.base(item)
-            except DepthCliError as exc:  # its output would leave -o: refused, as locally
-                self.tally.fail(str(item.src), strip_path(str(exc), str(item.src)))
-                continue
-            row = {"idx": idx, "src": str(item.src), "kind": item.kind, "base": str(base),
+        for job in self.planner.jobs():
+            row = {"idx": job.idx, "src": str(job.src), "kind": job.kind, "base": str(job.base),
                    "paths": "{}", "rk": -1, "rn": 0, "r0": 0, "r1": -1, "spans": "[]",
                    "seg": 0, "token": self.token}
-            if item.kind == "video":  # what the actor's predict_video will write, as locally
-                vpaths = outputs.video_paths(base, [f for f in fmt if outputs.FORMATS[f].video])
-                if is_pattern(item.src):  # an image sequence: its frame files
-                    vpaths = {str(i): p for i, p in enumerate(listed_outputs(
-                        item.src, base, list(fmt), self.opts.sequence_npy == "frames",
-                        self.opts.sequence_video))}
-                if self.opts.skip_existing:
-                    vpaths = {f: p for f, p in vpaths.items() if not output_exists(p)}
-                self.tally.planned[idx] = list(vpaths.values())
-                spans = self._split(item.src)
+            self.results.planned[job.idx] = list(job.paths.values())
+            if job.kind == "video":
+                spans = self._split(job.src)
                 if spans:
-                    self.tally.ranges[idx] = len(spans)
+                    self.results.ranges[job.idx] = len(spans)
                     listed = json.dumps([[sp.start, -1 if sp.end is None else sp.end]
                                          for sp in spans])
                     for sp in spans:
                         yield {**row, "kind": "range", "spans": listed, "seg": self.segment,
                                **sp.as_row()}
                     continue
-            if item.kind == "image":
-                paths = outputs.image_paths(base, fmt)
-                if self.opts.skip_existing:
-                    paths = {f: p for f, p in paths.items() if not output_exists(p)}
-                    if not paths:
-                        self.tally.skipped()
-                        continue
-                row["paths"] = json.dumps({f: str(p) for f, p in paths.items()})
-                self.tally.planned[idx] = list(paths.values())
+            else:
+                row["paths"] = json.dumps({f: str(p) for f, p in job.paths.items()})
             yield row
 
     def _split(self, src: Path) -> list[Span]:
@@ -253,61 +224,49 @@ class _Feed:
 
 # --------------------------------------------------------------------------- driver: results
 
-class _Tally:
-    """Turns result rows into the local engine's summary counts and error lines."""
+class _Results:
+    """Result rows -> the run's tally (`RunState`), with the calls the local strategies make.
 
-    def __init__(self, summary: Summary, report: Callable[[str], None],
-                 progress: Callable[[int], None] | None, journal: Manifest) -> None:
-        self.summary, self.report, self.progress = summary, report, progress
+    What is Ray's own here is only the transport: a split video's ranges are gathered until
+    the last one is back, and an image's planned files travel as the row's key.
+    """
+
+    def __init__(self, run: RunState) -> None:
+        self.run = run
         self.lock = threading.Lock()
         self.kinds: set[str] = set()  # "images" / "videos" processed
-        # The output journal (io.manifest), kept on the driver as the local run keeps it:
-        # each input's planned output files, recorded when its row comes back written.
-        self.journal = journal
-        self.planned: dict[int, list[Path]] = {}
+        self.planned: dict[int, list[Path]] = {}  # idx -> the job's files (the journal's)
         self.ranges: dict[int, int] = {}  # split videos: idx -> frame ranges
         self.range_rows: dict[int, list[dict[str, Any]]] = {}
-        self.split = 0  # videos split into frame ranges (the --json `split_videos`)
-
-    def _record(self, row: dict[str, Any]) -> None:
-        paths = self.planned.pop(int(row["idx"]), None)
-        if paths:
-            self.journal.add(paths, str(row["src"]))
-
-    def skipped(self) -> None:
-        with self.lock:
-            self.summary.skipped += 1
-        if self.progress:
-            self.progress(1)
-
-    def fail(self, path: str, reason: str) -> None:
-        self.summary.fail(path, reason)
-        self.report(f"error: {reason}" if reason.startswith(path) else f"error: {path}: {reason}")
 
     def add(self, row: dict[str, Any]) -> None:
-        src, status, error = str(row["src"]), str(row["status"]), str(row["error"])
         if row["kind"] == "range":
             self._range(row)
             return
-        self.kinds.add(f"{row['kind']}s")
+        src, status, error = str(row["src"]), str(row["status"]), str(row["error"])
+        with self.lock:
+            self.kinds.add(f"{row['kind']}s")
+        paths = self.planned.pop(int(row["idx"]), [])
         if row["kind"] == "video":
-            if status == "written":
-                self._record(row)
-            self._video(src, status, error, int(row["frames"]), json.loads(str(row["verrors"])))
+            if status == "failed":
+                self.run.input_failed(src, error)
+            else:
+                self._video(src, json.loads(str(row["vreport"])))
             return
         if status == "written":
-            self._record(row)
-            with self.lock:
-                self.summary.written += 1
-            if row.get("camera"):  # Depth Anything 3: camera / focal / sky fill for --json
-                self.summary.add_camera(src, json.loads(str(row["camera"])))
+            camera = json.loads(str(row["camera"])) if row.get("camera") else None
+            self.run.image_written(src, paths, camera)
         else:
-            self.fail(src, strip_path(error, src))
-        if self.progress:
-            self.progress(1)
+            self.run.input_failed(src, error)
+
+    def _video(self, src: str, report: dict[str, Any]) -> None:
+        self.run.video_done(src, frames=int(report["frames"]), written=bool(report["written"]),
+                            skipped=bool(report["skipped"]), errors=list(report["errors"]),
+                            paths=[Path(p) for p in report.get("paths", [])],
+                            clip=report.get("clip"))
 
     def _range(self, row: dict[str, Any]) -> None:
-        """A frame range of a split video; the video's lines once all its ranges are back."""
+        """A frame range of a split video; the video's outcome once all its ranges are back."""
         idx = int(row["idx"])
         with self.lock:
             got = self.range_rows.setdefault(idx, [])
@@ -316,39 +275,23 @@ class _Tally:
                 return
             del self.range_rows[idx]
             self.kinds.add("videos")
+        self.planned.pop(idx, None)
         src = str(row["src"])
         failed = [r for r in got if str(r["status"]) == "failed"]
         reports = [json.loads(str(r["vreport"])) for r in got if str(r["vreport"])]
         if failed:
-            self._video(src, "failed", str(failed[0]["error"]), 0, [])
+            self.run.input_failed(src, str(failed[0]["error"]))
         elif not reports:
-            self._video(src, "failed", "its frame ranges were done but not joined", 0, [])
+            self.run.input_failed(src, "its frame ranges were done but not joined")
         else:
-            rep = reports[0]
-            status = "skipped" if rep["skipped"] else "written" if rep["written"] else "none"
-            if status == "written":
-                self._record(row)
-                with self.lock:
-                    self.split += 1
-            self._video(src, status, "", int(rep["frames"]), list(rep["errors"]))
+            if reports[0]["written"]:
+                self.run.split_video()
+            self._video(src, reports[0])
 
-    def _video(self, src: str, status: str, error: str, frames: int, errors: list[str]) -> None:
-        """As runs.images._run_video: one failed input, however many lines describe it."""
-        if status == "failed":
-            self.fail(src, error)
-            return
-        if status == "skipped":
-            with self.lock:
-                self.summary.skipped += 1
-            return
-        with self.lock:
-            self.summary.frames += frames
-            self.summary.written += status == "written"
-        for i, reason in enumerate(errors):
-            if i == 0:
-                self.fail(src, reason)
-            else:
-                self.report(f"error: {src}: {reason}")
+    def lost(self, row: dict[str, Any], why: str) -> None:
+        """A row Ray did not bring back, twice: its input fails."""
+        self.planned.pop(int(row["idx"]), None)
+        self.run.input_failed(str(row["src"]), f"not processed on the Ray cluster: {why}")
 
 
 # ---------------------------------------------------------------------------- driver: dataset
@@ -379,7 +322,7 @@ def _dataset(rows: list[dict[str, Any]], opts: PredictOptions, cfg: EngineSpec,
                           fn_kwargs=dict(output=opts.output), **task)
 
 
-def _run_chunk(rows: list[dict[str, Any]], tally: _Tally, build: Callable[[list[dict[str, Any]]], Any]) -> None:
+def _run_chunk(rows: list[dict[str, Any]], results: _Results, build: Callable[[list[dict[str, Any]]], Any]) -> None:
     """Run one chunk; rows that do not come back get one more run, then an error line."""
     pending = {(r["idx"], r["rk"]): r for r in rows}
     last: BaseException | None = None
@@ -388,7 +331,7 @@ def _run_chunk(rows: list[dict[str, Any]], tally: _Tally, build: Callable[[list[
             for out in build(list(pending.values())).iter_rows():
                 key = (int(out["idx"]), int(out.get("rk", -1)))
                 if pending.pop(key, None) is not None:  # retried duplicates dropped
-                    tally.add(out)
+                    results.add(out)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - Ray gave up on part of the run; redo the rest
@@ -398,7 +341,7 @@ def _run_chunk(rows: list[dict[str, Any]], tally: _Tally, build: Callable[[list[
             return
     lost = {r["idx"]: r for r in pending.values()}  # a split video: one line, not one a range
     for r in lost.values():
-        tally.fail(r["src"], f"not processed on the Ray cluster: {str(last).splitlines()[0] if last else 'lost'}")
+        results.lost(r, str(last).splitlines()[0] if last else "lost")
 
 
 def run_predict_ray(
@@ -406,8 +349,8 @@ def run_predict_ray(
     cfg: EngineSpec,
     ropts: RayOptions | None = None,
     *,
-    report: Callable[[str], None],
-    progress: Callable[[int], None] | None = None,
+    report: Report,
+    progress: Progress | None = None,
     video_cfg: EngineSpec | None = None,
     started: float | None = None,
 ) -> Summary:
@@ -420,10 +363,9 @@ def run_predict_ray(
     stale = remove_stale_temps(opts.out_dir)
     if stale:
         _logger.info("removed %d temporary files left by an interrupted run", stale)
-    summary = Summary()
-    journal = Manifest(opts.out_dir)
-    tally = _Tally(summary, report, progress, journal)
-    feed = _Feed(opts, tally, ropts)
+    run = RunState(report, progress, Manifest(opts.out_dir))
+    results = _Results(run)
+    feed = _Feed(opts, results, ropts)
     try:
         with connected(ropts.address):
             _configure_ray_data()
@@ -446,23 +388,19 @@ def run_predict_ray(
                 if ranges and opts.batch_size <= 1:  # one row a call anyway: one dataset,
                     whole, ranges = [], ranges + whole  # the long ranges first
                 if whole:
-                    _run_chunk(whole, tally,
+                    _run_chunk(whole, results,
                                lambda rs: _dataset(rs, opts, run_cfg, run_vcfg, plan, ropts))
                 if ranges:
-                    _run_chunk(ranges, tally, lambda rs: _dataset(
+                    _run_chunk(ranges, results, lambda rs: _dataset(
                         rs, opts, run_cfg, run_vcfg, plan, ropts, per_row=True))
     except KeyboardInterrupt:
-        summary.interrupted = True
+        run.summary.interrupted = True
     finally:
         feed.stop.set()
-        journal.close()
         cleanup(opts.out_dir, feed.token)
         remove_stale_temps(opts.out_dir)  # temporaries of killed workers (all ours are done)
-        for path, reason in feed.state.errors or []:
-            tally.fail(path, reason)
-        summary.not_images = feed.state.skipped_other
+        feed.planner.finish()
         names = {"images": cfg.model, "videos": (video_cfg or cfg).model}
-        summary.models = {k: names[k] for k in ("images", "videos") if k in tally.kinds}
-        summary.seconds = time.perf_counter() - t0
-        summary.split_videos = tally.split
+        summary = run.close({k: names[k] for k in ("images", "videos") if k in results.kinds},
+                            0.0, t0)
     return summary

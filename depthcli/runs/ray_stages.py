@@ -25,9 +25,10 @@ import numpy as np
 
 from ..engine.spec import EngineSpec
 from ..engine.transforms import Da3Preprocess, Preprocess
-from ..errors import DepthCliError, strip_path
+from ..errors import DepthCliError
 from ..errors import reason as _reason
 from ..io.images import is_uri, read_image
+from .run import video_reason
 
 if TYPE_CHECKING:  # the engine only where a model runs: read / write task workers skip it
     from ..engine.core import DepthEngine
@@ -173,7 +174,7 @@ class ModelStage:
         n = len(batch["src"])
         depth: list[bytes] = [b""] * n
         errors = [str(e) for e in batch["error"]]
-        frames, vstatus, verrors = [0] * n, [""] * n, ["[]"] * n
+        frames, vstatus = [0] * n, [""] * n
         if self.est is None:
             errors = [self.image_error if batch["kind"][i] == "image" and not e else e
                       for i, e in enumerate(errors)]
@@ -188,14 +189,14 @@ class ModelStage:
         vreport = [""] * n
         for i in range(n):
             if batch["kind"][i] == "video":
-                frames[i], vstatus[i], verrors[i], errors[i] = self._video(
+                frames[i], vstatus[i], vreport[i], errors[i] = self._video(
                     str(batch["src"][i]), str(batch["base"][i]))
             elif batch["kind"][i] == "range":
                 frames[i], vstatus[i], vreport[i], errors[i] = self._range(
                     {k: v[i] for k, v in batch.items()})
         out = {k: v for k, v in batch.items() if k != "x"}
         out.update(depth=column(depth), extras=column(extras), error=column(errors), frames=np.array(frames, np.int64),
-                   vstatus=column(vstatus), verrors=column(verrors), vreport=column(vreport))
+                   vstatus=column(vstatus), vreport=column(vreport))
         return out
 
     def _range(self, row: dict[str, Any]) -> tuple[int, str, str, str]:
@@ -217,22 +218,22 @@ class ModelStage:
                                        self.video_estimator(), self.opts, span, spans,
                                        str(row["token"]))
         except Exception as exc:  # noqa: BLE001 - the video fails, as a whole video would
-            return 0, "failed", "", strip_path(str(exc).splitlines()[0] if str(exc) else
-                                              type(exc).__name__, src)
+            return 0, "failed", "", video_reason(exc, src)
         return frames, "range", json.dumps(report) if report is not None else "", ""
 
     def _video(self, src: str, base: str) -> tuple[int, str, str, str]:
-        """(frames, status, json errors, error) for one whole video, as the local engine does."""
+        """(frames, status, json report, error) for one whole video, as the local engine runs
+        it; the report is `video_split.report_dict`'s, which the driver's tally takes."""
         from .video import predict_video
+        from .video_split import report_dict
 
         try:
             rep = predict_video(Path(src), Path(base), self.video_estimator(), self.opts,
                                 resume=True)  # a retry after a killed actor continues
-        except Exception as exc:  # noqa: BLE001 - DepthCliError locally; anything else too here
-            return 0, "failed", "[]", strip_path(str(exc).splitlines()[0] if str(exc) else
-                                                type(exc).__name__, src)
+        except Exception as exc:  # noqa: BLE001 - one line, in the local engine's words
+            return 0, "failed", "", video_reason(exc, src)
         status = "skipped" if rep.skipped else "written" if rep.written else "none"
-        return rep.frames, status, json.dumps(rep.errors), ""
+        return rep.frames, status, json.dumps(report_dict(rep)), ""
 
 
 # ----------------------------------------------------------------------------- stage 3: write
@@ -266,5 +267,5 @@ def write_stage(batch: Batch, *, output: Any) -> Batch:
         cameras.append(camera)
     return {"idx": batch["idx"], "src": batch["src"], "kind": batch["kind"],
             "status": column(statuses), "error": column(errors), "frames": batch["frames"],
-            "verrors": batch["verrors"], "camera": column(cameras), "rk": batch.get("rk", none),
+            "camera": column(cameras), "rk": batch.get("rk", none),
             "rn": batch.get("rn", none), "vreport": batch.get("vreport", column([""] * n))}

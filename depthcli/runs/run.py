@@ -1,15 +1,19 @@
-"""The accounting of one local `predict` run: its summary, error lines, progress and disk-full stop.
+"""The one tally of a `predict` run: its summary, error lines, progress, journal, disk-full stop.
 
-Shared by the image run (`runs.images`) and each video of it (`runs.video`), which report
-through these methods only; a module of its own so that neither imports the other's internals.
+Both engines report into it through these methods only: the planner (`runs.plan`), the local
+image and video strategies (`runs.images`) and the Ray driver's result rows (`runs.ray`). What
+an image or a video outcome means for the counts and the lines is decided here, once, so the
+engines' summaries and error lines are equal by construction.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..errors import DepthCliError, strip_path
 from ..io.atomic import as_disk_full
 from ..io.manifest import Manifest
 from .summary import Summary
@@ -17,6 +21,15 @@ from .video_progress import FrameBars
 
 Report = Callable[[str], None]
 Progress = Callable[[int], None]
+
+
+def video_reason(exc: BaseException, src: Path | str) -> str:
+    """The one-line reason a video could not be processed (either engine, same words)."""
+    if isinstance(exc, DepthCliError):
+        text = str(exc) or type(exc).__name__
+    else:  # a damaged file must cost one line, not the run
+        text = f"cannot process video ({type(exc).__name__}: {exc})"
+    return strip_path(text, str(src))
 
 
 class RunState:
@@ -64,3 +77,55 @@ class RunState:
     def frames(self, n: int) -> None:
         """`n` more video frames processed."""
         self.summary.add_frames(n)
+
+    def clip(self, src: Path | str, row: dict[str, object]) -> None:
+        """What a clip has to say (a sequence's numbering, its scene cuts), for the summary."""
+        self.summary.add_clip({"path": str(src), **row})
+
+    def input_failed(self, src: Path | str, reason: str) -> None:
+        """An image or video that failed as a whole: one line (a reason that starts with the
+        path does not repeat it), one more input done."""
+        self.fail(str(src), strip_path(reason, str(src)))
+        self.progress(1)
+
+    def image_written(self, src: Path | str, paths: list[Path],
+                      extras: dict[str, object] | None = None) -> None:
+        """An image's outputs written; `extras`: Depth Anything 3's camera facts for --json."""
+        self.summary.add_camera(str(src), extras)
+        self.written(paths, Path(src))
+        self.progress(1)
+
+    def video_done(self, src: Path | str, *, frames: int = 0, written: bool = False,
+                   skipped: bool = False, errors: Sequence[str] = (),
+                   paths: list[Path] | None = None, clip: dict[str, object] | None = None,
+                   ) -> None:
+        """A video's report (`runs.video.VideoReport`'s fields): one failed input however many
+        lines its `errors` take, its frames, its files."""
+        self.progress(1)
+        if skipped:
+            self.skipped()
+            return
+        self.frames(frames)
+        if clip:
+            self.clip(src, clip)
+        if written:
+            self.written(paths, Path(src), video=True)
+        for i, reason in enumerate(errors):
+            if i == 0:
+                self.fail(str(src), reason)
+            else:
+                self.error_line(str(src), reason)
+
+    def split_video(self) -> None:
+        """A video the Ray engine ran as frame ranges over its actors (--json `split_videos`)."""
+        self.summary.add_split()
+
+    def close(self, models: dict[str, str], load_seconds: float, started: float) -> Summary:
+        """The summary, finished: models used, loading time, wall time since `started`."""
+        if self.journal is not None:
+            self.journal.close()
+        s = self.summary
+        s.models = models
+        s.load_seconds = load_seconds
+        s.seconds = time.perf_counter() - started
+        return s

@@ -61,6 +61,10 @@ class Summary:
         with self._lock:
             self.skipped += n
 
+    def add_split(self) -> None:
+        with self._lock:
+            self.split_videos += 1
+
     def add_frames(self, n: int) -> None:
         with self._lock:
             self.frames += n

@@ -251,7 +251,7 @@ class _Results:
             if status == "failed":
                 self.run.input_failed(src, error)
             else:
-                self._video(src, json.loads(str(row["vreport"])))
+                self._video(src, json.loads(str(row["vreport"])), paths)
             return
         if status == "written":
             camera = json.loads(str(row["camera"])) if row.get("camera") else None
@@ -259,11 +259,12 @@ class _Results:
         else:
             self.run.input_failed(src, error)
 
-    def _video(self, src: str, report: dict[str, Any]) -> None:
+    def _video(self, src: str, report: dict[str, Any], planned: list[Path]) -> None:
+        """A video's report (a split one's has no paths: its planned files, the same)."""
+        paths = [Path(p) for p in report["paths"]] if "paths" in report else planned
         self.run.video_done(src, frames=int(report["frames"]), written=bool(report["written"]),
                             skipped=bool(report["skipped"]), errors=list(report["errors"]),
-                            paths=[Path(p) for p in report.get("paths", [])],
-                            clip=report.get("clip"))
+                            paths=paths, clip=report.get("clip"))
 
     def _range(self, row: dict[str, Any]) -> None:
         """A frame range of a split video; the video's outcome once all its ranges are back."""
@@ -275,7 +276,7 @@ class _Results:
                 return
             del self.range_rows[idx]
             self.kinds.add("videos")
-        self.planned.pop(idx, None)
+        planned = self.planned.pop(idx, [])
         src = str(row["src"])
         failed = [r for r in got if str(r["status"]) == "failed"]
         reports = [json.loads(str(r["vreport"])) for r in got if str(r["vreport"])]
@@ -286,7 +287,7 @@ class _Results:
         else:
             if reports[0]["written"]:
                 self.run.split_video()
-            self._video(src, reports[0])
+            self._video(src, reports[0], planned)
 
     def lost(self, row: dict[str, Any], why: str) -> None:
         """A row Ray did not bring back, twice: its input fails."""

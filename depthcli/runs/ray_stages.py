@@ -223,9 +223,9 @@ class ModelStage:
 
     def _video(self, src: str, base: str) -> tuple[int, str, str, str]:
         """(frames, status, json report, error) for one whole video, as the local engine runs
-        it; the report is `video_split.report_dict`'s, which the driver's tally takes."""
+        it; the report is `VideoReport`'s fields, a split video's range reports have the same
+        keys less `paths` and `clip` (`video_split.run_range`)."""
         from .video import predict_video
-        from .video_split import report_dict
 
         try:
             rep = predict_video(Path(src), Path(base), self.video_estimator(), self.opts,
@@ -233,7 +233,10 @@ class ModelStage:
         except Exception as exc:  # noqa: BLE001 - one line, in the local engine's words
             return 0, "failed", "", video_reason(exc, src)
         status = "skipped" if rep.skipped else "written" if rep.written else "none"
-        return rep.frames, status, json.dumps(report_dict(rep)), ""
+        report = {"frames": rep.frames, "written": rep.written, "skipped": rep.skipped,
+                  "errors": list(rep.errors), "paths": [str(p) for p in rep.paths],
+                  "clip": rep.clip}  # what the driver's tally takes (RunState.video_done)
+        return rep.frames, status, json.dumps(report), ""
 
 
 # ----------------------------------------------------------------------------- stage 3: write

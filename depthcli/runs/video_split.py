@@ -10,19 +10,12 @@ from typing import Any
 from .video_ranges import Claims, Span, load_state
 
 
-def report_dict(rep: Any) -> dict[str, Any]:
-    """A `runs.video.VideoReport` as the plain dict a Ray result row carries (JSON), with the
-    fields the run's tally takes (`RunState.video_done`)."""
-    return {"frames": rep.frames, "written": rep.written, "skipped": rep.skipped,
-            "errors": list(rep.errors), "paths": [str(p) for p in rep.paths], "clip": rep.clip}
-
-
 def run_range(src: Path, base: Path, est: Any, opts: Any, span: Span, spans: list[Span],
               token: str) -> tuple[dict[str, Any] | None, int]:
     """One range of a split video (on a model actor), then the join when it is the last to
     finish: (the video's report when this call joined it, else None; the range's frames).
 
-    The report is `report_dict`'s."""
+    The report is a dict: frames, written, skipped, errors (as `VideoReport`'s)."""
     from .. import outputs
     from .video import predict_video
     from .video_resume import fingerprint, state_folder
@@ -43,7 +36,8 @@ def run_range(src: Path, base: Path, est: Any, opts: Any, span: Span, spans: lis
     if not joined():
         rep = predict_video(src, base, est, opts, resume=True, span=span)
         if rep.skipped:
-            return (report_dict(rep) if span.index == 0 else None), 0
+            report = {"frames": 0, "written": False, "skipped": True, "errors": []}
+            return (report if span.index == 0 else None), 0
         frames = rep.frames
 
     def finished(sp: Span) -> bool:
@@ -55,6 +49,7 @@ def run_range(src: Path, base: Path, est: Any, opts: Any, span: Span, spans: lis
     if not claims.claim(span.index, ready):
         return None, frames
     rep = predict_video(src, base, est, opts, resume=True, join=spans)
-    report = report_dict(rep)
+    report = {"frames": rep.frames, "written": rep.written, "skipped": rep.skipped,
+              "errors": list(rep.errors)}
     claims.done(report)
     return report, frames

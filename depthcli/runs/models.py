@@ -13,6 +13,17 @@ if TYPE_CHECKING:
     from ..engine.core import DepthEngine
 
 
+def image_model_error(name: str) -> str | None:
+    """Why model `name` cannot take images (a video-only model), or None: one reason for
+    both engines (`RunModels.for_images`, the Ray actors' `ModelStage`)."""
+    from ..models import get_spec
+
+    if getattr(get_spec(name), "temporal", False):
+        return (f"model {name} needs a video (it is a temporal video model); "
+                "use an image model such as da2-small for images")
+    return None
+
+
 class RunModels:
     """The models of one run, each loaded on first use.
 
@@ -46,12 +57,10 @@ class RunModels:
 
     def for_images(self) -> DepthEngine:
         """The image model; InputError (one line per image) if it is a video-only model."""
-        from ..models import get_spec
-
         name = self.names["images"]
-        if getattr(get_spec(name), "temporal", False):
-            raise InputError(f"model {name} needs a video (it is a temporal video model); "
-                             "use an image model such as da2-small for images")
+        why = image_model_error(name)
+        if why is not None:
+            raise InputError(why)
         est = self._get(name)
         self._used.add("images")
         return est

@@ -28,6 +28,7 @@ from ..engine.transforms import Da3Preprocess, Preprocess
 from ..errors import DepthCliError
 from ..errors import reason as _reason
 from ..io.images import is_uri, read_image
+from .models import image_model_error
 from .run import video_reason
 
 if TYPE_CHECKING:  # the engine only where a model runs: read / write task workers skip it
@@ -134,16 +135,12 @@ class ModelStage:
 
     def __init__(self, cfg: EngineSpec, opts: Any, prep: Preprocess,
                  video_cfg: EngineSpec | None = None) -> None:
-        from ..models.registry import get_spec
-
         self.opts = opts  # runs.options.PredictOptions, for videos
         self.cfg, self.video_cfg = cfg, video_cfg or cfg
         self._video_est: DepthEngine | None = None
         self.est: DepthEngine | None = None
-        self.image_error = ""
-        if get_spec(cfg.model).temporal:  # a video-only model: images get one line each
-            self.image_error = (f"model {cfg.model} needs a video (it is a temporal video "
-                                "model); use an image model such as da2-small for images")
+        self.image_error = image_model_error(cfg.model) or ""
+        if self.image_error:  # a video-only model: images get one line each
             return
         self.est = cfg.build()
         if self.est.preprocess != prep:  # the read tasks must have prepared what we expect

@@ -141,3 +141,21 @@ def test_run_ordered_frames_network_and_stages(est) -> None:
     assert [r.key for r in serial] == list(range(7))
     assert seen == {"decode": 7, "preprocess": 7, "model": 3, "postprocess": 7}
     assert all(np.array_equal(a.depth, b.depth) for a, b in zip(res, serial, strict=True))
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_spec_preprocessing_is_the_engines(tiny_ckpt, precision: str) -> None:
+    """What the Ray read tasks prepare without a model (`EngineSpec.preprocess`) is what the
+    engine the spec builds uses: one rule (`engine_preprocess`), on every precision."""
+    from depthcli.engine.spec import EngineSpec
+    from depthcli.engine.transforms import engine_preprocess
+    from depthcli.models.registry import get_spec
+
+    spec = EngineSpec("da2-tiny-test", str(tiny_ckpt), device="cpu", precision=precision,
+                      input_size=42)
+    built = spec.build().preprocess
+    assert spec.preprocess() == built
+    assert built.exact is (precision != "bf16")  # half precision: the float32 resize
+    model = get_spec("da2-tiny-test")
+    assert not engine_preprocess(model, 42, "auto", "cuda").exact  # auto on a GPU is half
+    assert engine_preprocess(model, 42, "int8", "cpu").exact  # int8 keeps fp32 inputs

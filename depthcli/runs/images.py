@@ -149,7 +149,7 @@ def run_predict(opts: PredictOptions, models: RunModels | DepthEngine, *, report
         local.run_images(plan.jobs())
         local.run_videos()
     except KeyboardInterrupt:
-        run.summary.interrupted = True
+        run.interrupted()
     finally:
         plan.finish()
         png.shutdown()  # the deflate threads end with the run

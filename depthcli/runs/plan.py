@@ -86,7 +86,7 @@ class Planner:
         """Discovery's own findings into the summary: unreadable paths, files not inputs."""
         for path, reason in self.discovery.errors or []:
             self.run.fail(path, reason)
-        self.run.summary.not_images = self.discovery.skipped_other
+        self.run.not_inputs(self.discovery.skipped_other)
 
     def _paths(self, item: InputItem, base: Path) -> dict[str, Path]:
         opts = self.opts

@@ -395,7 +395,7 @@ def run_predict_ray(
                     _run_chunk(ranges, results, lambda rs: _dataset(
                         rs, opts, run_cfg, run_vcfg, plan, ropts, per_row=True))
     except KeyboardInterrupt:
-        run.summary.interrupted = True
+        run.interrupted()
     finally:
         feed.stop.set()
         cleanup(opts.out_dir, feed.token)

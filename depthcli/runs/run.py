@@ -116,6 +116,14 @@ class RunState:
             else:
                 self.error_line(str(src), reason)
 
+    def interrupted(self) -> None:
+        """Ctrl-C: the run stopped early (the summary says so, exit code 130)."""
+        self.summary.interrupted = True
+
+    def not_inputs(self, n: int) -> None:
+        """`n` files inside the folders walked that are neither images nor videos."""
+        self.summary.not_images = n
+
     def split_video(self) -> None:
         """A video the Ray engine ran as frame ranges over its actors (--json `split_videos`)."""
         self.summary.add_split()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
@@ -24,11 +23,11 @@ from ..engine.core import DepthEngine
 from ..engine.threads import Writers
 from ..errors import InputError
 from ..io import images, png
-from ..io.atomic import is_disk_full, remove_stale_temps
-from ..io.manifest import Manifest
+from ..io.atomic import is_disk_full
 from .models import RunModels
 from .options import PredictOptions
-from .plan import Job, Planner
+from .plan import Job
+from .predict import PredictRun
 from .run import Progress, Report, RunState, video_reason
 from .summary import Summary
 from .video_progress import FrameBars
@@ -36,12 +35,26 @@ from .video_progress import FrameBars
 _logger = logging.getLogger(__name__)
 
 
-class _LocalRun:
-    """The local engine's strategies over one planned run: images, then each video."""
+class LocalStrategy:
+    """The local engine (`runs.predict.Strategy`): the images stream through the engine, then
+    each video runs whole, one after the other."""
 
-    def __init__(self, opts: PredictOptions, models: RunModels, run: RunState) -> None:
-        self.opts, self.models, self.run = opts, models, run
+    run: RunState  # the tally of the run being executed (`execute`)
+
+    def __init__(self, opts: PredictOptions, models: RunModels) -> None:
+        self.opts, self.models = opts, models
         self.videos: list[Job] = []
+
+    def execute(self, jobs: Iterator[Job], run: RunState) -> None:
+        self.run = run
+        try:
+            self.run_images(jobs)
+            self.run_videos()
+        finally:
+            png.shutdown()  # the deflate threads end with the run
+
+    def models_used(self) -> tuple[dict[str, str], float]:
+        return self.models.used(), self.models.load_seconds
 
     def image_jobs(self, jobs: Iterator[Job]) -> Iterator[tuple[Job, Callable[[], np.ndarray],
                                                               Path]]:
@@ -129,29 +142,15 @@ class _LocalRun:
 def run_predict(opts: PredictOptions, models: RunModels | DepthEngine, *, report: Report,
                 progress: Progress | None = None, started: float | None = None,
                 frame_bars: FrameBars | None = None) -> Summary:
-    """Process every input; `report` gets one line per failure; returns the summary.
+    """Process every input on this machine; `report` gets one line per failure; returns the
+    summary (`runs.predict.PredictRun` with the local strategy).
 
     `frame_bars` opens a bar in frames for each pass over a video (see `video_progress`).
-
     `started` (a `time.perf_counter()` value) lets the summary's seconds include what the
     caller did before (start-up, argument checks).
     """
-    t0 = started if started is not None else time.perf_counter()
     if not isinstance(models, RunModels):
         models = RunModels.of(models)
-    stale = remove_stale_temps(opts.out_dir)
-    if stale:
-        _logger.info("removed %d temporary files left by an interrupted run", stale)
-    run = RunState(report, progress, Manifest(opts.out_dir), frame_bars)
-    plan = Planner(opts, run)
-    local = _LocalRun(opts, models, run)
-    try:
-        local.run_images(plan.jobs())
-        local.run_videos()
-    except KeyboardInterrupt:
-        run.interrupted()
-    finally:
-        plan.finish()
-        png.shutdown()  # the deflate threads end with the run
-        summary = run.close(models.used(), models.load_seconds, t0)
-    return summary
+    run = PredictRun(opts, report=report, progress=progress, frame_bars=frame_bars,
+                     started=started)
+    return run.execute(LocalStrategy(opts, models))

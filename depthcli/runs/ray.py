@@ -1,8 +1,9 @@
 """`depthcli predict --engine ray`: the local job, run by Ray Data across a cluster.
 
-The driver discovers inputs (streaming) and names outputs with the local engine's
-`OutputMapper`, so names, `--skip-existing` decisions and error lines are the local ones. Rows
-go to Ray Data in chunks (the first after at most a second of discovery, so a huge tree starts
+The run is the local engine's (`runs.predict.PredictRun`): its planner discovers inputs
+(streaming) and decides every output name and skip, and its tally turns the result rows into
+the summary and error lines, so these are the local ones by construction; this module is the
+Ray strategy only. Rows go to Ray Data in chunks (the first after at most a second of discovery, so a huge tree starts
 at once; then up to `RayOptions.chunk` rows while discovery runs ahead in a thread):
 
     rows -> read + decode + preprocess (CPU tasks) -> model (actor pool, one DepthEngine
@@ -42,10 +43,10 @@ from .. import outputs
 from ..engine.spec import EngineSpec
 from ..errors import DepthCliError
 from ..io.atomic import remove_stale_temps
-from ..io.manifest import Manifest
 from ..io.seqnames import is_pattern
 from .options import PredictOptions, RayOptions
-from .plan import Planner
+from .plan import Job
+from .predict import PredictRun
 from .ray_stages import ModelStage, read_stage, write_stage
 from .run import Progress, Report, RunState
 from .summary import Summary
@@ -125,16 +126,16 @@ def _configure_ray_data() -> None:
 # ------------------------------------------------------------------------------ driver: rows
 
 class _Feed:
-    """Planning in a driver thread: the run's jobs (`runs.plan.Planner`, the local engine's
-    planner) -> rows. The queue is bounded, so discovery never runs more than a chunk ahead of
+    """Planning in a driver thread: the run's jobs (`runs.plan.Planner`, as for the local
+    engine) -> rows. The queue is bounded, so discovery never runs more than a chunk ahead of
     the cluster.
     """
 
     _END = object()
 
-    def __init__(self, opts: PredictOptions, results: _Results, ropts: RayOptions) -> None:
-        self.opts, self.results, self.ropts = opts, results, ropts
-        self.planner = Planner(opts, results.run)
+    def __init__(self, opts: PredictOptions, jobs: Iterator[Job], results: _Results,
+                 ropts: RayOptions) -> None:
+        self.opts, self.jobs, self.results, self.ropts = opts, jobs, results, ropts
         self.q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ropts.chunk))
         self.stop = threading.Event()
         self.actors = 1  # model actors: a long per-frame video is split over them (`split`)
@@ -144,7 +145,7 @@ class _Feed:
         self.thread = threading.Thread(target=self._run, name="depthcli-discover", daemon=True)
 
     def _rows(self) -> Iterator[dict[str, Any]]:
-        for job in self.planner.jobs():
+        for job in self.jobs:
             row = {"idx": job.idx, "src": str(job.src), "kind": job.kind, "base": str(job.base),
                    "paths": "{}", "rk": -1, "rn": 0, "r0": 0, "r1": -1, "spans": "[]",
                    "seg": 0, "token": self.token}
@@ -231,10 +232,10 @@ class _Results:
     the last one is back, and an image's planned files travel as the row's key.
     """
 
-    def __init__(self, run: RunState) -> None:
+    def __init__(self, run: RunState, kinds: set[str]) -> None:
         self.run = run
         self.lock = threading.Lock()
-        self.kinds: set[str] = set()  # "images" / "videos" processed
+        self.kinds = kinds  # "images" / "videos" processed (the summary's models)
         self.planned: dict[int, list[Path]] = {}  # idx -> the job's files (the journal's)
         self.ranges: dict[int, int] = {}  # split videos: idx -> frame ranges
         self.range_rows: dict[int, list[dict[str, Any]]] = {}
@@ -345,6 +346,57 @@ def _run_chunk(rows: list[dict[str, Any]], results: _Results, build: Callable[[l
         results.lost(r, str(last).splitlines()[0] if last else "lost")
 
 
+class RayStrategy:
+    """The Ray engine (`runs.predict.Strategy`): the run's jobs as rows through Ray Data."""
+
+    def __init__(self, opts: PredictOptions, cfg: EngineSpec, ropts: RayOptions,
+                 video_cfg: EngineSpec | None = None) -> None:
+        self.opts, self.cfg, self.ropts, self.video_cfg = opts, cfg, ropts, video_cfg
+        self.kinds: set[str] = set()  # "images" / "videos" processed
+
+    def models_used(self) -> tuple[dict[str, str], float]:
+        names = {"images": self.cfg.model, "videos": (self.video_cfg or self.cfg).model}
+        return {k: names[k] for k in ("images", "videos") if k in self.kinds}, 0.0
+
+    def execute(self, jobs: Iterator[Job], run: RunState) -> None:
+        """Raises DepthCliError when the cluster cannot run the job at all (no GPU for
+        --device cuda)."""
+        opts, cfg, video_cfg, ropts = self.opts, self.cfg, self.video_cfg, self.ropts
+        results = _Results(run, self.kinds)
+        feed = _Feed(opts, jobs, results, ropts)
+        try:
+            with connected(ropts.address):
+                _configure_ray_data()
+                nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+                try:
+                    plan = plan_pool(cfg, ropts, nodes)
+                except ValueError as exc:
+                    raise DepthCliError(str(exc)) from None
+                threads = None if plan.device != "cpu" else max(1, math.floor(plan.actor_cpus))
+                run_cfg = cfg.on(plan.device, threads)
+                run_vcfg = video_cfg.on(plan.device, threads) if video_cfg is not None else None
+                _logger.info("Ray pool: %s", plan)
+                from ..models.registry import get_spec
+
+                feed.actors = plan.actors
+                feed.temporal = bool(get_spec((video_cfg or cfg).model).temporal)
+                for rows in feed.chunks():
+                    whole = [r for r in rows if r["kind"] != "range"]
+                    ranges = [r for r in rows if r["kind"] == "range"]
+                    if ranges and opts.batch_size <= 1:  # one row a call anyway: one dataset,
+                        whole, ranges = [], ranges + whole  # the long ranges first
+                    if whole:
+                        _run_chunk(whole, results,
+                                   lambda rs: _dataset(rs, opts, run_cfg, run_vcfg, plan, ropts))
+                    if ranges:
+                        _run_chunk(ranges, results, lambda rs: _dataset(
+                            rs, opts, run_cfg, run_vcfg, plan, ropts, per_row=True))
+        finally:
+            feed.stop.set()
+            cleanup(opts.out_dir, feed.token)
+            remove_stale_temps(opts.out_dir)  # temporaries of killed workers (ours are done)
+
+
 def run_predict_ray(
     opts: PredictOptions,
     cfg: EngineSpec,
@@ -355,53 +407,10 @@ def run_predict_ray(
     video_cfg: EngineSpec | None = None,
     started: float | None = None,
 ) -> Summary:
-    """The local `run_predict` contract (same outputs, lines and summary) on a Ray cluster.
+    """The local `run_predict` (same run object: same outputs, lines and summary) with the
+    Ray strategy.
 
     Raises DepthCliError when the cluster cannot run the job at all (no GPU for --device cuda).
     """
-    ropts = ropts or RayOptions()
-    t0 = started if started is not None else time.perf_counter()
-    stale = remove_stale_temps(opts.out_dir)
-    if stale:
-        _logger.info("removed %d temporary files left by an interrupted run", stale)
-    run = RunState(report, progress, Manifest(opts.out_dir))
-    results = _Results(run)
-    feed = _Feed(opts, results, ropts)
-    try:
-        with connected(ropts.address):
-            _configure_ray_data()
-            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-            try:
-                plan = plan_pool(cfg, ropts, nodes)
-            except ValueError as exc:
-                raise DepthCliError(str(exc)) from None
-            threads = None if plan.device != "cpu" else max(1, math.floor(plan.actor_cpus))
-            run_cfg = cfg.on(plan.device, threads)
-            run_vcfg = video_cfg.on(plan.device, threads) if video_cfg is not None else None
-            _logger.info("Ray pool: %s", plan)
-            from ..models.registry import get_spec
-
-            feed.actors = plan.actors
-            feed.temporal = bool(get_spec((video_cfg or cfg).model).temporal)
-            for rows in feed.chunks():
-                whole = [r for r in rows if r["kind"] != "range"]
-                ranges = [r for r in rows if r["kind"] == "range"]
-                if ranges and opts.batch_size <= 1:  # one row a call anyway: one dataset,
-                    whole, ranges = [], ranges + whole  # the long ranges first
-                if whole:
-                    _run_chunk(whole, results,
-                               lambda rs: _dataset(rs, opts, run_cfg, run_vcfg, plan, ropts))
-                if ranges:
-                    _run_chunk(ranges, results, lambda rs: _dataset(
-                        rs, opts, run_cfg, run_vcfg, plan, ropts, per_row=True))
-    except KeyboardInterrupt:
-        run.interrupted()
-    finally:
-        feed.stop.set()
-        cleanup(opts.out_dir, feed.token)
-        remove_stale_temps(opts.out_dir)  # temporaries of killed workers (all ours are done)
-        feed.planner.finish()
-        names = {"images": cfg.model, "videos": (video_cfg or cfg).model}
-        summary = run.close({k: names[k] for k in ("images", "videos") if k in results.kinds},
-                            0.0, t0)
-    return summary
+    run = PredictRun(opts, report=report, progress=progress, started=started)
+    return run.execute(RayStrategy(opts, cfg, ropts or RayOptions(), video_cfg))

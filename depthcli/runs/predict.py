@@ -1,0 +1,65 @@
+"""One `predict` run: its plan, its tally, and the strategy that executes it.
+
+The run is the same object for every engine: it plans the work (`runs.plan.Planner`: inputs
+-> jobs with their output paths, skip-existing, confinement), hands the jobs to a strategy
+(the local engine's images then videos, `runs.images`; the Ray cluster's, `runs.ray`) and
+keeps one tally (`runs.run.RunState`: written, skipped, failed, frames, timings, error
+lines, the output journal) that the strategy reports into. Names, decisions, lines and
+summaries are then the same on both engines by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Protocol
+
+from ..io.atomic import remove_stale_temps
+from ..io.manifest import Manifest
+from .options import PredictOptions
+from .plan import Job, Planner
+from .run import Progress, Report, RunState
+from .summary import Summary
+from .video_progress import FrameBars
+
+_logger = logging.getLogger(__name__)
+
+
+class Strategy(Protocol):
+    """How the jobs of a run are executed (on this machine, on a cluster)."""
+
+    def execute(self, jobs: Iterator[Job], run: RunState) -> None:
+        """Process `jobs` (in planning order), reporting every outcome into `run`."""
+
+    def models_used(self) -> tuple[dict[str, str], float]:
+        """The models that ran, by kind of input ("images", "videos"), and the seconds spent
+        loading them here."""
+
+
+class PredictRun:
+    """One `predict` run: plan + tally, executed once by a strategy (`execute`)."""
+
+    def __init__(self, opts: PredictOptions, *, report: Report, progress: Progress | None = None,
+                 frame_bars: FrameBars | None = None, started: float | None = None) -> None:
+        """`started` (a `time.perf_counter()` value) lets the summary's seconds include what
+        the caller did before (start-up, argument checks)."""
+        self.opts = opts
+        self.started = started if started is not None else time.perf_counter()
+        stale = remove_stale_temps(opts.out_dir)
+        if stale:
+            _logger.info("removed %d temporary files left by an interrupted run", stale)
+        self.tally = RunState(report, progress, Manifest(opts.out_dir), frame_bars)
+        self.plan = Planner(opts, self.tally)
+
+    def execute(self, strategy: Strategy) -> Summary:
+        """Every job through `strategy`; the finished summary (Ctrl-C: marked interrupted)."""
+        try:
+            strategy.execute(self.plan.jobs(), self.tally)
+        except KeyboardInterrupt:
+            self.tally.interrupted()
+        finally:
+            self.plan.finish()
+            models, load_seconds = strategy.models_used()
+            summary = self.tally.close(models, load_seconds, self.started)
+        return summary

@@ -121,7 +121,7 @@ class LocalStrategy:
 
         run = self.run
         for job in self.videos:
-            if run.full.is_set():
+            if run.full.is_set() or run.stop.is_set():
                 break
             est = self.models.for_videos()
             try:

@@ -10,10 +10,13 @@ summaries are then the same on both engines by construction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..io.atomic import remove_stale_temps
 from ..io.manifest import Manifest
@@ -55,7 +58,10 @@ class PredictRun:
     def execute(self, strategy: Strategy) -> Summary:
         """Every job through `strategy`; the finished summary (Ctrl-C: marked interrupted)."""
         try:
-            strategy.execute(self.plan.jobs(), self.tally)
+            with _ctrl_c_sets(self.tally.stop):
+                strategy.execute(_until(self.plan.jobs(), self.tally.stop), self.tally)
+            if self.tally.stop.is_set():  # the KeyboardInterrupt was lost on its way (below)
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.tally.interrupted()
         finally:
@@ -63,3 +69,37 @@ class PredictRun:
             models, load_seconds = strategy.models_used()
             summary = self.tally.close(models, load_seconds, self.started)
         return summary
+
+
+def _until(jobs: Iterator[Job], stop: threading.Event) -> Iterator[Job]:
+    """`jobs`, ending early once Ctrl-C was pressed."""
+    for job in jobs:
+        if stop.is_set():
+            return
+        yield job
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as always, and also sets `stop`.
+
+    Python raises the KeyboardInterrupt wherever the main thread happens to be; when that is a
+    finaliser or a generator being closed by the garbage collector, Python prints "Exception
+    ignored" and goes on, and the run would finish as if the user had not pressed Ctrl-C. The
+    flag outlives the exception: no new job starts, and the run ends interrupted (exit 130).
+    Only where Python's default handler is installed (the main thread of a normal program).
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -41,6 +41,7 @@ class RunState:
         self.progress: Progress = progress or (lambda n: None)
         self.summary = Summary()
         self.full = threading.Event()  # disk full / over quota: the run stops, one error line
+        self.stop = threading.Event()  # Ctrl-C: no new input starts (runs.predict)
         self._lock = threading.Lock()
         self.journal = journal  # what depthcli wrote in -o (io.manifest); None: not kept
         self.frame_bars = frame_bars  # a bar in frames per video pass; None: not shown

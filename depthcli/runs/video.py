@@ -3,8 +3,8 @@
 `predict_video(src, base, est, opts)` is called by the predict run for each video input. This
 module orchestrates; the parts live beside it: frames become depth in `runs.frame_depth`
 (per-frame or temporal windows), the writers are `outputs.resumable`, clip statistics
-`outputs.clipstats`, `.npy` stacks `outputs.stacks`, decoding/encoding `io.video_decode`, `io.video_encode` and
-`io.mp4_segments`, durable progress and resume `runs.video_resume`, the bars
+`outputs.clipstats`, `.npy` stacks `outputs.stacks`, decoding `io.video_decode`, encoding
+`io.video_encode` and `io.mp4_segments`, durable progress and resume `runs.video_resume`, the bars
 `runs.video_progress`.
 
 Outputs (`base` is the output stem, e.g. OUT/sub/clip):
@@ -85,10 +85,10 @@ import numpy as np
 
 from .. import outputs
 from ..engine.threads import Producer, Sink, fan_out, prefetch
-from ..errors import DepthCliError, InputError, strip_path
+from ..errors import DepthCliError, InputError
 from ..io import sequence as seq
 from ..io import video_decode as vio
-from ..io.atomic import as_disk_full, is_disk_full, publish
+from ..io.atomic import publish
 from ..io.mp4_segments import fsync_dir
 from ..outputs.clipstats import ClipStats, ShotStats
 from ..outputs.ffv1 import Ffv1Writer
@@ -108,9 +108,7 @@ from .video_resume import Checkpoints, VideoState, fingerprint, segment_frames, 
 
 if TYPE_CHECKING:
     from ..engine.core import DepthEngine
-    from ..io.images import InputItem
     from .options import PredictOptions
-    from .run import RunState
 
 _logger = logging.getLogger(__name__)
 
@@ -124,39 +122,6 @@ class VideoReport:
     errors: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     clip: dict[str, object] | None = None  # a sequence's numbering, the scene cuts found
-
-
-def run_video(item: InputItem, base: Path, opts: PredictOptions, est: DepthEngine,
-              run: RunState) -> None:
-    """One video of a `predict` run: outputs, then its lines in the run's summary."""
-    try:
-        rep = predict_video(item.src, base, est, opts, run.frame_bars)
-    except DepthCliError as exc:
-        if is_disk_full(exc):
-            raise as_disk_full(exc, item.src) from exc
-        run.fail(str(item.src), strip_path(str(exc), str(item.src)))
-        return
-    except Exception as exc:  # a damaged file must cost one line, not the run
-        if is_disk_full(exc):
-            raise as_disk_full(exc, item.src) from exc
-        _logger.debug("unexpected failure on %s", item.src, exc_info=True)  # -vv
-        run.fail(str(item.src), f"cannot process video ({type(exc).__name__}: {exc})")
-        return
-    finally:
-        run.progress(1)
-    if rep.skipped:
-        run.skipped()
-        return
-    run.frames(rep.frames)
-    if rep.clip:
-        run.summary.add_clip({"path": str(item.src), **rep.clip})
-    if rep.written:
-        run.written(rep.paths, item.src, video=True)
-    for i, reason in enumerate(rep.errors):
-        if i == 0:  # one failed input, however many lines describe it
-            run.fail(str(item.src), reason)
-        else:
-            run.error_line(str(item.src), reason)
 
 
 def predict_video(src: Path, base: Path, est: DepthEngine, opts: PredictOptions,

@@ -386,7 +386,7 @@ def test_probe_failure_is_one_clean_line(exc, tmp_path, monkeypatch):
     """A probe that PyAV makes fail with AttributeError/TypeError/ValueError is 'not a readable
     video (reason)', both from `probe` and as the run's one error line (not a NameError)."""
     from depthcli.io import video_decode as vio
-    from depthcli.runs.images import run_predict
+    from depthcli.runs.local import run_predict
     from depthcli.runs.models import RunModels
     from depthcli.runs.options import PredictOptions
 

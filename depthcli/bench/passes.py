@@ -101,7 +101,7 @@ def stage_pass(est: DepthEngine, files: list[Path], out_dir: Path, batch_size: i
 
 def e2e_pass(est: DepthEngine, folder: Path, out_dir: Path, batch_size: int,
               workers: int) -> float:
-    from ..runs.images import run_predict
+    from ..runs.local import run_predict
     from ..runs.options import PredictOptions
 
     errors: list[str] = []

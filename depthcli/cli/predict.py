@@ -319,7 +319,7 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
 def _local_run(opts: Any, models: Any, threads: int | None) -> Any:
     """A callable running the job on this machine: (report, progress) → (summary, settings)."""
     from ..engine.device import torch_threads
-    from ..runs.images import run_predict
+    from ..runs.local import run_predict
 
     def run(report: Any, progress: Any) -> Any:
         with torch_threads(threads):

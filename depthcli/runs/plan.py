@@ -1,6 +1,6 @@
 """One run's plan: inputs -> jobs, each with its output stem and the files still to write.
 
-The one planner of both engines (the local run, `runs.images`, and the Ray driver,
+The one planner of both engines (the local run, `runs.local`, and the Ray driver,
 `runs.ray`), so that names, `--skip-existing` and `--no-clobber` decisions, confinement
 refusals and their error lines are the same by construction. It runs in discovery order
 (which `OutputMapper` relies on for reruns to map the same way) and reports what it decides
@@ -23,7 +23,7 @@ from ..io.seqnames import is_pattern
 from ..outputs.sequence_out import listed_outputs
 from .options import PredictOptions
 from .paths import OutputMapper, foreign_files, output_exists, overlaps
-from .run import RunState
+from .tally import Tally
 
 _logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Job:
 class Planner:
     """Discovery -> jobs for one run, excluding `-o`'s own files (the run's journal)."""
 
-    def __init__(self, opts: PredictOptions, run: RunState) -> None:
+    def __init__(self, opts: PredictOptions, run: Tally) -> None:
         if run.journal is None:
             raise ValueError("a planned run keeps an output journal")
         self.opts, self.run = opts, run

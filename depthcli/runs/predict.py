@@ -2,8 +2,8 @@
 
 The run is the same object for every engine: it plans the work (`runs.plan.Planner`: inputs
 -> jobs with their output paths, skip-existing, confinement), hands the jobs to a strategy
-(the local engine's images then videos, `runs.images`; the Ray cluster's, `runs.ray`) and
-keeps one tally (`runs.run.RunState`: written, skipped, failed, frames, timings, error
+(the local engine's images then videos, `runs.local`; the Ray cluster's, `runs.ray`) and
+keeps one tally (`runs.tally.Tally`: written, skipped, failed, frames, timings, error
 lines, the output journal) that the strategy reports into. Names, decisions, lines and
 summaries are then the same on both engines by construction.
 """
@@ -22,8 +22,8 @@ from ..io.atomic import remove_stale_temps
 from ..io.manifest import Manifest
 from .options import PredictOptions
 from .plan import Job, Planner
-from .run import Progress, Report, RunState
 from .summary import Summary
+from .tally import Progress, Report, Tally
 from .video_progress import FrameBars
 
 _logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ _logger = logging.getLogger(__name__)
 class Strategy(Protocol):
     """How the jobs of a run are executed (on this machine, on a cluster)."""
 
-    def execute(self, jobs: Iterator[Job], run: RunState) -> None:
+    def execute(self, jobs: Iterator[Job], run: Tally) -> None:
         """Process `jobs` (in planning order), reporting every outcome into `run`."""
 
     def models_used(self) -> tuple[dict[str, str], float]:
@@ -52,7 +52,7 @@ class PredictRun:
         stale = remove_stale_temps(opts.out_dir)
         if stale:
             _logger.info("removed %d temporary files left by an interrupted run", stale)
-        self.tally = RunState(report, progress, Manifest(opts.out_dir), frame_bars)
+        self.tally = Tally(report, progress, Manifest(opts.out_dir), frame_bars)
         self.plan = Planner(opts, self.tally)
 
     def execute(self, strategy: Strategy) -> Summary:

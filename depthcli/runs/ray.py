@@ -48,8 +48,8 @@ from .options import PredictOptions, RayOptions
 from .plan import Job
 from .predict import PredictRun
 from .ray_stages import ModelStage, read_stage, write_stage
-from .run import Progress, Report, RunState
 from .summary import Summary
+from .tally import Progress, Report, Tally
 from .video_ranges import Span, cleanup, plan, splittable
 
 __all__ = ["EngineSpec", "RayOptions", "run_predict_ray"]
@@ -226,13 +226,13 @@ class _Feed:
 # --------------------------------------------------------------------------- driver: results
 
 class _Results:
-    """Result rows -> the run's tally (`RunState`), with the calls the local strategies make.
+    """Result rows -> the run's tally (`Tally`), with the calls the local strategies make.
 
     What is Ray's own here is only the transport: a split video's ranges are gathered until
     the last one is back, and an image's planned files travel as the row's key.
     """
 
-    def __init__(self, run: RunState, kinds: set[str]) -> None:
+    def __init__(self, run: Tally, kinds: set[str]) -> None:
         self.run = run
         self.lock = threading.Lock()
         self.kinds = kinds  # "images" / "videos" processed (the summary's models)
@@ -358,7 +358,7 @@ class RayStrategy:
         names = {"images": self.cfg.model, "videos": (self.video_cfg or self.cfg).model}
         return {k: names[k] for k in ("images", "videos") if k in self.kinds}, 0.0
 
-    def execute(self, jobs: Iterator[Job], run: RunState) -> None:
+    def execute(self, jobs: Iterator[Job], run: Tally) -> None:
         """Raises DepthCliError when the cluster cannot run the job at all (no GPU for
         --device cuda)."""
         opts, cfg, video_cfg, ropts = self.opts, self.cfg, self.video_cfg, self.ropts

@@ -29,7 +29,7 @@ from ..errors import DepthCliError
 from ..errors import reason as _reason
 from ..io.images import is_uri, read_image
 from .models import image_model_error
-from .run import video_reason
+from .tally import video_reason
 
 if TYPE_CHECKING:  # the engine only where a model runs: read / write task workers skip it
     from ..engine.core import DepthEngine
@@ -232,7 +232,7 @@ class ModelStage:
         status = "skipped" if rep.skipped else "written" if rep.written else "none"
         report = {"frames": rep.frames, "written": rep.written, "skipped": rep.skipped,
                   "errors": list(rep.errors), "paths": [str(p) for p in rep.paths],
-                  "clip": rep.clip}  # what the driver's tally takes (RunState.video_done)
+                  "clip": rep.clip}  # what the driver's tally takes (Tally.video_done)
         return rep.frames, status, json.dumps(report), ""
 
 

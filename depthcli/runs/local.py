@@ -1,7 +1,7 @@
 """The local `predict` run: plan → decode → engine → write, with resume, failures, summary.
 
 Wires io, engine and outputs together; holds no model maths and no click. The jobs come from
-the run's planner (`runs.plan`) and every outcome goes into its tally (`runs.run.RunState`),
+the run's planner (`runs.plan`) and every outcome goes into its tally (`runs.tally.Tally`),
 both shared with the Ray engine. Images stream through the engine (prefetch threads,
 shape-bucketed batches) into a bounded writer pool; videos are set aside during planning and
 run one after the other afterwards (`runs.video`).
@@ -28,8 +28,8 @@ from .models import RunModels
 from .options import PredictOptions
 from .plan import Job
 from .predict import PredictRun
-from .run import Progress, Report, RunState, video_reason
 from .summary import Summary
+from .tally import Progress, Report, Tally, video_reason
 from .video_progress import FrameBars
 
 _logger = logging.getLogger(__name__)
@@ -39,13 +39,13 @@ class LocalStrategy:
     """The local engine (`runs.predict.Strategy`): the images stream through the engine, then
     each video runs whole, one after the other."""
 
-    run: RunState  # the tally of the run being executed (`execute`)
+    run: Tally  # the tally of the run being executed (`execute`)
 
     def __init__(self, opts: PredictOptions, models: RunModels) -> None:
         self.opts, self.models = opts, models
         self.videos: list[Job] = []
 
-    def execute(self, jobs: Iterator[Job], run: RunState) -> None:
+    def execute(self, jobs: Iterator[Job], run: Tally) -> None:
         self.run = run
         try:
             self.run_images(jobs)

@@ -1,7 +1,7 @@
 """The one tally of a `predict` run: its summary, error lines, progress, journal, disk-full stop.
 
 Both engines report into it through these methods only: the planner (`runs.plan`), the local
-image and video strategies (`runs.images`) and the Ray driver's result rows (`runs.ray`). What
+image and video strategies (`runs.local`) and the Ray driver's result rows (`runs.ray`). What
 an image or a video outcome means for the counts and the lines is decided here, once, so the
 engines' summaries and error lines are equal by construction.
 """
@@ -32,7 +32,7 @@ def video_reason(exc: BaseException, src: Path | str) -> str:
     return strip_path(text, str(src))
 
 
-class RunState:
+class Tally:
     """What every input of a run reports into: counts, failures, progress, the stop signal."""
 
     def __init__(self, report: Report, progress: Progress | None,

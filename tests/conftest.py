@@ -44,11 +44,18 @@ SHARED = ROOT.parent / "shared"
 _XDIST_GROUPS = {"test_backends.py": "onnx", "test_export.py": "onnx", "test_ray.py": "ray",
                  "test_da3.py": "da3", "test_vda_runtime.py": "vda-runtime",
                  "test_weights.py": "weights", "test_int8.py": "int8"}
+# The golden tests that share network forwards (tests/forward_memo.py): the API and CLI parity
+# of da2-small; the relative and metric Video Depth Anything.
+_NAME_GROUPS = {("test_model.py", "test_golden_parity"): "golden",
+                ("test_vda.py", "test_golden_parity"): "vda-golden"}
 
 
 def xdist_group(nodeid: str) -> str | None:
     """The worker group of a test node id (None: any worker)."""
     path, _, name = nodeid.partition("::")
+    for (file, prefix), named in _NAME_GROUPS.items():
+        if Path(path).name == file and name.startswith(prefix):
+            return named
     group = _XDIST_GROUPS.get(Path(path).name)
     if group == "onnx" and "openvino" in name:
         return "openvino"
@@ -62,19 +69,17 @@ def xdist_group(nodeid: str) -> str | None:
 # core busy they took 129 s vs 118 s alone (2-core EPYC, `python -c "while True: pass"` beside
 # them), whereas run last they left a core idle for ~1.5 min. (Before Ray's workers ran at
 # nice 0, RAY_worker_niceness in tests/test_ray.py, they starved beside the other worker.)
-_GROUP_ORDER = ("ray", "onnx", "openvino", "vda-runtime", "da3", "weights", "int8")
+_GROUP_ORDER = ("ray", "onnx", "openvino", "golden", "vda-golden", "vda-runtime", "da3",
+                "weights", "int8")
 _SLOW_FIRST = (
     "tests/test_predict.py::test_sigkill_then_skip_existing_completes",
-    "tests/test_vda.py::test_golden_parity",
     "tests/test_robust.py::test_fuzz_small_corpus",
     "tests/test_bench.py::test_startup_steps",
     "tests/test_predict.py::test_messy_folder_subprocess_exit_code",
     "tests/test_robust.py::test_two_processes_same_output",
     "tests/test_predict.py::test_ctrl_c_stops_cleanly",
     "tests/test_autoplan.py::test_first_run_torch_then_cache",
-    "tests/test_model.py::test_golden_parity_cli_npy",
     "tests/test_bench.py::test_bench_backends_side_by_side",
-    "tests/test_model.py::test_golden_parity_api",
     "tests/test_model.py::test_matches_transformers_at_518",
 )
 

@@ -33,8 +33,21 @@ def golden_ckpts(golden_keys: dict, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
+@pytest.fixture()
+def shared_forwards():  # type: ignore[no-untyped-def]
+    """The API and the CLI test below run da2-small on the same six preprocessed images: each
+    forward runs once (tests/forward_memo.py; conftest's "golden" group keeps them in one
+    worker). Loading, preprocessing, resizing and writing run in both."""
+    from forward_memo import shared_forwards
+
+    from depthcli.models import DepthAnything
+
+    with shared_forwards(DepthAnything):
+        yield
+
+
 @pytest.mark.parametrize("tag", GOLDEN_TAGS)
-def test_golden_parity_api(tag: str, golden_dir, golden_ckpts) -> None:
+def test_golden_parity_api(tag: str, golden_dir, golden_ckpts, shared_forwards) -> None:
     """Every golden entry within 1e-4 of its range through the Python API (real loading path)."""
     gold = np.load(golden_dir / f"{tag}.npz")
     est = DepthEngine.from_name(tag, weights=golden_ckpts[tag], device="cpu")
@@ -48,7 +61,7 @@ def test_golden_parity_api(tag: str, golden_dir, golden_ckpts) -> None:
             assert rel_err(depth, gold[key]) < 1e-4, key
 
 
-def test_golden_parity_cli_npy(golden_dir, golden_ckpts, tmp_path) -> None:
+def test_golden_parity_cli_npy(golden_dir, golden_ckpts, tmp_path, shared_forwards) -> None:
     """The `predict --format npy` contract the acceptance check uses, at two input sizes."""
     from click.testing import CliRunner
 

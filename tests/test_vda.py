@@ -57,12 +57,34 @@ def stream(model: torch.nn.Module, frames_rgb: np.ndarray, input_size: int) -> n
     return np.stack(out)
 
 
+def _network(spec) -> tuple:  # type: ignore[no-untyped-def]
+    """What of a VDA spec its forward depends on: not the name, not relative vs metric (the
+    two differ in window alignment only, windows.py; checked below)."""
+    return (spec.family, spec.encoder, spec.layers, spec.features, spec.out_channels,
+            spec.temporal)
+
+
 @pytest.mark.parametrize("tag", ["vda-small", "vda-metric-small"])
 def test_golden_parity(tag: str, golden_dir, vda_ckpt) -> None:
-    """45 frames = three windows: overlap, key frames, alignment and cross-fade all exercised."""
+    """45 frames = three windows: overlap, key frames, alignment and cross-fade all exercised.
+
+    The metric model is the relative one's network with the same (golden) weights, so its
+    windows' forwards are shared with the relative case (tests/forward_memo.py: one worker
+    runs both, conftest's "vda-golden" group); that the two forwards are one function is
+    checked here on a small clip, outside the memo."""
+    from forward_memo import shared_forwards
+
+    from depthcli.models.video_depth_anything import VideoDepthAnything
+
     gold = np.load(golden_dir / f"{tag}.npz")
     model = create_model(tag, weights=vda_ckpt)  # the real loading path, strict
-    got = stream(model, gold["frames"], 140)
+    if tag != "vda-small":
+        other = create_model("vda-small", weights=vda_ckpt)
+        x = torch.randn(1, 3, 3, 28, 42, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            assert torch.equal(model(x), other(x))
+    with shared_forwards(VideoDepthAnything, _network):
+        got = stream(model, gold["frames"], 140)
     assert got.shape == gold["depths_140"].shape and got.dtype == np.float32
     assert rel_err(got, gold["depths_140"]) < 1e-4
 

@@ -81,6 +81,9 @@ def test_pos_embed_rule_in_exported_graphs(tmp_path) -> None:
     except ImportError:
         ov = None
     if ov is not None:
+        from depthcli.backends.telemetry import usage_reports_off
+
+        usage_reports_off()  # as the product's conversions do (backends/telemetry.py)
         core = ov.Core()
         cfg = {"INFERENCE_PRECISION_HINT": "f32"}
         from_onnx = core.compile_model(ov.convert_model(str(path)), "CPU", cfg)

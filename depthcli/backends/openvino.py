@@ -157,7 +157,9 @@ class OpenVINOBackend:
         import torch
 
         from .export import compare
+        from .telemetry import usage_reports_off
 
+        usage_reports_off()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape arithmetic: checked below
             # Traced here without torch's trace check (a second trace and forward: half the
@@ -184,7 +186,9 @@ class OpenVINOBackend:
         import openvino as ov
 
         from .int8 import quantize
+        from .telemetry import usage_reports_off
 
+        usage_reports_off()  # NNCF reports through the same channel
         assert self._calibration is not None
         fp32_ir, _ = self.cache.get(cache_key(self._graph), self._convert, self._read)
         config = {"INFERENCE_PRECISION_HINT": "f32", **self._thread_config()}

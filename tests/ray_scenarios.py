@@ -1,8 +1,8 @@
 """Ray scenarios for tests/test_ray.py, run inside a loopback-only network namespace.
 
-    unshare -n sh -c 'ip link set lo up && python tests/ray_scenarios.py SCENARIO WORKDIR CKPT'
+    unshare -n sh -c 'ip link set lo up && python tests/ray_scenarios.py NAME[,NAME] WORKDIR CKPT'
 
-Each scenario builds its inputs under WORKDIR, runs `depthcli predict` with the local engine and
+Each scenario (in WORKDIR/NAME) builds its inputs under WORKDIR, runs `depthcli predict` with the local engine and
 with `--engine ray`, asserts, and exits 0 (an AssertionError's traceback says what differed).
 Kept out of pytest's process on purpose: Ray binds every interface it finds, and the test
 process lives in the machine's network namespace.
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -209,12 +210,15 @@ def _ray_start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _alive_nodes(address: str) -> int:
+def _wait_for_nodes(address: str, n: int, timeout: float) -> None:
+    """Until `n` nodes are alive: one driver connection polled (a connection per poll cost
+    ~1 s of CPU each)."""
     import ray
 
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
-        return sum(1 for n in ray.nodes() if n.get("Alive"))
+        _wait(lambda: sum(1 for node in ray.nodes() if node.get("Alive")) >= n, timeout,
+              f"{n} Ray nodes")
     finally:
         ray.shutdown()
 
@@ -269,10 +273,7 @@ def cluster(work: Path, ckpt: Path) -> None:
         _wait(up, 60, "ray start --head")
         lap("head up")
         nodes.append(_ray_start(["--address", address], env))
-        end = time.monotonic() + 60
-        while _alive_nodes(address) < 2:
-            assert time.monotonic() < end, "the second node did not join"
-            time.sleep(0.5)
+        _wait_for_nodes(address, 2, 60)
         lap("two nodes")
         size = ("--input-size", "112")  # enough work per input for the kill to land mid-run
         local, out = work / "local", work / "ray"
@@ -315,11 +316,32 @@ def cluster(work: Path, ckpt: Path) -> None:
 
 SCENARIOS = {"parity": parity, "cluster": cluster}
 
+
+def run_scenarios(names: list[str], work: Path, ckpt: Path) -> int:
+    """Run the scenarios one after the other in this process (one interpreter and one import
+    of torch/Ray for all of them); each prints `NAME: ok` or its traceback. Exit 1 if any
+    failed."""
+    global _T0
+    failed = 0
+    for name in names:
+        (work / name).mkdir(parents=True, exist_ok=True)
+        # a hang shows where, then fails (each scenario its own limit)
+        faulthandler.dump_traceback_later(
+            float(os.environ.get("DEPTHCLI_SCENARIO_TIMEOUT", 420)), exit=True)
+        _T0 = time.perf_counter()
+        try:
+            SCENARIOS[name](work / name, ckpt)
+        except BaseException:  # noqa: BLE001 - reported, the next scenario still runs
+            failed += 1
+            print(f"{name}: FAILED", flush=True)
+            traceback.print_exc()
+            sys.stderr.flush()
+        else:
+            print(f"{name}: ok in {time.perf_counter() - _T0:.1f} s", flush=True)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    name, work, ckpt = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    work.mkdir(parents=True, exist_ok=True)
-    faulthandler.dump_traceback_later(float(os.environ.get("DEPTHCLI_SCENARIO_TIMEOUT", 420)),
-                                      exit=True)  # a hang shows where, then fails
-    t0 = time.perf_counter()
-    SCENARIOS[name](work, ckpt)
-    print(f"{name}: ok in {time.perf_counter() - t0:.1f} s")
+    sys.exit(run_scenarios(sys.argv[1].split(","), Path(sys.argv[2]), Path(sys.argv[3])))

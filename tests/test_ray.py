@@ -17,17 +17,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import NETNS, ROOT, _netns_ok, needs_netns, write_image
+from conftest import NETNS, ROOT, needs_netns, write_image
 
 pytest.importorskip("ray.data", reason="Ray is not installed (pip install 'depthcli[ray]')")
 
 
 
-def scenarios(names: str, work: Path, ckpt: Path, timeout: int = 900) -> tuple[str, str]:
-    """Run scenarios of ray_scenarios.py (comma-separated, one process) inside a loopback-only
-    namespace: (stdout, stderr); each scenario's `NAME: ok` line says it passed.
+def scenario(name: str, work: Path, ckpt: Path, timeout: int = 540) -> str:
+    """Run one scenario of ray_scenarios.py inside a loopback-only namespace.
 
-    Generous limits (each scenario dumps its threads and fails after 420 s): a hang fails, a
+    Generous limits (the scenario dumps its threads and fails after 420 s): a hang fails, a
     machine loaded by other work (two CI runs at once, xdist workers) does not."""
     # RAY_worker_niceness=0: Ray runs its workers at nice 15 (it assumes a machine of its own);
     # beside the other xdist worker at nice 0 they would get a few percent of a core.
@@ -37,42 +36,25 @@ def scenarios(names: str, work: Path, ckpt: Path, timeout: int = 900) -> tuple[s
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"),
                                           os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
-    try:
-        r = subprocess.run([*NETNS, sys.executable, str(ROOT / "tests" / "ray_scenarios.py"),
-                            names, str(work), str(ckpt)], capture_output=True, text=True,
-                           cwd=ROOT, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        return f"timed out after {timeout} s\n{exc.stdout!r}", repr(exc.stderr)
-    return r.stdout, r.stderr
-
-
-@pytest.fixture(scope="module")
-def ray_runs(tmp_path_factory: pytest.TempPathFactory, tiny_ckpt: Path) -> tuple[str, str]:
-    """Both scenarios in one process (one interpreter, one import of torch and Ray: ~7 s of
-    CPU less than a process each); the tests below each assert their own."""
-    if not _netns_ok():
-        pytest.skip("no loopback-only network namespace (unshare -n)")
-    return scenarios("parity,cluster", tmp_path_factory.mktemp("ray"), tiny_ckpt)
-
-
-def passed(name: str, runs: tuple[str, str]) -> str:
-    out, err = runs
-    assert f"{name}: ok" in out, f"{name} failed:\n{out[-4000:]}\n{err[-6000:]}"
-    return out
+    r = subprocess.run([*NETNS, sys.executable, str(ROOT / "tests" / "ray_scenarios.py"), name,
+                        str(work), str(ckpt)], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=timeout)
+    assert r.returncode == 0, f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return r.stdout
 
 
 @needs_netns
-def test_local_vs_ray_identical(ray_runs) -> None:
+def test_local_vs_ray_identical(tmp_path, tiny_ckpt) -> None:
     """Sizes, subfolders, a bad file, a video: same files, lines, summary and exit code."""
-    assert "parity: ok" in passed("parity", ray_runs)
+    assert "parity: ok" in scenario("parity", tmp_path, tiny_ckpt)
 
 
 @needs_netns
-def test_two_node_cluster_finishes_a_local_run_with_killed_actors(ray_runs) -> None:
+def test_two_node_cluster_finishes_a_local_run_with_killed_actors(tmp_path, tiny_ckpt) -> None:
     """Two `ray start` nodes through RAY_ADDRESS finish an interrupted local run while the
     model actors are SIGKILLed (the uninterrupted run's files, lines, exit code); then the
     local engine finishes a ray run."""
-    out = passed("cluster", ray_runs)
+    out = scenario("cluster", tmp_path, tiny_ckpt)
     assert "cluster: ok" in out, out
 
 

@@ -207,8 +207,17 @@ def test_signals_wait_for_the_frame_being_written() -> None:
     and counted (the flaky case was a png and an mp4 frame one ahead of the summary), and at
     once outside; the handlers are put back afterwards."""
     import signal
+    import time
 
     from depthcli.runs.live import Terminated, _Signals
+
+    def handled(sig: _Signals) -> None:
+        """Until Python has run the handler of the signal just sent (it runs between bytecodes,
+        when the interpreter gets to it; two signals pending at once run in signal-number order,
+        SIGINT first, whatever order they were sent in)."""
+        deadline = time.monotonic() + 10
+        while sig._pending is None and time.monotonic() < deadline:
+            pass
 
     before = signal.getsignal(signal.SIGINT)
     sig = _Signals()
@@ -218,16 +227,20 @@ def test_signals_wait_for_the_frame_being_written() -> None:
         with pytest.raises(KeyboardInterrupt) as info:
             with sig.held():
                 os.kill(os.getpid(), signal.SIGINT)
+                handled(sig)
                 done.append("written")
                 done.append("counted")
         assert done == ["written", "counted"] and not isinstance(info.value, Terminated)
         with pytest.raises(Terminated):
             with sig.held():
                 os.kill(os.getpid(), signal.SIGTERM)
+                handled(sig)
                 os.kill(os.getpid(), signal.SIGINT)  # the first signal is the one raised
+                time.sleep(0.05)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):  # delivered between bytecodes, well before this ends
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # raised in here, as soon as Python runs it
                 pass
             done.append("not reached")
         assert done == ["written", "counted"]

@@ -59,12 +59,11 @@ class EngineSpec:
 
     def build(self) -> DepthEngine:
         """The actor's engine (torch threads set first: Ray gives actors 1 by default)."""
-        import torch
-
         from .core import DepthEngine
+        from .device import set_threads
 
         if self.threads:
-            torch.set_num_threads(self.threads)
+            set_threads(self.threads)
         return DepthEngine.from_name(
             self.model, weights=self.weights, max_depth=self.max_depth, device=self.device,
             precision=self.precision, input_size=self.input_size, compile=self.compile,

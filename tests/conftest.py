@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # Under pytest-xdist (pyproject's addopts: one worker per core) each worker runs torch on one
@@ -119,6 +121,24 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 # Anything that listens (Ray, a test stream server) runs in a private network namespace whose
 # only interface is loopback (root): nothing there can reach, or be reached from, another machine.
+def in_own_process(func: Callable[..., None], *args: str, timeout: float = 120) -> None:
+    """Run `func(*args)` (a module-level function of a test file) in a new interpreter.
+
+    For tests that signal their own process: in an xdist worker a signal the test meant to
+    catch twice ended the worker instead (CI runs of 2026-12-01/02), and with it the whole
+    run (--max-worker-restart=0). A fresh process has Python's own handlers and no threads of
+    earlier tests; the test's assertions fail the child, and the child's output fails the test.
+    """
+    code = ("import sys\n"
+            f"sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]\n"
+            f"from {func.__module__} import {func.__name__} as f\n"
+            "f(*sys.argv[1:])\nprint('in_own_process: ok')\n")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("in_own_process: ok"), \
+        f"{func.__name__} failed in its own process (exit {r.returncode}):\n{r.stdout}\n{r.stderr}"
+
+
 NETNS = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"']
 
 

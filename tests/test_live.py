@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import signal_checks
 
-from conftest import NETNS, needs_netns
+from conftest import NETNS, in_own_process, needs_netns
 from depthcli.io.live import LiveSource, is_live, live_stem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,12 +206,6 @@ def test_full_queue_drops_the_oldest_frame() -> None:
 def test_signals_wait_for_the_frame_being_written() -> None:
     """Ctrl-C or SIGTERM while a frame goes to the writers is raised once the frame is written
     and counted (the flaky case was a png and an mp4 frame one ahead of the summary), and at
-    once outside; the handlers are put back afterwards."""
-    # In a process of its own: the signals go to that process, never to the test worker (a
-    # signal that escaped there ended the xdist worker).
-    script = """
-import os
-import pytest
-""" + 'import signal\nimport time\n\nfrom depthcli.runs.live import Terminated, _Signals\n\ndef handled(sig: _Signals) -> None:\n    """Until Python has run the handler of the signal just sent (it runs between bytecodes,\n    when the interpreter gets to it; two signals pending at once run in signal-number order,\n    SIGINT first, whatever order they were sent in)."""\n    deadline = time.monotonic() + 10\n    while sig._pending is None and time.monotonic() < deadline:\n        pass\n\nbefore = signal.getsignal(signal.SIGINT)\nsig = _Signals()\nsig.install()\ndone = []\ntry:\n    with pytest.raises(KeyboardInterrupt) as info:\n        with sig.held():\n            os.kill(os.getpid(), signal.SIGINT)\n            handled(sig)\n            done.append("written")\n            done.append("counted")\n    assert done == ["written", "counted"] and not isinstance(info.value, Terminated)\n    with pytest.raises(Terminated):\n        with sig.held():\n            os.kill(os.getpid(), signal.SIGTERM)\n            handled(sig)\n            os.kill(os.getpid(), signal.SIGINT)  # the first signal is the one raised\n            time.sleep(0.05)\n    with pytest.raises(KeyboardInterrupt):\n        os.kill(os.getpid(), signal.SIGINT)\n        deadline = time.monotonic() + 10\n        while time.monotonic() < deadline:  # raised in here, as soon as Python runs it\n            pass\n        done.append("not reached")\n    assert done == ["written", "counted"]\nfinally:\n    sig.restore()\nassert signal.getsignal(signal.SIGINT) is before\nprint(\'signals ok\')\n'
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip().endswith("signals ok"), r.stdout + r.stderr
+    once outside; the handlers are put back afterwards (tests/signal_checks.py, in a process of
+    its own)."""
+    in_own_process(signal_checks.held_signals)

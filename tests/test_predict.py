@@ -15,9 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import signal_checks
 from click.testing import CliRunner
 
-from conftest import ROOT, write_image
+from conftest import ROOT, in_own_process, write_image
 from depthcli.cli import main
 from depthcli.io.manifest import MARKER  # the output journal (issue 21)
 from depthcli.outputs import read_pfm
@@ -288,37 +289,9 @@ def test_extreme_aspect_ratio_is_refused_per_image(tmp_path, tiny_ckpt) -> None:
 
 def test_ctrl_c_lost_on_its_way_still_stops_the_run(tmp_path) -> None:
     """A KeyboardInterrupt swallowed where it landed (Python's "Exception ignored" in a
-    finaliser) must not let the run go on as if Ctrl-C had not been pressed."""
-    import threading
-
-    from depthcli.runs.options import PredictOptions
-    from depthcli.runs.predict import PredictRun
-
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        pytest.skip("needs Python's default SIGINT handler in the main thread")
-    for i in range(6):
-        write_image(tmp_path / "in" / f"f{i}.png", 8, 8, seed=i)
-    seen: list[str] = []
-
-    class Swallowing:
-        def execute(self, jobs, run) -> None:
-            for job in jobs:
-                seen.append(job.src.name)
-                if len(seen) == 2:
-                    try:
-                        os.kill(os.getpid(), signal.SIGINT)
-                        time.sleep(5)  # the handler runs here; its exception is lost
-                    except KeyboardInterrupt:
-                        pass
-
-        def models_used(self):
-            return {}, 0.0
-
-    opts = PredictOptions(inputs=(str(tmp_path / "in"),), out_dir=tmp_path / "out")
-    summary = PredictRun(opts, report=lambda line: None).execute(Swallowing())
-    assert summary.interrupted and seen == ["f0.png", "f1.png"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finaliser) must not let the run go on as if Ctrl-C had not been pressed; the handler is
+    put back afterwards (tests/signal_checks.py, in a process of its own)."""
+    in_own_process(signal_checks.lost_ctrl_c, str(tmp_path))
 
 
 def test_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt) -> None:

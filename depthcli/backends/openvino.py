@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -100,6 +101,7 @@ class OpenVINOBackend:
 
     name = "openvino"
     device = "cpu"
+    entry: Path  # the cache entry in use (set when it is read)
 
     def __init__(self, model: DepthAnything, spec: ModelSpec | None = None, *,
                  precision: str = "fp32", cache_dir: str | os.PathLike[str] | None = None,
@@ -137,15 +139,41 @@ class OpenVINOBackend:
         self.timings: dict[str, float] = {"cache_key": time.perf_counter() - t}
         # OpenVINO keys its compiled blobs itself (model, config, device, version).
         self._blob_dir = self.cache.root / "openvino" / "compiled"
+        self._window = self._graph.batch
         t = time.perf_counter()
         build = self._convert if self._calibration is None else self._quantize
         self._ir, self.built = self.cache.get(key, build, self._read)
         self.timings["convert" if self.built else "cache_load"] = time.perf_counter() - t
+        self._start()
+
+    @classmethod
+    def from_entry(cls, entry: os.PathLike[str], spec: ModelSpec, *,
+                   cache_dir: str | os.PathLike[str] | None = None,
+                   threads: int | None = None) -> OpenVINOBackend:
+        """The fp32 IR of a per-frame model from its cache entry, checked when it was
+        recorded (backends/warm.py), with no torch model and without importing torch."""
+        import openvino as ov
+
+        self = cls.__new__(cls)
+        self.precision, self.spec, self._threads = "fp32", spec, threads
+        self._core = ov.Core()
+        self._calibration, self.int8_report, self.built = None, None, False
+        self._window = None
+        self.cache = RuntimeCache(cache_dir)
+        self._blob_dir = self.cache.root / "openvino" / "compiled"
         t = time.perf_counter()
-        self._compiled = self._compile(precision)
+        self._ir = self._read(entry)
+        self.timings = {"cache_key": 0.0, "cache_load": time.perf_counter() - t}
+        self._start()
+        return self
+
+    def _start(self) -> None:
+        """Compile the IR read (`_ir`) and make its infer request."""
+        t = time.perf_counter()
+        self._compiled = self._compile(self.precision)
         self.timings["compile"] = time.perf_counter() - t
         self._request = self._compiled.create_infer_request()
-        self._fp32_request: Any | None = None if precision != "fp32" else self._request
+        self._fp32_request: Any | None = None if self.precision != "fp32" else self._request
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ build
@@ -214,6 +242,7 @@ class OpenVINOBackend:
         return {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
 
     def _read(self, entry: os.PathLike[str]) -> object:
+        self.entry = Path(entry)  # the cache entry in use (backends/warm.py records it)
         report = os.path.join(entry, "int8.json")
         if self._calibration is not None and self.int8_report is None and os.path.exists(report):
             import json
@@ -238,7 +267,8 @@ class OpenVINOBackend:
     def run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, 3, H, W) normalised float32 → (B, H, W) float32 depth (a fresh array)."""
         x = host_array(batch)
-        self._graph.check_batch(len(x))
+        if self._window is not None and len(x) != self._window:
+            raise BackendError(f"this graph takes windows of {self._window} frames, got {len(x)}")
         with self._lock:  # one infer request: not re-entrant
             out = self._request.infer([x])[0].copy()
             if self.precision in ("bf16", "fp16") and not np.isfinite(out).all():

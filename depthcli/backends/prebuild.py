@@ -15,7 +15,12 @@ def main(argv: list[str]) -> int:
     from . import create_runtime_backend
 
     model = create_model(model_name, weights=weights)
-    create_runtime_backend(runtime, model, model.spec, precision="fp32")
+    backend = create_runtime_backend(runtime, model, model.spec, precision="fp32")
+    from ..engine.core import weights_digest
+    from .warm import remember_backend
+
+    # the next run starts warm (engine/warm.py)
+    remember_backend(backend, model.spec, model.max_depth, weights, weights_digest(model))
     return 0
 
 

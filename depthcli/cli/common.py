@@ -233,13 +233,11 @@ class ModelSettings:
 
 def _surely_absent(device: str) -> str | None:
     """Why `device` cannot be there, when that is known without importing torch (~5 s)."""
-    import os
+    from ..engine.device import gpu_driver_loaded
 
     if device == "mps" and sys.platform != "darwin":
         return "MPS is not available on this machine (Apple GPUs only)"
-    if device == "cuda" and sys.platform.startswith("linux") and not (
-            os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
-            or os.path.exists("/dev/kfd")):  # no NVIDIA driver, no ROCm device
+    if device == "cuda" and sys.platform.startswith("linux") and not gpu_driver_loaded():
         return "CUDA is not available on this machine (no GPU driver loaded)"
     return None
 
@@ -266,10 +264,23 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
         from ..engine.device import resolve_device
         from ..engine.precision import cli_precision
 
+        checkpoint = weights if weights is not None else found.get(model)
+        if not (compile_ or channels_last or calibrate is not None
+                or any(v is not None for v in (camera or {}).values())):
+            from ..engine.warm import warm_engine
+
+            warm = warm_engine(model, checkpoint, max_depth=max_depth, device=device,
+                               precision=precision, backend=backend, input_size=input_size,
+                               output_size=output_size)
+            if warm is not None:
+                return warm
+        from .runtime import require_torch_stack
+
+        require_torch_stack()  # a broken install: one line with its repair, not a traceback
         try:
             dev = resolve_device(device)
             return DepthEngine.from_name(
-                model, weights=weights if weights is not None else found.get(model),
+                model, weights=checkpoint,
                 max_depth=max_depth, device=dev, precision=cli_precision(precision, dev.type),
                 input_size=input_size, compile=compile_, channels_last=channels_last,
                 backend=backend, output_size=output_size, camera=camera,

@@ -302,8 +302,9 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
     else:
         needed = preflight.needed_models(inputs, out_path, kinds, open_ended, image_model,
                                          video_model, sequence)
-        found = preflight.resolve_checkpoints(needed, weights)  # before torch: offline in ~1 s
-        require_torch_stack()
+        # before torch: offline in ~1 s; the torch stack is checked when a model needs it (a
+        # cached OpenVINO model may not: engine/warm.py)
+        found = preflight.resolve_checkpoints(needed, weights)
         s = settings
         load = estimator_loader(weights=s.weights, input_size=s.input_size, device=s.device,
                                 precision=s.precision, backend=s.backend, max_depth=s.max_depth,
@@ -398,7 +399,7 @@ def _settings(models: Any, opts: Any, threads: int | None) -> dict[str, object]:
     used = {}
     for kind, name in models.used().items():
         est = models.estimator(name)
-        used[kind] = {"model": name, "backend": est.backend.name, "device": str(est.device),
+        used[kind] = {"model": name, "backend": est.backend.name, "device": est.device_name,
                       "precision": est.backend.precision,
                       "input_size": est.preprocess.input_size}
     device = next((v["device"] for v in used.values()), "cpu")

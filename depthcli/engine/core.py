@@ -13,23 +13,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
-from ..backends import Backend
+from ..backends.base import Backend
 from ..errors import reason
 from ..models import create_model
 from ..models.registry import DEFAULT_MODEL, ModelSpec
 from .batching import shape_batches
 from .device import Precision, precision_name, resolve_device, resolve_precision
 from .threads import prefetch
-from .transforms import engine_preprocess, lower_bound_size, upsample
+from .transforms import engine_preprocess, lower_bound_size, upsample, upsample_host
 from .windows import TemporalWindows, video_input_size, video_preprocess
+
+if TYPE_CHECKING:  # torch is imported where the torch model is: a cached runtime model
+    import torch  # runs without it (`from_runtime`)
 
 _logger = logging.getLogger(__name__)
 
@@ -98,17 +101,20 @@ class DepthEngine:
         `precision="int8"`: OpenVINO post-training quantisation on the CPU (backends/int8.py),
         calibrated on the built-in set or on the images under `calibrate`
         (depthcli/backends/calibration.py); preprocessing and the non-quantised parts stay fp32."""
+        import torch
+
         from ..backends import Job, create_backend
 
         if not isinstance(model, torch.nn.Module) or not isinstance(
                 getattr(model, "spec", None), ModelSpec):
             raise TypeError("DepthEngine needs a depthcli model (from depthcli.create_model), "
                             f"not {type(model).__name__}")
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self._device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device_type: str = self._device.type
         int8 = precision == "int8"
         if calibrate is not None and not int8:
             raise ValueError("--calibrate is for --precision int8")
-        self.dtype = resolve_precision("fp32" if int8 else precision, self.device)
+        self._dtype = resolve_precision("fp32" if int8 else precision, self._device)
         self.spec: ModelSpec = model.spec
         if output_size not in ("input", "network"):
             raise ValueError(f"output size {output_size!r}: use 'input' or 'network'")
@@ -116,8 +122,8 @@ class DepthEngine:
         # --focal-px / --fov-deg / --cx / --cy (input pixels): da3-metric-large's metres
         self.camera = dict(camera or {})
         self.preprocess = engine_preprocess(self.spec, input_size,
-                                            precision_name(self.dtype), self.device.type)
-        self.digest = _param_digest(model)  # which weights: a resumed video must match them
+                                            precision_name(self._dtype), self.device_type)
+        self.digest = weights_digest(model)  # which weights: a resumed video must match them
         job = (None if job_inputs is None else
                Job(job_inputs, self.preprocess.input_size, weights_file))
         self.calibration = None
@@ -127,8 +133,13 @@ class DepthEngine:
             images = builtin() if calibrate is None else from_folder(calibrate)
             self.calibration = Calibration(images, self.preprocess, self.preprocess.input_size)
         self.backend: Backend = create_backend(
-            backend, model, self.device, self.dtype, job=job, calibration=self.calibration,
+            backend, model, self._device, self._dtype, job=job, calibration=self.calibration,
             channels_last=channels_last, compile=compile, owns_model=owns_model)
+        if weights_file is not None:  # for the next run's warm start (engine/warm.py)
+            from ..backends.warm import remember_backend
+
+            remember_backend(self.backend, self.spec, float(getattr(model, "max_depth", 1.0)),
+                             weights_file, self.digest)
 
     @classmethod
     def from_name(
@@ -144,6 +155,48 @@ class DepthEngine:
         return cls(model, owns_model=True, weights_file=weights,
                    **kwargs)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_runtime(cls, spec: ModelSpec, backend: Backend, *, digest: str,
+                     input_size: int | None = None, output_size: OutputSize = "input"
+                     ) -> DepthEngine:
+        """An engine on a runtime model that is already built (a cached OpenVINO model on the
+        CPU: `engine/warm.py`), with no torch model and without importing torch.
+
+        `digest` is the `weights_digest` of the weights the runtime model was converted from
+        (recorded when it was), so that a resumed video matches it either way. Per-frame models
+        of V1/V2 in fp32 only: Depth Anything 3's extras and the temporal models need torch."""
+        if spec.family == "v3" or getattr(spec, "temporal", False) or backend.precision != "fp32":
+            raise ValueError(f"{spec.name} ({backend.precision}) needs the torch model")
+        est = cls.__new__(cls)
+        est._device, est._dtype, est.device_type = None, None, backend.device
+        est.spec, est.output_size, est.camera = spec, output_size, {}
+        est.preprocess = engine_preprocess(spec, input_size, "fp32", backend.device)
+        est.digest, est.calibration, est.backend = digest, None, backend
+        return est
+
+    @property
+    def device(self) -> torch.device:
+        """The torch device the model runs on (imported here for an engine `from_runtime`)."""
+        if self._device is None:
+            import torch
+
+            self._device = torch.device(self.device_type)
+        return self._device
+
+    @property
+    def device_name(self) -> str:
+        """The device as the summary names it ("cpu", "cuda:1"), without importing torch."""
+        return self.device_type if self._device is None else str(self._device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype of the model's activations (fp32 for an engine `from_runtime`)."""
+        if self._dtype is None:
+            import torch
+
+            self._dtype = torch.float32
+        return self._dtype
+
     @property
     def model(self) -> torch.nn.Module | None:
         """The torch module behind a torch backend (None for other runtimes)."""
@@ -151,42 +204,59 @@ class DepthEngine:
 
     # ------------------------------------------------------------------ core
 
-    def forward_batch(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Normalised (B, 3, H', W') → (B, H', W') float32 depth (on the device for torch).
+    def forward_batch(self, batch: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Normalised (B, 3, H', W') → (B, H', W') float32 depth (on the device for torch; a host
+        array from the other runtimes).
 
         Depth Anything 3: the depth after the sky fill, without metric scaling (`forward_full`).
         """
         return self.forward_full(batch)[0]
 
     def forward_full(self, batch: np.ndarray | torch.Tensor
-                     ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+                     ) -> tuple[np.ndarray | torch.Tensor, list[dict[str, Any]]]:
         """(B, H', W') depth and per-image extras (Depth Anything 3; empty dicts otherwise)."""
         out = self._run(batch)
         if self.spec.family != "v3":
             return out, [{} for _ in range(len(out))]
+        import torch
+
         from ..models.da3_post import unpack
 
-        return unpack(self.spec, out)
+        return unpack(self.spec, torch.as_tensor(out))
 
-    def _run(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def _run(self, batch: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """The backend's raw output; CUDA out-of-memory halves the batch and retries."""
         try:
-            return torch.as_tensor(self.backend.run(batch))
-        except torch.cuda.OutOfMemoryError:
-            n = len(batch)
-            if n == 1:
+            return self.backend.run(batch)
+        except Exception as exc:
+            if not _cuda_out_of_memory(exc) or len(batch) == 1:
                 raise
+            import torch
+
+            n = len(batch)
             torch.cuda.empty_cache()
             half = n // 2
             _logger.warning("CUDA out of memory at batch %d; retrying as %d + %d",
                             n, half, n - half)
-            return torch.cat([self._run(batch[:half]), self._run(batch[half:])])
+            return torch.cat([torch.as_tensor(self._run(batch[:half])),
+                              torch.as_tensor(self._run(batch[half:]))])
 
     def postprocess(self, depth: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(H', W') network-size depth → float32 numpy at the original (h, w) size, or as it is
-        with output_size="network" (exactly the official API's array for DA3). A host array
-        (a second pass's stored depth) is upsampled on the CPU."""
+        with output_size="network" (exactly the official API's array for DA3).
+
+        Behind a runtime (OpenVINO, ONNX Runtime) a host array is upsampled in numpy by torch's
+        rule (`upsample_host`, within 2 ulp of torch's): a run on a cached runtime model then
+        needs no torch, and gives the same bytes as one that loaded it. Behind torch it goes
+        through torch, as its tensors do, so a stored network-size depth (a second pass, a
+        resumed video) upsamples to the very bytes of the first."""
         if isinstance(depth, np.ndarray):
+            if self.output_size == "network":
+                return depth.astype(np.float32)
+            if self.backend.name != "torch":
+                return upsample_host(depth, size, self.spec.upsample_align_corners)
+            import torch
+
             depth = torch.from_numpy(depth)
         if self.output_size == "network":
             return depth.float().cpu().numpy()
@@ -249,7 +319,7 @@ class DepthEngine:
                                metric=self.spec.output == "metric")
 
     def _window_depth(self, window: np.ndarray) -> np.ndarray:
-        return self.forward_batch(window).float().cpu().numpy()
+        return _host(self.forward_batch(window))
 
     def infer(self, bgr: np.ndarray) -> np.ndarray:
         """One BGR uint8 image (as cv2.imread gives) → (H, W) float32 depth."""
@@ -300,7 +370,7 @@ class DepthEngine:
                     depth, kept = self.finish(d, ex, p.size, p.source)
                 else:
                     depth, kept = self.postprocess(d, p.size), {}
-                net = d.float().cpu().numpy() if network else None
+                net = _host(d) if network else None
             yield Result(p.key, depth, image=p.image, extras=kept, network=net)
 
     def run(self, jobs: Iterable[Job], *, batch_size: int = 1, workers: int = 2,
@@ -375,10 +445,12 @@ def _no_stage(name: str) -> Iterator[None]:
     yield
 
 
-def _param_digest(model: torch.nn.Module) -> str:
+def weights_digest(model: torch.nn.Module) -> str:
     """A short digest of the weights (names, shapes, 64 values of each tensor): milliseconds even
     for ViT-L, and different for any two checkpoints one would confuse."""
     import hashlib
+
+    import torch
 
     h = hashlib.sha256()
     with torch.no_grad():
@@ -388,6 +460,18 @@ def _param_digest(model: torch.nn.Module) -> str:
             h.update(f"{name}{tuple(t.shape)}".encode())
             h.update(flat[::step][:64].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _host(depth: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A float32 host array of a depth map, wherever it was computed."""
+    if isinstance(depth, np.ndarray):
+        return depth.astype(np.float32, copy=False)
+    return depth.float().cpu().numpy()
+
+
+def _cuda_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # no torch loaded: no CUDA either
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
 def _check_image(img: object) -> None:

@@ -6,7 +6,8 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -15,9 +16,19 @@ Precision = Literal["auto", "fp32", "fp16", "bf16", "int8"]  # int8: OpenVINO (C
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
 
+def gpu_driver_loaded() -> bool:
+    """Whether this machine may have a GPU torch could use, known without importing torch
+    (~5 s): an NVIDIA driver or a ROCm device on Linux; elsewhere (MPS, CUDA on Windows) only
+    torch can tell, so True."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
+                                            "/dev/kfd"))
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' → cuda, then mps, then cpu; an explicit device that is absent is an error."""
-    import torch
+    torch = import_torch()  # the first torch step of a run: a pending --threads applies
 
     if device == "auto":
         if torch.cuda.is_available():
@@ -73,20 +84,59 @@ def default_workers(device_type: str) -> int:
     return max(2, min(8, os.cpu_count() or 2))
 
 
+# --threads of the runs in progress that started before torch was loaded (innermost last): a
+# run on a cached runtime model may never load it (engine/warm.py).
+_PENDING: list[int] = []
+
+
 def run_threads() -> int | None:
     """The intra-op thread count of this run, for the runtimes (OpenVINO, ONNX Runtime) too:
-    torch's, which `--threads` sets and OMP_NUM_THREADS presets; left to each runtime's own
-    default (every core) only where torch is not loaded. One setting then governs every
-    backend: a runtime taking every core beside a process limited to one oversubscribes it."""
+    torch's, which `--threads` sets and OMP_NUM_THREADS presets; where torch is not loaded,
+    `--threads` if given, else None (each runtime's own default). One setting then governs
+    every backend: a runtime taking every core beside a process limited to one oversubscribes
+    it."""
     torch = sys.modules.get("torch")
-    return int(torch.get_num_threads()) if torch is not None else None
+    if torch is not None:
+        return int(torch.get_num_threads())
+    return _PENDING[-1] if _PENDING else None
 
 
 def current_threads() -> int:
-    """torch's intra-op thread count (what `--threads` set): a setting a result depends on."""
+    """torch's intra-op thread count (what `--threads` set): a setting a result depends on.
+    Without importing torch where it is not loaded: the figure torch would have."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    return _PENDING[-1] if _PENDING else default_threads()
+
+
+def default_threads() -> int:
+    """torch's default intra-op thread count, without torch: OMP_NUM_THREADS (MKL_NUM_THREADS)
+    if set, else the physical cores (what torch counts), else the logical CPUs."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        try:
+            n = int(os.environ.get(var, ""))
+        except ValueError:
+            continue
+        if n > 0:
+            return n
+    cores = set()
+    for topo in Path("/sys/devices/system/cpu").glob("cpu[0-9]*/topology"):
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(),
+                       (topo / "core_id").read_text().strip()))
+        except OSError:
+            continue
+    return len(cores) or os.cpu_count() or 1
+
+
+def import_torch() -> Any:
+    """torch, with a `--threads` given before it was loaded applied to it."""
     import torch
 
-    return int(torch.get_num_threads())
+    if _PENDING:
+        torch.set_num_threads(_PENDING[-1])
+    return torch
 
 
 def set_threads(n: int) -> None:
@@ -99,9 +149,18 @@ def set_threads(n: int) -> None:
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (None = leave as is)."""
+    """Temporarily set torch's intra-op thread count (None = leave as is). Where torch is not
+    loaded it is not imported for this: the count waits for it (`import_torch`) and reaches
+    the runtimes meanwhile (`run_threads`)."""
     if not n:
         yield
+        return
+    if "torch" not in sys.modules:
+        _PENDING.append(int(n))
+        try:
+            yield
+        finally:
+            _PENDING.pop()
         return
     old = current_threads()
     set_threads(n)

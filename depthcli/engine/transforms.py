@@ -199,3 +199,47 @@ def upsample(depth: torch.Tensor, size: tuple[int, int], align_corners: bool) ->
     return F.interpolate(
         depth[:, None], size=size, mode="bilinear", align_corners=align_corners
     )[:, 0]
+
+
+def upsample_host(depth: np.ndarray, size: tuple[int, int], align_corners: bool) -> np.ndarray:
+    """`upsample` of one (H', W') host array, in numpy: torch's bilinear rule (the same source
+    coordinates and weights, in float32), so a runtime model's depth needs no torch at all.
+
+    Separable: the columns of the small network-size map first, then whole rows (contiguous
+    copies) of the large one.
+    """
+    h, w = size
+    x = np.asarray(depth, dtype=np.float32)
+    if x.shape == (h, w) and align_corners:
+        return x.copy()
+    c0, c1, cw0, cw1 = _linear_taps(x.shape[1], w, align_corners)
+    cols = x[:, c0] * cw0
+    cols += x[:, c1] * cw1
+    r0, r1, rw0, rw1 = _linear_taps(x.shape[0], h, align_corners)
+    out = np.empty((h, w), np.float32)
+    step = max(1, (1 << 18) // max(w, 1))  # blocks of ~1 MB: the two row sets stay in cache
+    for a in range(0, h, step):
+        b = min(h, a + step)
+        block = out[a:b]
+        np.multiply(cols[r0[a:b]], rw0[a:b, None], out=block)
+        block += cols[r1[a:b]] * rw1[a:b, None]
+    return out
+
+
+def _linear_taps(n_in: int, n_out: int, align_corners: bool
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each output index: the two source indices and their weights, as torch computes
+    them (`area_pixel_compute_source_index`, float32 with the multiply-add fused)."""
+    dst = np.arange(n_out, dtype=np.float32)
+    if align_corners:
+        scale = np.float32(n_in - 1) / np.float32(n_out - 1) if n_out > 1 else np.float32(0)
+        src = dst * scale
+    else:  # torch fuses this into one multiply-add: the exact product, rounded once
+        scale = np.float32(n_in) / np.float32(n_out)
+        exact = (dst + np.float32(0.5)).astype(np.float64) * np.float64(scale) - 0.5
+        src = np.maximum(exact.astype(np.float32), np.float32(0))
+    i0 = src.astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = (src - i0).astype(np.float32)
+    return i0, i1, (np.float32(1) - w1), w1
+

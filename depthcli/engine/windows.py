@@ -12,13 +12,15 @@ with the clip: `push` frames as they are decoded, `finish` at the end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .transforms import lower_bound_size
+
+if TYPE_CHECKING:
+    import torch
 
 WINDOW = 32  # INFER_LEN
 OVERLAP = 10
@@ -177,6 +179,9 @@ class TemporalWindows:
 
     def _depths(self, window: np.ndarray) -> list[np.ndarray]:
         """Network forward, then each depth bilinear (align_corners=True) to the frame size."""
+        import torch  # here: the image path of the engine runs without torch
+        import torch.nn.functional as F
+
         d = torch.as_tensor(self.forward(window)).float().cpu()
         up = F.interpolate(d[:, None], size=self.frame_size, mode="bilinear", align_corners=True)
         return [f[0].numpy() for f in up]

@@ -21,7 +21,7 @@ class DepthAnything(nn.Module):
         super().__init__()
         self.spec = spec
         self.metric = spec.output == "metric"
-        self.max_depth = float(max_depth if max_depth is not None else (spec.max_depth or 1.0))
+        self.max_depth = spec.max_depth_for(max_depth)
         self.encoder = DinoV2Encoder(spec.encoder.timm_name, spec.layers, **spec.encoder.timm_kwargs)
         self.head = DPTHead(
             spec.encoder.embed_dim, spec.features, spec.out_channels, metric=self.metric

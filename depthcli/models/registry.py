@@ -99,6 +99,10 @@ class ModelSpec:
             return "relative depth (unitless, larger = farther)"
         return "relative inverse depth (unitless)"
 
+    def max_depth_for(self, requested: float | None) -> float:
+        """The max depth a model built with `--max-depth requested` (None: the default) has."""
+        return float(requested if requested is not None else (self.max_depth or 1.0))
+
     @property
     def near_is_large(self) -> bool:
         """Whether larger output values are nearer (inverse depth), for colour maps."""

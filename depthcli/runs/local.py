@@ -98,7 +98,7 @@ class LocalStrategy:
                 run.input_failed(job.src, str(exc))
             return
         opts = self.opts
-        workers = opts.host_workers(est.device.type)
+        workers = opts.host_workers(est.device_type)
         writers = Writers(max(2, workers), max(4, opts.batch_size * 2, workers * 2))
         keep = outputs.needs_image(opts.output.formats)
         try:

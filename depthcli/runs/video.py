@@ -217,7 +217,7 @@ class _VideoRun:
         self.pass2 = needs_range if self.two_pass else []
         self.pass1 = [f for f in paths if f not in self.pass2]
         self.size = (info.height, info.width)
-        self.workers = opts.host_workers(est.device.type)
+        self.workers = opts.host_workers(est.device_type)
         self.segment = segment_frames()
         self.ckpt = Checkpoints()
         self.pts = array("q")

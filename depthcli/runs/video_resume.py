@@ -71,7 +71,7 @@ def fingerprint(src: Path, est: DepthEngine, opts: PredictOptions,
     parts = {
         "v": VERSION, "src": _source_id(src),
         "model": est.spec.name, "weights": est.digest, "input": est.preprocess.input_size,
-        "precision": str(est.dtype), "backend": est.backend.name, "device": est.device.type,
+        "precision": str(est.dtype), "backend": est.backend.name, "device": est.device_type,
         "output_size": est.output_size, "formats": sorted(formats), "render": repr(o.render),
         "metric": o.metric, "near": o.near_is_large, "norm": opts.video_norm,
         "temporal": opts.temporal,

@@ -155,7 +155,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if not n:
         yield
         return
-    if "torch" not in sys.modules:
+    if sys.modules.get("torch") is None:
         _PENDING.append(int(n))
         try:
             yield

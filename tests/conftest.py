@@ -38,14 +38,15 @@ SHARED = ROOT.parent / "shared"
 # (tests/runtime_helpers.py: each golden graph is exported once), the OpenVINO conversions of the
 # golden models (one cache folder), the Depth Anything 3 module's memoised models, the one
 # OpenVINO conversion of the golden video model, the offline hub-cache commands (one process
-# for all of test_weights.py), the one int8 quantisation of test_int8.py, and the Ray
+# for all of test_weights.py), the one int8 quantisation of test_int8.py, the one conversion
+# of test_warm.py, and the Ray
 # scenarios, which must not start two Ray instances at once (they share /tmp/ray). The rest
 # is spread test by test. Done by a
 # scheduler of our own (xdist's hook) rather than `--dist loadgroup`: pytest 9.2 ignores the
 # node-id suffix by which xdist 3.8 marks a group, so its groups are silently split.
 _XDIST_GROUPS = {"test_backends.py": "onnx", "test_export.py": "onnx", "test_ray.py": "ray",
                  "test_da3.py": "da3", "test_vda_runtime.py": "vda-runtime",
-                 "test_weights.py": "weights", "test_int8.py": "int8"}
+                 "test_weights.py": "weights", "test_int8.py": "int8", "test_warm.py": "warm"}
 # The golden tests that share network forwards (tests/forward_memo.py): the API and CLI parity
 # of da2-small; the relative and metric Video Depth Anything.
 _NAME_GROUPS = {("test_model.py", "test_golden_parity"): "golden",
@@ -72,7 +73,7 @@ def xdist_group(nodeid: str) -> str | None:
 # them), whereas run last they left a core idle for ~1.5 min. (Before Ray's workers ran at
 # nice 0, RAY_worker_niceness in tests/test_ray.py, they starved beside the other worker.)
 _GROUP_ORDER = ("ray", "onnx", "openvino", "golden", "vda-golden", "vda-runtime", "da3",
-                "weights", "int8")
+                "weights", "int8", "warm")
 _SLOW_FIRST = (
     "tests/test_predict.py::test_sigkill_then_skip_existing_completes",
     "tests/test_robust.py::test_fuzz_small_corpus",

@@ -43,13 +43,21 @@ def _inputs(root: Path) -> Path:
     return root
 
 
-def test_warm_run_needs_no_torch_and_gives_the_same_bytes(tmp_path, tiny_ckpt,
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory, tiny_ckpt) -> tuple[Path, Path, Path]:
+    """(cache, inputs, outputs) of one full-path run that converted the tiny model (shared:
+    tests/conftest.py keeps this file on one worker)."""
+    root = tmp_path_factory.mktemp("warm")
+    cache, src = root / "cache", _inputs(root / "in")
+    r = _predict(cache, src, root / "cold", tiny_ckpt, "--backend", "openvino")
+    assert r.returncode == 0, r.stderr
+    return cache, src, root / "cold"
+
+
+def test_warm_run_needs_no_torch_and_gives_the_same_bytes(cold, tmp_path, tiny_ckpt,
                                                            monkeypatch) -> None:
-    cache, src = tmp_path / "cache", _inputs(tmp_path / "in")
-    cold = _predict(cache, src, tmp_path / "cold", tiny_ckpt, "--backend", "openvino")
-    assert cold.returncode == 0, cold.stderr
-    records = list((cache / "runtimes" / "openvino" / "warm").glob("*.json"))
-    assert len(records) == 1
+    cache, src, out = cold
+    assert len(list((cache / "runtimes" / "openvino" / "warm").glob("*.json"))) >= 1
     # auto picks the cached model; --threads reaches OpenVINO without torch
     warm = _predict(cache, src, tmp_path / "warm", tiny_ckpt, "--backend", "auto", "--threads",
                     "1", poison=True)
@@ -57,10 +65,10 @@ def test_warm_run_needs_no_torch_and_gives_the_same_bytes(tmp_path, tiny_ckpt,
     used = json.loads(warm.stdout)["settings"]
     assert used["models"]["images"]["backend"] == "openvino" and used["threads"] == 1
     assert used["models"]["images"]["device"] == "cpu"
-    names = sorted(p.name for p in (tmp_path / "cold").glob("*.npy"))
+    names = sorted(p.name for p in out.glob("*.npy"))
     assert names == ["i0.npy", "i1.npy", "i2.npy"]
     for name in names:
-        a, b = np.load(tmp_path / "cold" / name), np.load(tmp_path / "warm" / name)
+        a, b = np.load(out / name), np.load(tmp_path / "warm" / name)
         assert a.shape == b.shape and np.array_equal(a, b), name
 
     # In process: the same engine for every setting that would pick this model, none otherwise.
@@ -81,29 +89,27 @@ def test_warm_run_needs_no_torch_and_gives_the_same_bytes(tmp_path, tiny_ckpt,
     assert warm_engine("da2-tiny-test", tiny_ckpt, **base) is None
 
 
-def test_a_changed_checkpoint_or_entry_takes_the_full_path(tmp_path, tiny_ckpt) -> None:
-    cache, src = tmp_path / "cache", _inputs(tmp_path / "in")
-    ckpt = tmp_path / "w.pth"
+def test_a_changed_checkpoint_or_entry_takes_the_full_path(cold, tmp_path, tiny_ckpt) -> None:
+    cache, src, out = cold
+    ckpt = tmp_path / "w.pth"  # same numbers: the cached entry serves it; its own record
     ckpt.write_bytes(tiny_ckpt.read_bytes())
-    assert _predict(cache, src, tmp_path / "o1", ckpt, "--backend", "openvino").returncode == 0
-    # a checkpoint rewritten in place (another mtime): no warm start; torch is needed
+    r = _predict(cache, src, tmp_path / "o1", ckpt, "--backend", "openvino")
+    assert r.returncode == 0, r.stderr
+    # a checkpoint rewritten in place (another mtime): no warm start, torch is needed
     st = ckpt.stat()
     os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     r = _predict(cache, src, tmp_path / "o2", ckpt, "--backend", "openvino", poison=True)
     assert r.returncode == 1 and "cannot import torch" in r.stderr, r.stderr
-    # the full path records it again, and the next run is warm
-    assert _predict(cache, src, tmp_path / "o3", ckpt, "--backend", "openvino").returncode == 0
-    r = _predict(cache, src, tmp_path / "o4", ckpt, "--backend", "openvino", poison=True)
-    assert r.returncode == 0, r.stderr
-    # an entry file altered since it was checked: not trusted, the full path rebuilds it
-    (xml,) = (cache / "runtimes" / "openvino").glob("da2-tiny-test-fp32-*/model.xml")
-    xml.write_text(xml.read_text() + " ")
-    r = _predict(cache, src, tmp_path / "o5", ckpt, "--backend", "openvino", poison=True)
-    assert r.returncode == 1 and "cannot import torch" in r.stderr, r.stderr
-    r = _predict(cache, src, tmp_path / "o6", ckpt, "--backend", "openvino")
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns))  # as recorded: warm again
+    r = _predict(cache, src, tmp_path / "o3", ckpt, "--backend", "openvino", poison=True)
     assert r.returncode == 0, r.stderr
     for name in ("i0.npy", "i1.npy", "i2.npy"):
-        assert np.array_equal(np.load(tmp_path / "o1" / name), np.load(tmp_path / "o6" / name))
+        assert np.array_equal(np.load(out / name), np.load(tmp_path / "o3" / name))
+    # an entry file altered since it was checked: not trusted (the full path rebuilds it)
+    (xml,) = (cache / "runtimes" / "openvino").glob("da2-tiny-test-fp32-*/model.xml")
+    xml.write_text(xml.read_text() + " ")
+    r = _predict(cache, src, tmp_path / "o4", ckpt, "--backend", "openvino", poison=True)
+    assert r.returncode == 1 and "cannot import torch" in r.stderr, r.stderr
 
 
 def test_threads_without_torch() -> None:

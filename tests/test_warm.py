@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,10 +106,15 @@ def test_a_changed_checkpoint_or_entry_takes_the_full_path(cold, tmp_path, tiny_
     assert r.returncode == 0, r.stderr
     for name in ("i0.npy", "i1.npy", "i2.npy"):
         assert np.array_equal(np.load(out / name), np.load(tmp_path / "o3" / name))
-    # an entry file altered since it was checked: not trusted (the full path rebuilds it)
-    (xml,) = (cache / "runtimes" / "openvino").glob("da2-tiny-test-fp32-*/model.xml")
+    # an entry file altered since it was checked: not trusted (the full path rebuilds it); in a
+    # copy of the cache, which the other tests share
+    altered = tmp_path / "cache"
+    shutil.copytree(cache, altered)  # (mtimes kept: the copy starts warm)
+    r = _predict(altered, src, tmp_path / "o4", ckpt, "--backend", "openvino", poison=True)
+    assert r.returncode == 0, r.stderr
+    (xml,) = (altered / "runtimes" / "openvino").glob("da2-tiny-test-fp32-*/model.xml")
     xml.write_text(xml.read_text() + " ")
-    r = _predict(cache, src, tmp_path / "o4", ckpt, "--backend", "openvino", poison=True)
+    r = _predict(altered, src, tmp_path / "o5", ckpt, "--backend", "openvino", poison=True)
     assert r.returncode == 1 and "cannot import torch" in r.stderr, r.stderr
 
 
@@ -125,3 +131,18 @@ def test_threads_without_torch() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "5", r.stderr
+
+
+def test_bench_startup_measures_the_warm_start(cold, tiny_ckpt, monkeypatch) -> None:
+    """`bench --startup --backend openvino` with a checkpoint file: the steps of a warm start
+    (no checkpoint read, the record's lookup as the cache key)."""
+    from depthcli.bench.startup import measure
+
+    cache, src, _ = cold
+    monkeypatch.setenv("DEPTHCLI_CACHE", str(cache))
+    got = measure("da2-tiny-test", tiny_ckpt, "openvino", src / "i0.png", 56, runs=1, warmup=0)
+    s = got["seconds"]
+    assert got["backend"] == "openvino-warm"
+    assert s["checkpoint_read"] == s["convert"] == 0 and s["cache_load"] > 0 and s["compile"] > 0
+    assert s["imports"] > 0 and s["first_image"] > 0
+    assert sum(v for k, v in s.items() if k != "to_first_forward") <= s["to_first_forward"] + 0.01

@@ -38,6 +38,20 @@ def _predict(cache: Path, src: Path, out: Path, ckpt: Path, *extra: str,
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
+def _predict_here(cache: Path, src: Path, out: Path, ckpt: Path) -> None:
+    """A full-path run in this process (torch is loaded here anyway): converts and records."""
+    from click.testing import CliRunner
+
+    from depthcli.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEPTHCLI_CACHE", str(cache))
+        r = CliRunner().invoke(main, ["predict", str(src), "-o", str(out), "--model",
+                                      "da2-tiny-test", "--weights", str(ckpt), "-f", "npy",
+                                      "--device", "cpu", "--backend", "openvino"])
+    assert r.exit_code == 0, r.output + r.stderr
+
+
 def _inputs(root: Path) -> Path:
     for i, (h, w) in enumerate(((40, 60), (33, 47), (64, 30))):
         write_image(root / f"i{i}.png", h, w, seed=i)
@@ -50,8 +64,7 @@ def cold(tmp_path_factory, tiny_ckpt) -> tuple[Path, Path, Path]:
     tests/conftest.py keeps this file on one worker)."""
     root = tmp_path_factory.mktemp("warm")
     cache, src = root / "cache", _inputs(root / "in")
-    r = _predict(cache, src, root / "cold", tiny_ckpt, "--backend", "openvino")
-    assert r.returncode == 0, r.stderr
+    _predict_here(cache, src, root / "cold", tiny_ckpt)
     return cache, src, root / "cold"
 
 
@@ -94,8 +107,7 @@ def test_a_changed_checkpoint_or_entry_takes_the_full_path(cold, tmp_path, tiny_
     cache, src, out = cold
     ckpt = tmp_path / "w.pth"  # same numbers: the cached entry serves it; its own record
     ckpt.write_bytes(tiny_ckpt.read_bytes())
-    r = _predict(cache, src, tmp_path / "o1", ckpt, "--backend", "openvino")
-    assert r.returncode == 0, r.stderr
+    _predict_here(cache, src, tmp_path / "o1", ckpt)
     # a checkpoint rewritten in place (another mtime): no warm start, torch is needed
     st = ckpt.stat()
     os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))

@@ -65,12 +65,6 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     return took
 
 
-def cpu_name() -> str:
-    from depthcli.engine.precision import cpu_name as name
-
-    return name()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", type=Path)
@@ -80,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("extra", nargs="*", help="more `depthcli predict` options (after --)")
     a = ap.parse_args(argv)
+    from depthcli.engine.precision import cpu_name
+
     files = sorted(str(p) for p in a.inputs.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SystemExit(f"{a.inputs}: no images")

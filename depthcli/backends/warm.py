@@ -82,13 +82,19 @@ class WarmRecord:
     digest: str  # engine.core._param_digest of the weights (a resumed video checks it)
 
 
+def serves(spec: ModelSpec) -> bool:
+    """Whether a warm start can serve model `spec`: a V1/V2 per-frame model (Depth Anything
+    3's extras and the temporal models' windows need torch)."""
+    return spec.family != "v3" and not spec.temporal
+
+
 def _folder(cache: RuntimeCache) -> Path:
     return cache.root / "openvino" / "warm"
 
 
 def _stats(entry: Path) -> dict[str, list[int]]:
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-            for p in sorted(entry.iterdir()) if p.is_file()}
+    stats = {p.name: p.stat() for p in sorted(entry.iterdir()) if p.is_file()}
+    return {name: [st.st_size, st.st_mtime_ns] for name, st in stats.items()}
 
 
 def remember(key: WarmKey, entry: Path, digest: str, cache: RuntimeCache) -> None:
@@ -130,7 +136,7 @@ def remember_backend(backend: object, spec: ModelSpec, max_depth: float,
 
     if (weights is None or not isinstance(backend, OpenVINOBackend)
             or backend.precision != "fp32" or getattr(backend, "entry", None) is None
-            or spec.family == "v3" or spec.temporal or not Path(weights).is_file()):
+            or not serves(spec) or not Path(weights).is_file()):
         return
     import openvino as ov
 

@@ -165,7 +165,9 @@ class DepthEngine:
         `digest` is the `weights_digest` of the weights the runtime model was converted from
         (recorded when it was), so that a resumed video matches it either way. Per-frame models
         of V1/V2 in fp32 only: Depth Anything 3's extras and the temporal models need torch."""
-        if spec.family == "v3" or getattr(spec, "temporal", False) or backend.precision != "fp32":
+        from ..backends.warm import serves
+
+        if not serves(spec) or backend.precision != "fp32":
             raise ValueError(f"{spec.name} ({backend.precision}) needs the torch model")
         est = cls.__new__(cls)
         est._device, est._dtype, est.device_type = None, None, backend.device

@@ -52,7 +52,9 @@ def warm_engine(model: str, weights: str | os.PathLike[str] | None, *, max_depth
         spec = get_spec(model)
     except Exception:  # noqa: BLE001 - an unknown name fails on the full path, with its error
         return None
-    if spec.family == "v3" or spec.temporal:
+    from ..backends.warm import WarmKey, recall, serves
+
+    if not serves(spec):
         return None
     try:
         import openvino as ov
@@ -60,7 +62,6 @@ def warm_engine(model: str, weights: str | os.PathLike[str] | None, *, max_depth
         return None
     from ..backends.cache import RuntimeCache
     from ..backends.openvino import OpenVINOBackend
-    from ..backends.warm import WarmKey, recall
 
     cache = RuntimeCache()
     key = WarmKey.of(spec.name, weights, spec.max_depth_for(max_depth), ov.__version__)

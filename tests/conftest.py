@@ -122,6 +122,20 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 # Anything that listens (Ray, a test stream server) runs in a private network namespace whose
 # only interface is loopback (root): nothing there can reach, or be reached from, another machine.
+def ctrl_c_able(argv: list[str]) -> list[str]:
+    """`argv` (a Python command) started with SIGINT at its default, whatever the test runner's.
+
+    A process started in the background by a non-interactive shell (`cmd &`, as a CI harness
+    may) has SIGINT ignored, every child inherits that, and Python then leaves Ctrl-C ignored
+    (rightly: depthcli keeps it so). The tests that press Ctrl-C start their child like a
+    terminal would: a one-line interpreter restores the default and execs the command.
+    """
+    assert argv[0] == sys.executable, argv
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+    return [sys.executable, "-c", reset, *argv[1:]]
+
+
 def in_own_process(func: Callable[..., None], *args: str, timeout: float = 120) -> None:
     """Run `func(*args)` (a module-level function of a test file) in a new interpreter.
 
@@ -134,8 +148,8 @@ def in_own_process(func: Callable[..., None], *args: str, timeout: float = 120) 
             f"sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT)!r}]\n"
             f"from {func.__module__} import {func.__name__} as f\n"
             "f(*sys.argv[1:])\nprint('in_own_process: ok')\n")
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run(ctrl_c_able([sys.executable, "-c", code, *args]), capture_output=True,
+                       text=True, timeout=timeout)
     assert r.returncode == 0 and r.stdout.rstrip().endswith("in_own_process: ok"), \
         f"{func.__name__} failed in its own process (exit {r.returncode}):\n{r.stdout}\n{r.stderr}"
 

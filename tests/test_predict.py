@@ -18,7 +18,7 @@ import pytest
 import signal_checks
 from click.testing import CliRunner
 
-from conftest import ROOT, in_own_process, write_image
+from conftest import ROOT, ctrl_c_able, in_own_process, write_image
 from depthcli.cli import main
 from depthcli.io.manifest import MARKER  # the output journal (issue 21)
 from depthcli.outputs import read_pfm
@@ -298,8 +298,8 @@ def test_ctrl_c_stops_cleanly(tmp_path, tiny_ckpt) -> None:
     # 150 inputs: at 30 a loaded machine once saw the whole run finish (6 s) before the signal
     # landed (exit 0); an interrupted run never gets far, so the rest only costs their writing.
     out, cmd = _folder_run(tmp_path, tiny_ckpt, 150, "-f", "npy")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(ctrl_c_able(cmd), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     _wait_for_outputs(out, 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

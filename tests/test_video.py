@@ -405,3 +405,26 @@ def test_probe_failure_is_one_clean_line(exc, tmp_path, monkeypatch):
     summary = run_predict(opts, models, report=lines.append)
     assert lines == [f"error: {src}: not a readable video ({exc})"]
     assert summary.failed == 1 and summary.written == 0
+
+
+def test_depth_video_encoding_is_deterministic(tmp_path, monkeypatch) -> None:
+    """The same frames make the same bytes every time: what resumed and segmented depth videos
+    rely on. These 8 gray frames (a tiny VDA's depth) came out of libx264's AVX-512 routines as
+    3 different streams in 40 encodes on an AVX-512 EPYC; `io.video_encode` caps them at AVX2."""
+    from depthcli.io import video_encode
+    from depthcli.io.video_decode import VideoInfo
+
+    frames = np.load(Path(__file__).parent / "data" / "x264-nondeterministic.npz")["gray"]
+    info = VideoInfo(tmp_path / "src", 48, 32, Fraction(25), Fraction(1, 25), 8, 0, None, None)
+
+    def encode(i: int) -> bytes:
+        w = video_encode.VideoWriter(tmp_path / f"{i}.mp4", 48, 32, info, audio=False)
+        for k, f in enumerate(frames):
+            w.write(f, k)
+        w.close()
+        return (tmp_path / f"{i}.mp4").read_bytes()
+
+    streams = {encode(i) for i in range(30)}
+    assert len(streams) == 1
+    opts = video_encode.x264_options(18, "fast")
+    assert ("x264-params" in opts) == video_encode.has_avx512()

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("extra", nargs="*", help="more `depthcli predict` options (after --)")
     a = ap.parse_args(argv)
-    from depthcli.engine.precision import cpu_name
+    from depthcli.cpu import cpu_name
 
     files = sorted(str(p) for p in a.inputs.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:

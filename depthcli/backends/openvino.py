@@ -67,7 +67,7 @@ def _warn_without_vnni() -> None:
     products (2-core AVX2 EPYC: 3383 vs 2844 ms/img for ViT-S at 518, README)."""
     import platform
 
-    from ..engine.precision import cpu_flags
+    from ..cpu import cpu_flags
 
     flags = cpu_flags()
     if platform.machine().lower() in ("x86_64", "amd64") and flags and not any(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import platform
-import re
 from typing import TYPE_CHECKING
 
 import click
+
+from ..cpu import cpu_name
 
 if TYPE_CHECKING:
     import torch
@@ -26,14 +26,7 @@ def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
     if dev.type == "cpu":
-        name = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                m = re.search(r"model name\s*:\s*(.+)", f.read())
-            if m:
-                name = m.group(1).strip()
-        except OSError:
-            pass
+        name = cpu_name()
         return f"cpu ({name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
     return dev.type
 

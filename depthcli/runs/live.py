@@ -45,6 +45,7 @@ from ..io.live import (
     output_target,
 )
 from ..io.video_decode import Frame, error_reason
+from ..io.video_encode import x264_options
 from ..outputs.resumable import FramesWriter
 from ..outputs.sinks import FrameOut
 from ..outputs.stacks import RawStack
@@ -164,7 +165,7 @@ class LiveVideo:
                                      options={"flush_packets": "1"})
         gop = max(1, round(float(rate) * FRAGMENT_S))
         vs = self.container.add_stream("libx264", rate=rate, options={
-            "crf": "18", "preset": "veryfast", "tune": "zerolatency", "g": str(gop),
+            **x264_options(18, "veryfast"), "tune": "zerolatency", "g": str(gop),
             "keyint_min": str(gop)})
         vs.width, vs.height = w, h
         vs.pix_fmt = "yuv420p" if not (w & 1 or h & 1) else "yuv444p"

@@ -1,0 +1,46 @@
+"""What the host CPU can do, read once (stdlib only: the CLI, io and engine all ask)."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import platform
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo `flags` or Arm `Features`); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "this CPU"
+
+
+@functools.lru_cache(maxsize=1)
+def has_avx512() -> bool:
+    """AVX-512 (F) on this CPU: /proc/cpuinfo, else numpy's own dispatch probe (other OSes)."""
+    flags = cpu_flags()
+    if flags:
+        return "avx512f" in flags
+    try:  # numpy's private module: its name moved before (numpy.core -> numpy._core)
+        features = importlib.import_module("numpy._core._multiarray_umath").__cpu_features__
+    except (ImportError, AttributeError):
+        return False
+    return bool(features.get("AVX512F"))

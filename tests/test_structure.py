@@ -124,7 +124,7 @@ def test_no_import_cycles() -> None:
 
 # The data flow, bottom to top: a module imports only from its own layer or the layers below.
 _LAYERS = (
-    ("depthcli.version", "depthcli.errors"),        # what everything may raise or print
+    ("depthcli.version", "depthcli.errors", "depthcli.cpu"),  # what everything may raise, print, ask
     ("depthcli.io",),                               # files: decode, encode, atomic writes
     ("depthcli.models", "depthcli.checkpoints"),    # the networks and their weights
     ("depthcli.engine", "depthcli.backends"),       # running a network on a runtime

@@ -38,7 +38,7 @@ def _predict(cache: Path, src: Path, out: Path, ckpt: Path, *extra: str,
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
-def _predict_here(cache: Path, src: Path, out: Path, ckpt: Path) -> None:
+def _predict_here(cache: Path, src: Path, out: Path, ckpt: Path, *extra: str) -> None:
     """A full-path run in this process (torch is loaded here anyway): converts and records."""
     from click.testing import CliRunner
 
@@ -48,7 +48,7 @@ def _predict_here(cache: Path, src: Path, out: Path, ckpt: Path) -> None:
         mp.setenv("DEPTHCLI_CACHE", str(cache))
         r = CliRunner().invoke(main, ["predict", str(src), "-o", str(out), "--model",
                                       "da2-tiny-test", "--weights", str(ckpt), "-f", "npy",
-                                      "--device", "cpu", "--backend", "openvino"])
+                                      "--device", "cpu", "--backend", "openvino", *extra])
     assert r.exit_code == 0, r.output + r.stderr
 
 
@@ -128,6 +128,30 @@ def test_a_changed_checkpoint_or_entry_takes_the_full_path(cold, tmp_path, tiny_
     xml.write_text(xml.read_text() + " ")
     r = _predict(altered, src, tmp_path / "o5", ckpt, "--backend", "openvino", poison=True)
     assert r.returncode == 1 and "cannot import torch" in r.stderr, r.stderr
+
+
+def test_int8_warm_start(cold, tmp_path, tiny_ckpt, monkeypatch) -> None:
+    """--precision int8 on the built-in calibration set starts warm too: the quantised entry
+    at that network size, the same bytes, no torch; another size or --calibrate does not."""
+    pytest.importorskip("nncf")
+    cache, src, _ = cold
+    _predict_here(cache, src, tmp_path / "cold", tiny_ckpt, "--precision", "int8",
+                  "--input-size", "112")
+    r = _predict(cache, src, tmp_path / "warm", tiny_ckpt, "--precision", "int8",
+                 "--input-size", "112", poison=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["settings"]["models"]["images"]["backend"] == "openvino"
+    for name in ("i0.npy", "i1.npy", "i2.npy"):
+        assert np.array_equal(np.load(tmp_path / "cold" / name), np.load(tmp_path / "warm" / name))
+
+    from depthcli.engine.warm import warm_engine
+
+    monkeypatch.setenv("DEPTHCLI_CACHE", str(cache))
+    base = {"max_depth": None, "device": "cpu", "precision": "int8", "backend": "auto",
+            "input_size": 112}
+    est = warm_engine("da2-tiny-test", tiny_ckpt, **base)  # type: ignore[arg-type]
+    assert est is not None and est.backend.precision == "int8"
+    assert warm_engine("da2-tiny-test", tiny_ckpt, **{**base, "input_size": 126}) is None  # type: ignore[arg-type]
 
 
 def test_threads_without_torch() -> None:

@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="da2-small")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("extra", nargs="*", help="more `depthcli predict` options (after --)")
-    a = ap.parse_args(argv)
+    ap.epilog = "more `depthcli predict` options go after --, e.g. -- --precision int8"
+    args = sys.argv[1:] if argv is None else argv
+    cut = args.index("--") if "--" in args else len(args)
+    a = ap.parse_args(args[:cut])
+    a.extra = args[cut + 1:]
     from depthcli.cpu import cpu_name
 
     files = sorted(str(p) for p in a.inputs.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -149,13 +149,17 @@ class OpenVINOBackend:
     @classmethod
     def from_entry(cls, entry: os.PathLike[str], spec: ModelSpec, *,
                    cache_dir: str | os.PathLike[str] | None = None,
-                   threads: int | None = None) -> OpenVINOBackend:
-        """The fp32 IR of a per-frame model from its cache entry, checked when it was
+                   threads: int | None = None, precision: str = "fp32") -> OpenVINOBackend:
+        """The fp32 (or int8) IR of a per-frame model from its cache entry, checked when it was
         recorded (backends/warm.py), with no torch model and without importing torch."""
         import openvino as ov
 
+        if precision not in ("fp32", "int8"):
+            raise BackendError(f"OpenVINO cache entries are fp32 or int8, not {precision}")
+        if precision == "int8":
+            _warn_without_vnni()
         self = cls.__new__(cls)
-        self.precision, self.spec, self._threads = "fp32", spec, threads
+        self.precision, self.spec, self._threads = precision, spec, threads
         self._core = ov.Core()
         self._calibration, self.int8_report, self.built = None, None, False
         self._window = None
@@ -166,6 +170,11 @@ class OpenVINOBackend:
         self.timings = {"cache_key": 0.0, "cache_load": time.perf_counter() - t}
         self._start()
         return self
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The images an int8 model was (or is to be) quantised on; None in fp32."""
+        return self._calibration
 
     def _start(self) -> None:
         """Compile the IR read (`_ir`) and make its infer request."""

@@ -55,18 +55,23 @@ class WarmKey:
     openvino: str  # openvino.__version__, as in the cache key
     torch: str
     depthcli: str
+    precision: str = "fp32"  # or int8: the entry quantised on `calibration`
+    calibration: str = ""  # int8: the calibration's identity (images @ network size)
+    nncf: str = ""  # int8: NNCF's version, as in the int8 cache key
 
     @classmethod
     def of(cls, model: str, weights: str | os.PathLike[str], max_depth: float,
-           openvino_version: str) -> WarmKey | None:
-        """The key of checkpoint `weights`, or None if it cannot be stat'ed."""
+           openvino_version: str, *, calibration: str | None = None) -> WarmKey | None:
+        """The key of checkpoint `weights` (its int8 entry when `calibration` is given), or
+        None if it cannot be stat'ed."""
         try:
             path = Path(weights).resolve()
             st = path.stat()
         except OSError:
             return None
+        int8 = ("int8", calibration, _version("nncf")) if calibration is not None else ()
         return cls(model, str(path), st.st_size, st.st_mtime_ns, float(max_depth),
-                   openvino_version, _version("torch"), __version__)
+                   openvino_version, _version("torch"), __version__, *int8)
 
     @property
     def digest(self) -> str:
@@ -130,16 +135,25 @@ def recall(key: WarmKey, cache: RuntimeCache) -> WarmRecord | None:
 
 def remember_backend(backend: object, spec: ModelSpec, max_depth: float,
                      weights: str | os.PathLike[str] | None, digest: str) -> None:
-    """After the full path: record `backend`'s checked fp32 OpenVINO entry for checkpoint
-    `weights`, when a warm start (engine/warm.py) could use it: a V1/V2 per-frame model."""
+    """After the full path: record `backend`'s checked OpenVINO entry for checkpoint `weights`,
+    when a warm start (engine/warm.py) could use it: a V1/V2 per-frame model, fp32 or int8
+    quantised on the built-in calibration set (`--calibrate DIR` would need its images read
+    to know the entry)."""
     from .openvino import OpenVINOBackend
 
     if (weights is None or not isinstance(backend, OpenVINOBackend)
-            or backend.precision != "fp32" or getattr(backend, "entry", None) is None
+            or getattr(backend, "entry", None) is None
             or not serves(spec) or not Path(weights).is_file()):
+        return
+    calibration = backend.calibration
+    if backend.precision == "int8":
+        if calibration is None or calibration.images.folder is not None:
+            return
+    elif backend.precision != "fp32":
         return
     import openvino as ov
 
-    key = WarmKey.of(spec.name, weights, max_depth, ov.__version__)
+    key = WarmKey.of(spec.name, weights, max_depth, ov.__version__,
+                     calibration=calibration.identity if calibration is not None else None)
     if key is not None:
         remember(key, backend.entry, digest, backend.cache)

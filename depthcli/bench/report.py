@@ -45,7 +45,7 @@ def print_report(r: dict) -> None:
     c = r["compute"]
     shapes = ", ".join(f"{k}: {v}" for k, v in c["gflop_by_shape"].items())
     e(f"model compute   {c['gflop_per_image']} GFLOP/img ({shapes}); {c['model_gflop_s']} GFLOP/s "
-      f"= {c['pct_of_peak']}% of the best {c['matmul_dtype']} matmul peak "
+      f"= {c['pct_of_peak']}% of the best {c['matmul_dtype']} matmul peak (torch or OpenVINO) "
       f"{c['matmul_peak_gflop_s']} GFLOP/s")
     e(f"                {c['pct_of_same_run_peak']}% of the peak measured in the same run "
       f"(median; runs {c['pct_of_same_run_peak_runs']}; peaks {c['matmul_gflop_s_runs']})")

@@ -164,10 +164,11 @@ class DepthEngine:
 
         `digest` is the `weights_digest` of the weights the runtime model was converted from
         (recorded when it was), so that a resumed video matches it either way. Per-frame models
-        of V1/V2 in fp32 only: Depth Anything 3's extras and the temporal models need torch."""
+        of V1/V2 in fp32 or int8 only: Depth Anything 3's extras and the temporal models need
+        torch."""
         from ..backends.warm import serves
 
-        if not serves(spec) or backend.precision != "fp32":
+        if not serves(spec) or backend.precision not in ("fp32", "int8"):
             raise ValueError(f"{spec.name} ({backend.precision}) needs the torch model")
         est = cls.__new__(cls)
         est._device, est._dtype, est.device_type = None, None, backend.device

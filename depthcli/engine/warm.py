@@ -2,7 +2,8 @@
 
 Once a checkpoint has been converted and checked (backends/openvino.py) and its warm record
 written (backends/warm.py), a run that would pick that very model (`--backend auto` or
-`openvino`, on the CPU, fp32, a V1/V2 per-frame model) does not need the torch model: not
+`openvino`, on the CPU, fp32 or int8 on the built-in calibration set, a V1/V2 per-frame model)
+does not need the torch model: not
 torch and timm (~2–5 s to import), not the checkpoint (~100 MB for ViT-S), not the hash of its
 numbers. It reads the IR and compiles it (OpenVINO's compiled-blob cache), and preprocesses
 and upsamples in numpy by the same rules (engine/transforms.py), so its depth maps are the
@@ -35,10 +36,10 @@ def warm_engine(model: str, weights: str | os.PathLike[str] | None, *, max_depth
 
     `device`/`precision`/`backend` are the run's settings as given (`auto` included); the
     caller has already ruled out options only the torch path has (compile, channels-last,
-    int8, camera settings)."""
+    `--calibrate`, camera settings)."""
     if os.environ.get("DEPTHCLI_WARM_START", "1") == "0":
         return None
-    if backend not in ("auto", "openvino") or precision not in ("auto", "fp32"):
+    if backend not in ("auto", "openvino") or precision not in ("auto", "fp32", "int8"):
         return None
     if output_size not in ("input", "network"):  # the full path says why
         return None
@@ -63,13 +64,22 @@ def warm_engine(model: str, weights: str | os.PathLike[str] | None, *, max_depth
     from ..backends.cache import RuntimeCache
     from ..backends.openvino import OpenVINOBackend
 
+    calibration = None
+    if precision == "int8":  # the built-in set at the run's network size (backends/calibration)
+        from ..backends.calibration import builtin
+        from .transforms import engine_preprocess
+
+        size = engine_preprocess(spec, input_size, "fp32", "cpu").input_size
+        calibration = f"{builtin().identity}@{size}"
     cache = RuntimeCache()
-    key = WarmKey.of(spec.name, weights, spec.max_depth_for(max_depth), ov.__version__)
+    key = WarmKey.of(spec.name, weights, spec.max_depth_for(max_depth), ov.__version__,
+                     calibration=calibration)
     record = recall(key, cache) if key is not None else None
     if record is None:
         return None
     try:
-        runtime = OpenVINOBackend.from_entry(record.entry, spec, threads=current_threads())
+        runtime = OpenVINOBackend.from_entry(record.entry, spec, threads=current_threads(),
+                                             precision="int8" if calibration else "fp32")
     except Exception as exc:  # noqa: BLE001 - the full path revalidates (and rebuilds) it
         _logger.info("warm start of %s failed (%s); loading the checkpoint", spec.name, exc)
         return None

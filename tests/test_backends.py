@@ -49,8 +49,11 @@ def test_auto_selection(monkeypatch, caplog) -> None:
     assert resolve_backend("auto", "cuda") == "torch"
     assert resolve_backend("auto", "mps") == "torch"
     assert resolve_backend("torch", "cpu") == "torch"
-    with caplog.at_level(logging.WARNING):  # temporal: torch by default, a runtime if asked
-        assert resolve_backend("auto", "cpu", temporal=True) == "torch"
+    with caplog.at_level(logging.WARNING):  # temporal: OpenVINO with AVX-512, else torch
+        for avx512 in (True, False):
+            monkeypatch.setattr(backends, "has_avx512", lambda v=avx512: v)
+            assert resolve_backend("auto", "cpu", temporal=True) == (
+                expected_cpu if avx512 else "torch")
         assert resolve_backend("auto", "cuda", temporal=True) == "torch"
         if backends.available("openvino"):
             assert resolve_backend("openvino", "cpu", temporal=True) == "openvino"

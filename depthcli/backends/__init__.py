@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from ..cpu import has_avx512
 from .base import Backend, BackendError, host_array
 
 if TYPE_CHECKING:
@@ -49,11 +50,13 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
 
     `auto` picks the fastest backend that keeps the official numbers: OpenVINO on CPUs where it
     is installed (and, for bf16/fp16, where the CPU runs that precision natively), torch on GPUs
-    and MPS. Temporal (video) models run on the runtime backends when asked (their graph has
-    the window length fixed, backends/graph.py, and keeps the official numbers), but `auto`
-    keeps torch for them: on a 2-core AVX2 CPU a 32-frame window at 266x476 takes as long on
-    OpenVINO as on torch (46-49 s each) and a whole `predict` of a 720p clip took longer
-    (0.17 vs 0.32 frames/s). `onnx=False` (Depth Anything 3
+    and MPS. Temporal (video) models run on the runtime backends (their graph has the window
+    length fixed, backends/graph.py, and keeps the official numbers); `auto` picks OpenVINO
+    for them on CPUs with AVX-512 and keeps torch elsewhere, by measurement: `predict` of a
+    70-frame 720p clip at input 266 ran at 2.50 frames/s on OpenVINO (warm cache; 2.03 while
+    converting) against 1.76 on torch on a 2-core AVX-512 EPYC, while on a 2-core AVX2 EPYC a
+    32-frame window at 266x476 took as long on OpenVINO as on torch (46-49 s) and a 720p
+    clip ran slower (0.17 vs 0.32 frames/s). `onnx=False` (Depth Anything 3
     any-view models: torch.export cannot trace their RoPE position tables with dynamic sizes)
     does the same for ONNX Runtime only; OpenVINO converts them and matches torch (1e-6 of the
     range), so `auto` keeps it. Explicit choices that cannot work here fail with a one-line
@@ -66,7 +69,7 @@ def resolve_backend(name: str, device_type: str, *, temporal: bool = False,
                         "(RoPE) yet; using torch")
         return "torch"
     if name == "auto":
-        if device_type == "cpu" and available("openvino") and not temporal:
+        if device_type == "cpu" and available("openvino") and (not temporal or has_avx512()):
             if precision in (None, "fp32") or _openvino_supports(precision):
                 return "openvino"
         return "torch"

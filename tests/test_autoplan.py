@@ -14,9 +14,14 @@ from depthcli.backends.autoplan import breakeven, plan
 from depthcli.cli import main
 
 
-def test_rule() -> None:
+def test_rule(monkeypatch) -> None:
+    import depthcli.cpu
+
+    monkeypatch.setattr(depthcli.cpu, "has_avx512", lambda: True)
+    assert 5 <= breakeven(518) <= 20  # AVX-512: OpenVINO halves the forward, converts in ~5
+    monkeypatch.setattr(depthcli.cpu, "has_avx512", lambda: False)
     need = breakeven(518)
-    assert 40 <= need <= 100  # ~60 photos at the default size
+    assert 40 <= need <= 100  # AVX2: ~60 photos at the default size
     assert breakeven(266) > 3 * need  # the conversion does not shrink with the input
     cached = plan("openvino", "da2-small", cached=True, inputs=1, input_size=518,
                   can_background=True)

@@ -5,7 +5,8 @@ Converting to OpenVINO (trace, convert, check against torch, compile) costs abou
 graph is traced small), and then saves `SAVING` of the torch time of every forward. So a job of
 `units` forward passes at 518 px (images, or video frames: each costs about the same per pixel)
 gains from converting first when `units * SAVING > CONVERT_FORWARDS`: about 60 photos at the
-default size, four times that at `--input-size 266`. Below that the job runs on torch (it
+default size on an AVX2 CPU, 11 on one with AVX-512 (where OpenVINO halves the time), four
+times that at `--input-size 266`. Below that the job runs on torch (it
 finishes sooner) and, when the checkpoint is a file, the conversion runs in a background process
 at the lowest priority so that the next run starts from the cache. One line says which.
 """
@@ -20,12 +21,25 @@ from dataclasses import dataclass
 
 _logger = logging.getLogger(__name__)
 
-# Measured on a 2-core AVX2 EPYC (load 4-6): ViT-S conversion to OpenVINO 20-24 s against a
-# torch forward at 518x518 of 1.4-3 s (both scale with the machine), and OpenVINO fp32 at
-# 0.84x torch's model time (README, Runtimes). Larger encoders: conversion and forwards grow alike.
+# Measured (ViT-S, fp32, `CONVERT_FORWARDS` = conversion time / one torch forward at 518x518,
+# `SAVING` = 1 - OpenVINO's model time / torch's); larger encoders: both grow alike.
+# - 2-core AVX2 EPYC (load 4-6): conversion 20-24 s, a torch forward 1.4-3 s; OpenVINO fp32 at
+#   0.84x torch's model time (README, Runtimes).
+# - 2-core AVX-512 EPYC (quiet): conversion 3.2-4.0 s, a torch forward 0.83-0.88 s; OpenVINO
+#   0.40-0.42 s (oneDNN uses the 512-bit units, torch's BLAS does not): about 5 forwards, 0.5.
 CONVERT_FORWARDS = 10.0
 SAVING = 0.16
+AVX512_CONVERT_FORWARDS = 5.0
+AVX512_SAVING = 0.5
 REFERENCE_SIZE = 518
+
+
+def costs() -> tuple[float, float]:
+    """(conversion in 518-px torch forwards, fraction of each forward saved) on this CPU."""
+    from ..cpu import has_avx512
+
+    return (AVX512_CONVERT_FORWARDS, AVX512_SAVING) if has_avx512() else (CONVERT_FORWARDS,
+                                                                          SAVING)
 
 
 @dataclass(frozen=True)
@@ -45,7 +59,8 @@ def work_units(inputs: int, input_size: int) -> float:
 
 def breakeven(input_size: int) -> int:
     """Inputs from which converting first finishes sooner than torch alone."""
-    return int(CONVERT_FORWARDS / SAVING / (input_size / REFERENCE_SIZE) ** 2) + 1
+    convert, saving = costs()
+    return int(convert / saving / (input_size / REFERENCE_SIZE) ** 2) + 1
 
 
 def plan(runtime: str, model: str, *, cached: bool, inputs: int | None, input_size: int,
@@ -55,7 +70,8 @@ def plan(runtime: str, model: str, *, cached: bool, inputs: int | None, input_si
     if cached or inputs is None:
         return AutoPlan(runtime, False, None)
     need = breakeven(input_size)
-    if work_units(inputs, input_size) * SAVING > CONVERT_FORWARDS:
+    convert, saving = costs()
+    if work_units(inputs, input_size) * saving > convert:
         return AutoPlan(runtime, False, f"auto: converting {model} to {runtime} first (once, "
                         f"cached; it pays off from ~{need} inputs, this job has {inputs})")
     later = ("converting it in the background for the next run" if can_background else

@@ -22,6 +22,7 @@ from depthcli.engine.windows import (
     video_input_size,
     video_preprocess,
 )
+from depthcli.io.video_encode import x264_deterministic
 from depthcli.models import create_model, get_spec
 from depthcli.models.temporal import sinusoidal_table
 
@@ -182,7 +183,7 @@ def test_input_size_rule_for_wide_frames() -> None:
 def write_clip(path: Path, frames_rgb: np.ndarray) -> Path:
     h, w = frames_rgb.shape[1:3]
     with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=Fraction(30))
+        s = c.add_stream("libx264", rate=Fraction(30), options=x264_deterministic())
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         for f in frames_rgb:
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from depthcli import outputs
 from depthcli.cli import main
 from depthcli.errors import InputError
+from depthcli.io import video_encode
 from depthcli.outputs import render
 from depthcli.outputs.clipstats import ClipStats
 from depthcli.outputs.stacks import RawStack
@@ -42,7 +43,9 @@ def make_video(path: Path, n: int = 12, w: int = 64, h: int = 48, *, rate: Fract
     frame = frame or (lambda i: textured(h, w, i))
     opts = {"movflags": "+faststart"} if faststart else {}
     with av.open(str(path), "w", format=fmt, options=opts) as c:
-        vs = c.add_stream("libx264", rate=rate)
+        # the test clips too: uncapped, x264's AVX-512 code gave the ramp clip other pixels
+        # from run to run, and with them other depth
+        vs = c.add_stream("libx264", rate=rate, options=video_encode.x264_deterministic())
         vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
         if gop:
             vs.codec_context.gop_size = gop
@@ -411,7 +414,6 @@ def test_depth_video_encoding_is_deterministic(tmp_path, monkeypatch) -> None:
     """The same frames make the same bytes every time: what resumed and segmented depth videos
     rely on. These 8 gray frames (a tiny VDA's depth) came out of libx264's AVX-512 routines as
     3 different streams in 40 encodes on an AVX-512 EPYC; `io.video_encode` caps them at AVX2."""
-    from depthcli.io import video_encode
     from depthcli.io.video_decode import VideoInfo
 
     frames = np.load(Path(__file__).parent / "data" / "x264-nondeterministic.npz")["gray"]

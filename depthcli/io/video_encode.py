@@ -35,12 +35,15 @@ from .video_decode import VideoInfo, error_reason
 _logger = logging.getLogger(__name__)
 
 
+def x264_deterministic() -> dict[str, str]:
+    """The libx264 option that keeps its output a function of its input on this CPU."""
+    # every AVX-512 CPU has AVX2 (x264 takes the named set unchecked, so only there)
+    return {"x264-params": "asm=AVX2"} if has_avx512() else {}
+
+
 def x264_options(crf: int, preset: str) -> dict[str, str]:
     """libx264's options: rate and speed, and the assembly cap that keeps it deterministic."""
-    opts = {"crf": str(crf), "preset": preset}
-    if has_avx512():  # every AVX-512 CPU has AVX2 (x264 takes the named set, unchecked)
-        opts["x264-params"] = "asm=AVX2"
-    return opts
+    return {"crf": str(crf), "preset": preset, **x264_deterministic()}
 
 
 class VideoWriter:

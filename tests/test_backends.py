@@ -43,6 +43,27 @@ def cache_dir(tmp_path_factory):
 # ------------------------------------------------------------------ selection
 
 
+def test_auto_falls_back_to_torch_when_a_conversion_fails(monkeypatch, caplog) -> None:
+    """`auto` keeps the official numbers: a runtime model that fails its check against torch
+    means torch for the run, with one line; asked for by name, it is the run's error."""
+    from depthcli.backends.torch import TorchBackend
+    from depthcli.models import create_model
+
+    def failing(*a, **kw):  # type: ignore[no-untyped-def]
+        raise BackendError("OpenVINO conversion of x does not reproduce torch (...); use "
+                           "--backend torch")
+
+    monkeypatch.setattr(backends, "resolve_backend", lambda name, *a, **kw: "openvino")
+    monkeypatch.setattr(backends, "create_runtime_backend", failing)
+    net = create_model("da2-tiny-test", pretrained=False)
+    with caplog.at_level(logging.WARNING):
+        got = backends.create_backend("auto", net, torch.device("cpu"), torch.float32)
+    assert isinstance(got, TorchBackend)
+    assert caplog.text.count("running on torch instead") == 1 and "use --" not in caplog.text
+    with pytest.raises(BackendError, match="does not reproduce torch"):
+        backends.create_backend("openvino", net, torch.device("cpu"), torch.float32)
+
+
 def test_auto_selection(monkeypatch, caplog) -> None:
     expected_cpu = "openvino" if backends.available("openvino") else "torch"
     assert resolve_backend("auto", "cpu") == expected_cpu

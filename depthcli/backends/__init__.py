@@ -192,9 +192,18 @@ def create_backend(name: str | Backend, model: torch.nn.Module, device: torch.de
                              precision=precision, onnx=not any_view)
     if name == "auto" and chosen == "openvino" and job is not None and job.inputs is not None:
         chosen = _auto_first_run(cast("DepthAnything", model), job)
-    if chosen == "torch":
-        from .torch import TorchBackend
+    from .torch import TorchBackend
 
+    if chosen == "torch":
         return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]
-    return create_runtime_backend(chosen, cast("DepthAnything", model), getattr(model, "spec", None),
-                                  precision=precision, device=device.type)
+    try:
+        return create_runtime_backend(chosen, cast("DepthAnything", model),
+                                      getattr(model, "spec", None), precision=precision,
+                                      device=device.type)
+    except BackendError as exc:
+        if name != "auto":  # asked for by name: the run says why it cannot
+            raise
+        # auto promises the official numbers: a conversion that does not reproduce torch (or a
+        # runtime that fails to build) means torch, with one line
+        _logger.warning("auto: %s; running on torch instead", str(exc).split("; use --")[0])
+        return TorchBackend(model, device, dtype, **torch_options)  # type: ignore[arg-type]

@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 VARIANTS = ("default", "mixed", "head_fp32", "ends_fp32", "transformer_nosq", "mean_quantile",
             "cal32", "cal32_head_fp32")
 
@@ -68,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     from depthcli.backends.calibration import Calibration, builtin
+    from depthcli.bench.measure import deviation
     from depthcli.engine.core import DepthEngine
     from depthcli.io.images import read_image
 
@@ -86,16 +85,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def evaluate(model: Any) -> tuple[float, float, float, float]:
         request = core.compile_model(model, "CPU", config).create_infer_request()
-        means, maxes, seconds = [], [], 0.0
-        for x, r in zip(photos, ref, strict=True):
+        outs, seconds = [], 0.0
+        for x in photos:
             request.infer([x])
             t = time.perf_counter()
-            out = request.infer([x])[0]
+            outs.append(request.infer([x])[0].copy())
             seconds += time.perf_counter() - t
-            span = float(r.max() - r.min())
-            means.append(float(np.abs(out - r).mean()) / span)
-            maxes.append(float(np.abs(out - r).max()) / span)
-        return float(np.mean(means)), max(means), max(maxes), seconds / len(photos)
+        d = deviation(ref, outs)  # bench's measure: fractions of each photo's range
+        return (d["mean_of_range_avg"], d["mean_of_range"], d["max_of_range"],
+                seconds / len(photos))
 
     base_ms = evaluate(ir)[3] * 1000
     print(f"{a.model} fp32 IR: {base_ms:.0f} ms/img on {len(photos)} photos", flush=True)

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from .. import cpu
+
 _logger = logging.getLogger(__name__)
 
 # Measured (ViT-S, fp32, `CONVERT_FORWARDS` = conversion time / one torch forward at 518x518,
@@ -36,9 +38,7 @@ REFERENCE_SIZE = 518
 
 def costs() -> tuple[float, float]:
     """(conversion in 518-px torch forwards, fraction of each forward saved) on this CPU."""
-    from ..cpu import has_avx512
-
-    return (AVX512_CONVERT_FORWARDS, AVX512_SAVING) if has_avx512() else (CONVERT_FORWARDS,
+    return (AVX512_CONVERT_FORWARDS, AVX512_SAVING) if cpu.has_avx512() else (CONVERT_FORWARDS,
                                                                           SAVING)
 
 

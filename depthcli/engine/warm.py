@@ -66,11 +66,11 @@ def warm_engine(model: str, weights: str | os.PathLike[str] | None, *, max_depth
 
     calibration = None
     if precision == "int8":  # the built-in set at the run's network size (backends/calibration)
-        from ..backends.calibration import builtin
+        from ..backends.calibration import Calibration, builtin
         from .transforms import engine_preprocess
 
-        size = engine_preprocess(spec, input_size, "fp32", "cpu").input_size
-        calibration = f"{builtin().identity}@{size}"
+        pre = engine_preprocess(spec, input_size, "fp32", "cpu")
+        calibration = Calibration(builtin(), pre, pre.input_size).identity
     cache = RuntimeCache()
     key = WarmKey.of(spec.name, weights, spec.max_depth_for(max_depth), ov.__version__,
                      calibration=calibration)

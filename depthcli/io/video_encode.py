@@ -11,7 +11,7 @@
   A frame without pts gets the previous pts + one nominal frame; a pts that does not increase is
   bumped by one tick (H.264 needs strictly increasing pts); both are logged at DEBUG.
 - The source's audio comes along (`io.audio`).
-- On CPUs with AVX-512, x264's assembly is capped at AVX2 (`X264_PARAMS`): with its AVX-512
+- On CPUs with AVX-512, x264's assembly is capped at AVX2 (`x264_deterministic`): with its AVX-512
   routines the same frames and settings encoded to different bytes from run to run (2-core
   AMD EPYC with AVX-512: 3 different streams in 40 encodes of 8 gray 48x32 frames, also at
   320x240; capped: one stream in 40, the one AVX2 CPUs write), so resumed and segmented depth

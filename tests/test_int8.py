@@ -23,12 +23,12 @@ pytest.importorskip("nncf")  # CI installs it ([test] extra): this never skips t
 
 SIZE = 112
 # Mean deviation of the int8 tiny model (random recipe weights, 4 blocks) from torch fp32 on the
-# three golden images at 112, as a fraction of each image's range: measured 5.6 / 7.6 / 9.1 %
-# (built-in calibration set; NNCF 3.4, OpenVINO 2026.4). Random weights quantise far worse than
-# trained ones, and a 4-block ViT at 112 px has few tokens to average over; the bound (1.6x the
-# worst) leaves room for other NNCF/OpenVINO versions and still fails a quantisation whose
-# scales are wrong (a calibration set not run through the model's preprocessing: > 20 %).
-MEAN_BOUND = 0.15
+# three golden images at 112, as a fraction of each image's range: measured 0.83 / 1.82 / 0.53 %
+# with the head, the encoder's residual additions and its LayerNorms in float (backends/int8.py;
+# 5.6 / 7.6 / 9.1 % with them quantised; NNCF 3.4, OpenVINO 2026.4, built-in calibration set).
+# The bound (1.6x the worst) leaves room for other NNCF/OpenVINO versions and fails a scheme whose
+# float scope no longer matches the graph's node names.
+MEAN_BOUND = 0.03
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,16 @@ def test_quantise_then_cached_reload(int8_pair: tuple, cache: Path) -> None:
                      if p.name not in ("compiled", "warm"))  # + the warm record
     assert len(entries) == 2 and "-fp32-" in entries[0] and "-int8-" in entries[1]  # + its fp32 IR
     # the IR really is quantised, and the reload gives the same numbers
-    xml = next((cache / "runtimes" / "openvino").glob("*-int8-*/model.xml")).read_text()
-    assert "FakeQuantize" in xml or "FakeConvert" in xml
+    xml = next((cache / "runtimes" / "openvino").glob("*-int8-*/model.xml"))
+    assert "FakeQuantize" in xml.read_text()
+    # ... except what stays float (backends/int8.py): the head, residual additions, LayerNorms
+    import openvino as ov
+
+    fqs = [op for op in ov.Core().read_model(str(xml)).get_ordered_ops()
+           if op.get_type_name() == "FakeQuantize"]
+    consumers = {t.get_node().get_type_name() for op in fqs for t in op.output(0).get_target_inputs()}
+    assert len(fqs) >= 20 and "MatMul" in consumers and not consumers & {"MVN", "Add"}, consumers
+    assert not [op for op in fqs if "__module.head" in op.get_friendly_name()]
     img = write_image(cache / "x.png", 90, 120, seed=3)
     a = first.infer(cv2.imread(str(img)))
     b = second.infer(cv2.imread(str(img)))

@@ -8,7 +8,7 @@ calibration set, then runs the photos under `--inputs` through it and through th
 the model's preprocessing: mean and max |int8 - fp32| as a fraction of each photo's range
 (mean over photos, worst photo, max), model ms/img (second of two passes per photo) and the
 quantisation time. How the README's int8 table of NNCF settings was measured; depthcli itself
-uses `default`.
+uses `default` (backends/int8.py: the head, residual additions and LayerNorms in float).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("default", "mixed", "head_fp32", "ends_fp32", "transformer_nosq", "mean_quantile",
-            "cal32", "cal32_head_fp32")
+VARIANTS = ("default", "all_int8", "head_fp32", "residual_fp32", "sdpa_fp32", "cal16", "mixed",
+            "transformer_nosq", "mean_quantile")
 
 
 def _settings(name: str) -> tuple[dict[str, Any], dict[str, Any], int]:
@@ -29,21 +29,29 @@ def _settings(name: str) -> tuple[dict[str, Any], dict[str, Any], int]:
     from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+    from depthcli.backends.int8 import FLOAT_PATTERNS, FLOAT_TYPES
+
     perf = {"preset": nncf.QuantizationPreset.PERFORMANCE}
-    head = nncf.IgnoredScope(patterns=[r".*__module\.head\..*"])
-    ends = nncf.IgnoredScope(patterns=[r".*output_conv.*", r".*patch_embed.*"])
+
+    def floats(patterns: tuple[str, ...] = (), types: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {**perf, "ignored_scope": nncf.IgnoredScope(patterns=list(patterns),
+                                                           types=list(types), validate=False)}
+
+    head, residual = FLOAT_PATTERNS  # depthcli's float scope: the head; residual adds + MVN
+    scope = floats(FLOAT_PATTERNS, FLOAT_TYPES)
     table: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {
-        "default": (perf, {}, 8),
-        "mixed": ({"preset": nncf.QuantizationPreset.MIXED}, {}, 8),
-        "head_fp32": ({**perf, "ignored_scope": head}, {}, 8),
-        "ends_fp32": ({**perf, "ignored_scope": ends}, {}, 8),
+        "default": (scope, {}, 8),  # what depthcli uses (backends/int8.py)
+        "all_int8": (perf, {}, 8),  # depthcli before (scheme 1)
+        "head_fp32": (floats((head,)), {}, 8),
+        "residual_fp32": (floats((residual,), FLOAT_TYPES), {}, 8),
+        "sdpa_fp32": (floats(FLOAT_PATTERNS, (*FLOAT_TYPES, "ScaledDotProductAttention")), {}, 8),
+        "cal16": (scope, {}, 16),
+        "mixed": ({**scope, "preset": nncf.QuantizationPreset.MIXED}, {}, 8),
         "transformer_nosq": ({"preset": nncf.QuantizationPreset.MIXED,
                               "model_type": nncf.ModelType.TRANSFORMER},
                              {"smooth_quant_alphas": AdvancedSmoothQuantParameters(matmul=-1)}, 8),
-        "mean_quantile": (perf, {"activations_range_estimator_params":
-                                 RangeEstimatorParametersSet.MEAN_QUANTILE}, 8),
-        "cal32": (perf, {}, 32),
-        "cal32_head_fp32": ({**perf, "ignored_scope": head}, {}, 32),
+        "mean_quantile": (scope, {"activations_range_estimator_params":
+                                  RangeEstimatorParametersSet.MEAN_QUANTILE}, 8),
     }
     return table[name]
 

@@ -78,16 +78,17 @@ def _warn_without_vnni() -> None:
 
 def cache_key(graph: Graph, calibration: Calibration | None = None) -> CacheKey:
     """The cache key of the fp32 IR of `graph` (backends/graph.py), or of its int8 IR
-    quantised on `calibration` (which images at which size, and NNCF's version)."""
+    quantised on `calibration` (which images at which size; NNCF's version and the int8
+    settings)."""
     import openvino as ov
 
     if calibration is None:
         return model_cache_key(graph.net, "openvino", "fp32", graph.shapes,
                                {"openvino": ov.__version__})
-    from .int8 import nncf_version
+    from .int8 import scheme_id
 
     return model_cache_key(graph.net, "openvino", "int8", graph.shapes,
-                           {"openvino": ov.__version__, "nncf": nncf_version()},
+                           {"openvino": ov.__version__, "nncf": scheme_id()},
                            calibration=calibration.identity)
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..version import __version__
 from .cache import FORMAT, RuntimeCache
+from .int8 import scheme_id
 
 if TYPE_CHECKING:
     from ..models.registry import ModelSpec
@@ -57,7 +58,7 @@ class WarmKey:
     depthcli: str
     precision: str = "fp32"  # or int8: the entry quantised on `calibration`
     calibration: str = ""  # int8: the calibration's identity (images @ network size)
-    nncf: str = ""  # int8: NNCF's version, as in the int8 cache key
+    nncf: str = ""  # int8: NNCF's version and the int8 settings, as in the int8 cache key
 
     @classmethod
     def of(cls, model: str, weights: str | os.PathLike[str], max_depth: float,
@@ -69,7 +70,7 @@ class WarmKey:
             st = path.stat()
         except OSError:
             return None
-        int8 = ("int8", calibration, _version("nncf")) if calibration is not None else ()
+        int8 = ("int8", calibration, scheme_id()) if calibration is not None else ()
         return cls(model, str(path), st.st_size, st.st_mtime_ns, float(max_depth),
                    openvino_version, _version("torch"), __version__, *int8)
 

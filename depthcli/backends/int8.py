@@ -10,12 +10,11 @@ and doubles the quantisation time).
 What stays in float (`FLOAT_SCOPE`): the DPT head, the encoder's residual additions and its
 LayerNorms. Quantising the inputs of a residual addition or of a LayerNorm puts int8 rounding
 into the residual stream itself, which every later block carries forward; the head is a small
-part of the work (ViT-S at 518: int8 with the head in float 367 ms/img against 310 ms/img all
-int8, fp32 675) but about half the deviation. Measured on da2-small with the golden recipe
-weights over the 10 sample photos (2-core AVX-512 EPYC; `python -m tools.int8_variants`): mean
-deviation from fp32 2.32 % of the range all int8, 0.89 % with this scope; the README has the
-table. NNCF's transformer model type (SmoothQuant, its own float scope) was worse on these
-networks (6.7 %).
+part of the work (ViT-S at 518: 376 ms/img with this scope, 329 all int8, 644 fp32) but
+about half the deviation. Measured on da2-small with the golden recipe weights over the 10
+sample photos (2-core AVX-512 EPYC; `python -m tools.int8_variants`): mean deviation from fp32
+2.32 % of the range all int8, 0.84 % with this scope; the README has the table. NNCF's transformer model type (SmoothQuant, its own float scope) was worse on these
+networks (12.2 % with the golden weights).
 
 The result is checked against the fp32 IR on the first calibration inputs: a mean deviation
 beyond `MAX_MEAN_DEVIATION` of the depth range means the quantisation broke the model, and it

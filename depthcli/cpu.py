@@ -33,6 +33,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "this CPU"
 
 
+# x86 int8 dot-product instructions: without them int8 kernels use 16-bit multiply-adds, which
+# saturate and run no faster than fp32 (backends/openvino.py, README Precision: int8)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def has_int8_dot_products() -> bool:
+    """VNNI or AMX int8 instructions on this CPU (/proc/cpuinfo)."""
+    flags = cpu_flags()
+    return any(f in flags for f in VNNI_FLAGS)
+
+
 @functools.lru_cache(maxsize=1)
 def has_avx512() -> bool:
     """AVX-512 (F) on this CPU: /proc/cpuinfo, else numpy's own dispatch probe (other OSes)."""

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from conftest import write_image
 from depthcli.cli import main
+from depthcli.cpu import has_int8_dot_products
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")  # CI installs it ([test] extra): this never skips there
@@ -30,14 +31,7 @@ SIZE = 112
 # 3.57 / 2.98 % with oneDNN capped at AVX2 (ONEDNN_MAX_CPU_ISA=AVX2, same CPU). The bounds (1.6x
 # the worst) leave room for other NNCF/OpenVINO versions and fail a scheme whose float scope no
 # longer matches the graph's node names (with VNNI).
-def _int8_dot_products() -> bool:
-    from depthcli.backends.openvino import VNNI_FLAGS
-    from depthcli.cpu import cpu_flags
-
-    return any(f in cpu_flags() for f in VNNI_FLAGS)
-
-
-MEAN_BOUND = 0.03 if _int8_dot_products() else 0.06
+MEAN_BOUND = 0.03 if has_int8_dot_products() else 0.06
 
 
 @pytest.fixture(scope="module")

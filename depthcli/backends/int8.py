@@ -7,13 +7,14 @@ model's own preprocessing: weights per output channel, activations per tensor, w
 (performance) preset and bias correction off (it moved the deviation by < 0.1 % of the range
 and doubles the quantisation time).
 
-What stays in float (`FLOAT_SCOPE`): the DPT head, the encoder's residual additions and its
-LayerNorms. Quantising the inputs of a residual addition or of a LayerNorm puts int8 rounding
-into the residual stream itself, which every later block carries forward; the head is a small
-part of the work (ViT-S at 518: 376 ms/img with this scope, 329 all int8, 644 fp32) but
-about half the deviation. Measured on da2-small with the golden recipe weights over the 10
-sample photos (2-core AVX-512 EPYC; `python -m tools.int8_variants`): mean deviation from fp32
-2.32 % of the range all int8, 0.84 % with this scope; the README has the table. NNCF's transformer model type (SmoothQuant, its own float scope) was worse on these
+What stays in float (`FLOAT_PATTERNS`, `FLOAT_TYPES`): the DPT head, the encoder's residual
+additions and its LayerNorms. Quantising the inputs of a residual addition or of a LayerNorm
+puts int8 rounding into the residual stream itself, which every later block carries forward;
+the head is a small part of the work (ViT-S at 518: 376 ms/img with this scope, 329 all int8,
+644 fp32) but about half the deviation. Measured on da2-small with the golden recipe weights
+over the 10 sample photos (2-core AVX-512 EPYC; `python -m tools.int8_variants`): mean
+deviation from fp32 2.32 % of the range all int8, 0.84 % with this scope; the README has the
+table. NNCF's transformer model type (SmoothQuant, its own float scope) was worse on these
 networks (12.2 % with the golden weights).
 
 The result is checked against the fp32 IR on the first calibration inputs: a mean deviation

@@ -59,22 +59,19 @@ def cpu_supports(precision: str) -> bool:
     return _CAPABILITY.get(precision, "?") in caps
 
 
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
 def _warn_without_vnni() -> None:
     """One line where int8 is measured slower than fp32 and further from it: x86 without
     VNNI/AMX int8 dot products (2-core AVX2 EPYC: 3383 vs 2844 ms/img for ViT-S at 518; their
     16-bit multiply-adds saturate: 1.31 % mean deviation instead of 0.84 %, README)."""
     import platform
 
-    from ..cpu import cpu_flags
+    from ..cpu import VNNI_FLAGS, cpu_flags, has_int8_dot_products
 
-    flags = cpu_flags()
-    if platform.machine().lower() in ("x86_64", "amd64") and flags and not any(
-            f in flags for f in VNNI_FLAGS):
+    if (platform.machine().lower() in ("x86_64", "amd64") and cpu_flags()
+            and not has_int8_dot_products()):
         _logger.warning("--precision int8: this CPU has no VNNI/AMX int8 instructions (%s); "
-                        "int8 may run slower than fp32 and deviate more from it here", " / ".join(VNNI_FLAGS))
+                        "int8 may run slower than fp32 and deviate more from it here",
+                        " / ".join(VNNI_FLAGS))
 
 
 def cache_key(graph: Graph, calibration: Calibration | None = None) -> CacheKey:

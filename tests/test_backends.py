@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -170,6 +171,36 @@ def test_cache_build_failure_leaves_nothing(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="export failed"):
         cache.get(key, build, lambda e: None)
     assert list(cache.entry_path(key).parent.iterdir()) == []
+
+
+def test_cache_builds_once_while_another_builds(tmp_path, caplog) -> None:
+    """A second `get` of a key being built waits for that build and loads its entry (the
+    build lock is flock on its own open file, so two threads contend as two processes do)."""
+    import threading
+
+    cache = RuntimeCache(tmp_path)
+    key = CacheKey("openvino", "da2-small", "abc", "fp32", "dynamic")
+    started, builds = threading.Event(), []
+
+    def build(folder) -> None:
+        builds.append(threading.get_ident())
+        started.set()
+        time.sleep(1.0)
+        (folder / "model.bin").write_bytes(b"ok")
+
+    def load(entry) -> bytes:
+        return (entry / "model.bin").read_bytes()
+
+    results: list[tuple[bytes, bool]] = []
+    first = threading.Thread(target=lambda: results.append(cache.get(key, build, load)))
+    first.start()
+    assert started.wait(30)
+    with caplog.at_level(logging.WARNING):
+        second = cache.get(key, build, load)
+    first.join(30)
+    assert results == [(b"ok", True)] and second == (b"ok", False)
+    assert len(builds) == 1
+    assert "waiting for another depthcli process converting da2-small" in caplog.text
 
 
 # ------------------------------------------------------------------- OpenVINO

@@ -112,20 +112,31 @@ def check_int8(name: str, device_type: str, *, temporal: bool = False) -> str:
 @dataclass(frozen=True)
 class Job:
     """The work ahead of an estimator: `inputs` images or frames at `input_size` (None: unknown)
-    and the checkpoint file (for a background conversion)."""
+    whose long side is `aspect` times the short one, and the checkpoint file (for a background
+    conversion)."""
 
     inputs: int | None
     input_size: int
     weights: str | os.PathLike[str] | None = None
+    aspect: float = 1.0
 
 
 def _auto_first_run(model: DepthAnything, job: Job) -> str:
     """`auto` on a CPU with OpenVINO: the backend for this job, per backends/autoplan.py."""
-    from .autoplan import convert_in_background, plan
+    from .autoplan import convert_in_background, pending, plan, wait_pending
     from .openvino import is_cached
 
-    p = plan("openvino", model.spec.name, cached=is_cached(model), inputs=job.inputs,
-             input_size=job.input_size, can_background=job.weights is not None)
+    name = model.spec.name
+    cached = is_cached(model)
+    state = None if cached or job.weights is None else pending("openvino", name, job.weights)
+    if state == "converting" and job.weights is not None:
+        _logger.warning("auto: another depthcli process is converting %s to openvino; waiting "
+                        "for it", name)
+        wait_pending("openvino", name, job.weights)
+        cached, state = is_cached(model), None
+    p = plan("openvino", name, cached=cached, inputs=job.inputs, input_size=job.input_size,
+             aspect=job.aspect, can_background=job.weights is not None,
+             pending=state is not None)
     if p.line:
         _logger.warning("%s", p.line)
     if p.background and job.weights is not None:

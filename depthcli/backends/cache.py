@@ -21,6 +21,7 @@ load is removed and rebuilt with a warning, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -31,6 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+
+from . import locks
 
 if TYPE_CHECKING:
     import torch
@@ -185,10 +188,25 @@ class RuntimeCache:
                 return load(entry), False
             except Exception as exc:  # noqa: BLE001 - any load failure means: rebuild
                 self.discard(entry, f"failed to load: {exc}")
-        _logger.info("converting %s for %s (once; cached in %s)", key.model, key.runtime,
-                     self.root)
-        entry = self.build(key, build)
-        return load(entry), True
+        lock = self.lock_path(key)
+        with contextlib.ExitStack() as held:
+            if not held.enter_context(locks.exclusive(lock, wait=False)):
+                # another process converts this key (a background conversion, a second run):
+                # waiting for it costs at most what converting here would
+                _logger.warning("waiting for another depthcli process converting %s for %s",
+                                key.model, key.runtime)
+                held.enter_context(locks.exclusive(lock))
+            found = self.lookup(key)  # published while this process waited, or just before
+            built = found is None
+            if found is None:
+                _logger.info("converting %s for %s (once; cached in %s)", key.model,
+                             key.runtime, self.root)
+                found = self.build(key, build)
+        return load(found), built
+
+    def lock_path(self, key: CacheKey) -> Path:
+        """The lock a process holds while it builds `key` (backends/locks.py)."""
+        return self.root / ".locks" / f"{key.runtime}-{key.digest}.lock"
 
 
 def model_cache_key(model: DepthAnything, runtime: str, precision: str, shapes: str,

@@ -247,15 +247,16 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                      channels_last: bool, output_size: str = "input",
                      camera: dict[str, float | None] | None = None,
                      resolved: dict[str, Path] | None = None,
-                     job_inputs: Callable[[], int | None] | None = None,
+                     job_size: Callable[[], tuple[int, float] | None] | None = None,
                      calibrate: Path | None = None,
                      ) -> Callable[[str], DepthEngine]:
     """`load(model_name)` → a DepthEngine with these settings (called when first needed).
 
     `camera`: --focal-px/--fov-deg/--cx/--cy, for da3-metric-large's metres. `resolved` holds
     checkpoints already looked up (`preflight.resolve_checkpoints`); half precision with no
-    fast path on the device runs fp32 (`depthcli.engine.precision`). `job_inputs()`: the number of
-    inputs of the job when known, for `--backend auto`'s first run on a checkpoint.
+    fast path on the device runs fp32 (`depthcli.engine.precision`). `job_size()`: the number of
+    inputs of the job and their typical aspect ratio when known, for `--backend auto`'s first
+    run on a checkpoint.
     """
     found = resolved or {}
 
@@ -276,6 +277,8 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                 return warm
         from .runtime import require_torch_stack
 
+        size = job_size() if job_size and backend == "auto" else None
+
         require_torch_stack()  # a broken install: one line with its repair, not a traceback
         try:
             dev = resolve_device(device)
@@ -284,7 +287,8 @@ def estimator_loader(*, weights: Path | None, input_size: int | None, device: st
                 max_depth=max_depth, device=dev, precision=cli_precision(precision, dev.type),
                 input_size=input_size, compile=compile_, channels_last=channels_last,
                 backend=backend, output_size=output_size, camera=camera,
-                job_inputs=job_inputs() if job_inputs and backend == "auto" else None,
+                job_inputs=None if size is None else size[0],
+                job_aspect=1.0 if size is None else size[1],
                 calibrate=calibrate,
             )
         except ValueError as exc:

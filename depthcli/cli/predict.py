@@ -310,7 +310,7 @@ def predict(inputs: tuple[str, ...], out_dir: str, model: str | None, weights: P
                                 precision=s.precision, backend=s.backend, max_depth=s.max_depth,
                                 compile_=s.compile_, channels_last=s.channels_last,
                                 output_size=s.output_size, camera=s.camera, resolved=found,
-                                job_inputs=lambda: _image_job_size(opts),
+                                job_size=lambda: _image_job_size(opts),
                                 calibrate=s.calibrate)
         models = RunModels(load, image_model, video_model)
         run = _local_run(opts, models, threads)
@@ -460,20 +460,29 @@ def _count_inputs(opts: Any) -> int:
     return sum(1 for _ in discover(opts.inputs, state))
 
 
-def _image_job_size(opts: Any) -> int | None:
-    """The number of inputs of an image-only job (a listing walk), None when there are videos:
-    their frames are counted only while decoding, and a clip of a few windows already earns a
-    conversion back (backends/autoplan.py)."""
-    from ..io.images import Discovery, discover
+ASPECT_SAMPLES = 8  # image headers read for a job's typical aspect ratio
+
+
+def _image_job_size(opts: Any) -> tuple[int, float] | None:
+    """(inputs, their median long/short side ratio from the first headers) of an image-only
+    job (a listing walk), None when there are videos: their frames are counted only while
+    decoding, and a clip of a few windows already earns a conversion back
+    (backends/autoplan.py). A 3:2 photo costs the network 1.5 square ones."""
+    import statistics
+
+    from ..io.images import Discovery, discover, header_size
     from ..io.manifest import OutputFolders
 
     state = Discovery(exclude=OutputFolders(opts.out_dir), quiet=True, sequence=opts.sequence)
     n = 0
+    ratios: list[float] = []
     for item in discover(opts.inputs, state):
         if item.kind == "video":
             return None
         n += 1
-    return n
+        if len(ratios) < ASPECT_SAMPLES and (size := header_size(item.src)) is not None:
+            ratios.append(max(size) / min(size))
+    return n, statistics.median(ratios) if ratios else 1.0
 
 
 def _known_total(inputs: tuple[str, ...]) -> int | None:

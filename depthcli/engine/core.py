@@ -91,12 +91,14 @@ class DepthEngine:
         output_size: OutputSize = "input",
         camera: dict[str, float | None] | None = None,
         job_inputs: int | None = None,
+        job_aspect: float = 1.0,
         weights_file: str | os.PathLike[str] | None = None,
         calibrate: str | os.PathLike[str] | None = None,
     ) -> None:
-        """`job_inputs`: how many images/frames the caller will run, when known: `auto` on a
-        checkpoint not yet converted then converts only when that pays (backends/autoplan.py;
-        `weights_file` lets it convert in the background for the next run instead).
+        """`job_inputs`: how many images/frames the caller will run, when known (`job_aspect`:
+        their typical long/short side ratio): `auto` on a checkpoint not yet converted then
+        converts only when that pays (backends/autoplan.py; `weights_file` lets it convert in
+        the background for the next run instead).
 
         `precision="int8"`: OpenVINO post-training quantisation on the CPU (backends/int8.py),
         calibrated on the built-in set or on the images under `calibrate`
@@ -125,7 +127,7 @@ class DepthEngine:
                                             precision_name(self._dtype), self.device_type)
         self.digest = weights_digest(model)  # which weights: a resumed video must match them
         job = (None if job_inputs is None else
-               Job(job_inputs, self.preprocess.input_size, weights_file))
+               Job(job_inputs, self.preprocess.input_size, weights_file, job_aspect))
         self.calibration = None
         if int8:
             from ..backends.calibration import Calibration, builtin, from_folder

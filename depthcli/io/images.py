@@ -292,6 +292,24 @@ def _read_uri(uri: str) -> bytes:
         return bytes(f.read())
 
 
+# JPEG puts its frame header after the EXIF block (up to 64 KB) and other app segments
+HEADER_BYTES = 1 << 18
+
+
+def header_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of a local image file from its first bytes, without decoding it; None
+    when they do not tell (unknown format, unreadable, a URI)."""
+    if is_uri(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read(HEADER_BYTES)
+    except OSError:
+        return None
+    size = _header_size(data, DEFAULT_MAX_PIXELS)
+    return None if size is None or size == _OVER_PIL_LIMIT or min(size) <= 0 else size
+
+
 def _header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
     """(width, height) from the header alone (PIL opens lazily), or None if PIL can't tell."""
     import io

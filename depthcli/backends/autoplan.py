@@ -12,7 +12,8 @@ file, a background process converts it for the next run. That process starts con
 once the run has exited, so it never slows the job that chose torch for being quick (started
 beside it, it took 7 s of a 23 s run of 10 photos, 2-core AVX-512 EPYC). A run that starts
 while it converts waits for it and then runs from the cache: side by side both were slower
-(3 photos: 18.2 s on torch beside it, 10.5 s alone). A run that starts while it still waits
+(3 photos right after a 3-photo run: 18.2 s on torch beside it, 13.6 s waiting). A run that
+starts while it still waits
 for its run to exit runs torch and starts no second one. One line says which.
 """
 

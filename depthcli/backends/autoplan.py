@@ -13,8 +13,8 @@ once the run has exited, so it never slows the job that chose torch for being qu
 beside it, it took 7 s of a 23 s run of 10 photos, 2-core AVX-512 EPYC). A run that starts
 while it converts waits for it and then runs from the cache: side by side both were slower
 (3 photos right after a 3-photo run: 18.2 s on torch beside it, 13.6 s waiting). A run that
-starts while it still waits
-for its run to exit runs torch and starts no second one. One line says which.
+starts while it still waits for its run to exit runs torch and starts no second one. One line
+says which.
 """
 
 from __future__ import annotations

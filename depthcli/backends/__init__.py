@@ -126,21 +126,20 @@ def _auto_first_run(model: DepthAnything, job: Job) -> str:
     from .autoplan import convert_in_background, pending, plan, wait_pending
     from .openvino import is_cached
 
-    name = model.spec.name
+    name, weights = model.spec.name, job.weights
     cached = is_cached(model)
-    state = None if cached or job.weights is None else pending("openvino", name, job.weights)
-    if state == "converting" and job.weights is not None:
+    state = None if cached or weights is None else pending("openvino", name, weights)
+    if state == "converting" and weights is not None:
         _logger.warning("auto: another depthcli process is converting %s to openvino; waiting "
                         "for it", name)
-        wait_pending("openvino", name, job.weights)
+        wait_pending("openvino", name, weights)
         cached, state = is_cached(model), None
     p = plan("openvino", name, cached=cached, inputs=job.inputs, input_size=job.input_size,
-             aspect=job.aspect, can_background=job.weights is not None,
-             pending=state is not None)
+             aspect=job.aspect, can_background=weights is not None, pending=state is not None)
     if p.line:
         _logger.warning("%s", p.line)
-    if p.background and job.weights is not None:
-        convert_in_background("openvino", model.spec.name, job.weights)
+    if p.background and weights is not None:
+        convert_in_background("openvino", name, weights)
     return p.backend
 
 

@@ -20,18 +20,16 @@ says which.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cpu
 from . import locks
-from .cache import cache_root
+from .cache import RuntimeCache
 
 _logger = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ def pending_lock(runtime: str, model: str, weights: str | os.PathLike[str]) -> P
     except OSError:
         ident = f"{runtime}|{model}|{path}"
     name = hashlib.sha256(ident.encode()).hexdigest()[:20]
-    return cache_root() / "runtimes" / ".locks" / f"pending-{name}.lock"
+    return RuntimeCache().lock_dir / f"pending-{name}.lock"
 
 
 def pending(runtime: str, model: str, weights: str | os.PathLike[str]) -> str | None:
@@ -121,15 +119,15 @@ def pending(runtime: str, model: str, weights: str | os.PathLike[str]) -> str | 
     if not locks.held_elsewhere(lock):
         return None
     try:
-        state = json.loads(lock.read_text()).get("state")
-    except (OSError, ValueError, AttributeError):  # written a moment from now
-        state = None
+        state = lock.read_text().strip()
+    except OSError:
+        state = ""  # not marked yet: it has only just started
     return "converting" if state == "converting" else "queued"
 
 
 def mark_pending(lock: Path, state: str) -> None:
     """What the background conversion holding `lock` is doing, for `pending`."""
-    lock.write_text(json.dumps({"state": state, "pid": os.getpid(), "since": time.time()}))
+    lock.write_text(state)
 
 
 def wait_pending(runtime: str, model: str, weights: str | os.PathLike[str],
@@ -137,12 +135,7 @@ def wait_pending(runtime: str, model: str, weights: str | os.PathLike[str],
     """Wait until the background conversion of this checkpoint has ended; False when `limit`
     seconds passed first (a hung converter does not hang the run: it then converts itself)."""
     lock = pending_lock(runtime, model, weights)
-    end = time.monotonic() + limit
-    while locks.held_elsewhere(lock):
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.2)
-    return True
+    return locks.wait_until(lambda: not locks.held_elsewhere(lock), limit)
 
 
 def convert_in_background(runtime: str, model: str, weights: str | os.PathLike[str]) -> None:

@@ -204,9 +204,14 @@ class RuntimeCache:
                 found = self.build(key, build)
         return load(found), built
 
+    @property
+    def lock_dir(self) -> Path:
+        """Where the cache's locks live (backends/locks.py)."""
+        return self.root / ".locks"
+
     def lock_path(self, key: CacheKey) -> Path:
-        """The lock a process holds while it builds `key` (backends/locks.py)."""
-        return self.root / ".locks" / f"{key.runtime}-{key.digest}.lock"
+        """The lock a process holds while it builds `key`."""
+        return self.lock_dir / f"{key.runtime}-{key.digest}.lock"
 
 
 def model_cache_key(model: DepthAnything, runtime: str, precision: str, shapes: str,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 try:
@@ -51,3 +52,14 @@ def held_elsewhere(path: Path) -> bool:
         return False
     with exclusive(path, wait=False) as got:
         return not got
+
+
+def wait_until(done: Callable[[], bool], limit: float, every: float = 0.2) -> bool:
+    """Poll `done()` every `every` seconds: True once it is, False when `limit` passed first
+    (a hung peer must not hang this process)."""
+    end = time.monotonic() + limit
+    while not done():
+        if time.monotonic() > end:
+            return False
+        time.sleep(every)
+    return True

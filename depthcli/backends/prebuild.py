@@ -13,29 +13,16 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 # The run it follows is a small job (below the break-even, a few minutes at most); after
 # this long the conversion goes ahead anyway, at nice 19.
 WAIT_MAX_S = 900.0
-POLL_S = 0.2
-
-
-def wait_for_exit(pid: int, limit: float = WAIT_MAX_S) -> bool:
-    """Wait until `pid`, this process's parent when it was started, has exited (this process
-    is then reparented); False when `limit` seconds passed first."""
-    end = time.monotonic() + limit
-    while os.getppid() == pid:
-        if time.monotonic() > end:
-            return False
-        time.sleep(POLL_S)
-    return True
 
 
 def main(argv: list[str]) -> int:
     runtime, model_name, weights, *after = argv
     from .autoplan import mark_pending, pending_lock
-    from .locks import exclusive
+    from .locks import exclusive, wait_until
 
     try:
         os.nice(19)
@@ -47,7 +34,8 @@ def main(argv: list[str]) -> int:
             return 0
         if after:
             mark_pending(lock, "queued")
-            wait_for_exit(int(after[0]))
+            parent = int(after[0])  # reparented once it has exited
+            wait_until(lambda: os.getppid() != parent, WAIT_MAX_S)
         mark_pending(lock, "converting")  # a run starting now waits for this one
         from ..models import create_model
         from . import create_runtime_backend
